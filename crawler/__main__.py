@@ -1,0 +1,5 @@
+"""`python -m crawler`: the same entry point as the `crawler` command."""
+
+from crawler.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Command line: `crawler run | seed | status` (exit 0 done, 2 usage, 3 storage, 130/143 signal)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import structlog
+
+from crawler import __version__, logs, status
+from crawler.crawl import Crawl, add_seeds, exclusive, open_frontier
+from crawler.errors import ConfigError, StopCrawl
+from crawler.seeds import SeedReport, seed_files_exist
+from crawler.settings import Settings, load_settings
+
+log = structlog.get_logger("crawler")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", required=True, type=Path, help="the crawl's directory")
+    common.add_argument("--config", type=Path, help="TOML file overriding config/default.toml")
+    common.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting (TOML value syntax); repeatable",
+    )
+    parser = argparse.ArgumentParser(prog="crawler", description="Polite, resumable bulk fetcher.")
+    parser.add_argument("--version", action="version", version=f"crawler {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", parents=[common], help="crawl until no URL is left")
+    run.add_argument("--seeds", action="append", default=[], help="seed file (.gz, - for stdin)")
+    run.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    seed = sub.add_parser("seed", parents=[common], help="add URLs to a crawl's frontier")
+    seed.add_argument("files", nargs="+", help="seed files (.gz accepted, - for stdin)")
+    stat = sub.add_parser("status", parents=[common], help="counts by state, reason and host")
+    stat.add_argument("--json", action="store_true", help="one JSON object for machines")
+    return parser
+
+
+def _report(report: SeedReport) -> None:
+    log.info("seeds", read=report.read, added=report.added, invalid=report.invalid)
+    for bad in report.examples:
+        log.warning("bad_seed_line", source=bad.source, line=bad.line, reason=bad.reason)
+    if report.invalid > len(report.examples):
+        log.warning("bad_seed_lines_not_shown", count=report.invalid - len(report.examples))
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    with exclusive(args.data_dir):
+        frontier = await open_frontier(args.data_dir, settings)
+        try:
+            crawl = Crawl(args.data_dir, settings, frontier)
+            await crawl.recover()
+            if args.seeds:
+                report = SeedReport()
+                await add_seeds(frontier, args.seeds, report)
+                _report(report)
+            result = await crawl.run()
+            counts = await frontier.counts()
+        finally:
+            await frontier.aclose()
+    log.info("finished" if result.interrupted is None else "interrupted", **counts.states)
+    if result.interrupted is not None:
+        return 128 + result.interrupted
+    return 0
+
+
+async def _seed(args: argparse.Namespace, settings: Settings) -> int:
+    frontier = await open_frontier(args.data_dir, settings)
+    report = SeedReport()
+    try:
+        await add_seeds(frontier, args.files, report)
+    finally:
+        await frontier.aclose()
+    _report(report)
+    print(f"read {report.read}, added {report.added}, invalid {report.invalid}")
+    return 0
+
+
+async def _status(args: argparse.Namespace, settings: Settings) -> int:
+    if not (args.data_dir / "crawl.db").exists():
+        raise ConfigError(f"no crawl in {args.data_dir} (no crawl.db)")
+    frontier = await open_frontier(args.data_dir, settings)
+    try:
+        counts = await frontier.counts()
+    finally:
+        await frontier.aclose()
+    print(status.as_json(counts) if args.json else status.as_text(counts))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config, args.assignments)
+        level = "warning" if getattr(args, "quiet", False) else settings.log.level
+        logs.configure(level, settings.log.format)
+        files = args.seeds if args.command == "run" else getattr(args, "files", [])
+        missing = seed_files_exist(files)
+        if missing:
+            raise ConfigError(f"seed file not found: {', '.join(missing)}")
+        command = {"run": _run, "seed": _seed, "status": _status}[args.command]
+        return anyio.run(command, args, settings)
+    except (StopCrawl, KeyboardInterrupt, BaseExceptionGroup) as exc:
+        error = _stop_error(exc)
+        if isinstance(error, StopCrawl):
+            print(f"crawler: error: {error}", file=sys.stderr)
+            return error.exit_code
+        if isinstance(error, KeyboardInterrupt):
+            return 128 + signal.SIGINT
+        raise
+
+
+def _stop_error(exc: BaseException) -> BaseException | None:
+    """The StopCrawl (or KeyboardInterrupt) inside a possibly nested exception group."""
+    if isinstance(exc, StopCrawl | KeyboardInterrupt):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _stop_error(inner)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,145 @@
+"""Composition root: builds the pipeline for one data directory and runs it to the end."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import structlog
+
+from crawler.errors import StorageError
+from crawler.fetcher import Fetcher
+from crawler.frontier import Frontier
+from crawler.frontier.sqlite import SQLiteFrontier
+from crawler.guard import AddressGuard
+from crawler.models import Entry, Outcome
+from crawler.retry import RetryPolicy
+from crawler.scheduler import Scheduler
+from crawler.seeds import SeedReport, read_seeds
+from crawler.settings import Settings
+from crawler.worker import Worker
+from crawler.writer import Writer
+from crawler.writers import Outputs
+
+DB_NAME = "crawl.db"
+
+log = structlog.get_logger("crawler")
+
+
+@contextmanager
+def exclusive(data_dir: Path) -> Iterator[None]:
+    """Hold the data directory's lock: one `run` per crawl directory at a time."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / "crawl.lock", "a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StorageError(f"another crawler is running on {data_dir}") from None
+        yield
+
+
+async def open_frontier(data_dir: Path, settings: Settings) -> SQLiteFrontier:
+    await anyio.Path(data_dir).mkdir(parents=True, exist_ok=True)
+    return await SQLiteFrontier.open(
+        data_dir / DB_NAME, fsync=settings.storage.fsync, busy_timeout=settings.storage.busy_timeout
+    )
+
+
+async def add_seeds(frontier: Frontier, paths: Sequence[str], report: SeedReport) -> None:
+    """Add seed files to the frontier in batches; parsing runs in a thread."""
+    batches = read_seeds(paths, report)
+    while True:
+        batch = await anyio.to_thread.run_sync(next, batches, None)
+        if batch is None:
+            return
+        report.added += await frontier.add(batch)
+
+
+@dataclass(slots=True)
+class RunResult:
+    interrupted: int | None  # the signal that stopped the run, if any
+    committed: int
+
+
+class Crawl:
+    """One `crawler run`: recover, then fetch until the frontier is exhausted or a signal."""
+
+    def __init__(self, data_dir: Path, settings: Settings, frontier: Frontier) -> None:
+        self._settings = settings
+        self._frontier = frontier
+        self._outputs = Outputs(data_dir, settings)
+        self._scheduler = Scheduler(frontier, settings.politeness, settings.frontier)
+        self._workers_scope = anyio.CancelScope()
+        self.interrupted: int | None = None
+        self.committed = 0
+
+    async def recover(self) -> None:
+        """Make the output files agree with the database, and take back stale leases."""
+        committed = await self._frontier.committed_outputs()
+        await anyio.to_thread.run_sync(self._outputs.recover, committed)
+        released = await self._frontier.release_all()
+        if released:
+            log.info("leases_released", count=released)
+
+    def _on_commit(self, batch: list[Outcome]) -> None:
+        self.committed += len(batch)
+        self._scheduler.committed()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if self.interrupted is not None:
+                    log.warning("second_signal", signal=signum)
+                    os._exit(128 + signum)  # same as a SIGKILL: the next start recovers
+                self.interrupted = signum
+                grace = self._settings.shutdown.grace_seconds
+                log.warning("stopping", signal=signum, grace_seconds=grace)
+                self._scheduler.stop()
+                self._workers_scope.deadline = anyio.current_time() + grace
+
+    async def run(self) -> RunResult:
+        settings = self._settings
+        fetcher = Fetcher(settings.fetch, AddressGuard(settings.network.allowed_networks))
+        policy = RetryPolicy(settings.retry)
+        writer = Writer(self._frontier, self._outputs, settings.storage, self._on_commit)
+        work_send, work_receive = anyio.create_memory_object_stream[Entry](0)
+        result_send, result_receive = anyio.create_memory_object_stream[Outcome](
+            settings.fetch.concurrency
+        )
+        writer_done = anyio.Event()
+
+        async def run_writer() -> None:
+            try:
+                await writer.run(result_receive)
+            finally:
+                writer_done.set()
+
+        try:
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self._watch_signals)
+                outer.start_soon(run_writer)
+                with self._workers_scope:
+                    async with anyio.create_task_group() as inner:
+                        inner.start_soon(self._scheduler.run, work_send)
+                        for _ in range(settings.fetch.concurrency):
+                            worker = Worker(
+                                fetcher, policy, self._scheduler, settings.fetch.max_redirects
+                            )
+                            inner.start_soon(worker.run, work_receive.clone(), result_send.clone())
+                        work_receive.close()
+                        result_send.close()
+                # Workers are gone; the writer drains what they sent, then we stop watching.
+                await writer_done.wait()
+                outer.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._frontier.release(self._scheduler.leftovers())
+                await fetcher.aclose()
+                await anyio.to_thread.run_sync(self._outputs.close)
+        return RunResult(self.interrupted, self.committed)

@@ -1,0 +1,101 @@
+"""The crawler's one exception tree, grouped by what the catcher does.
+
+    CrawlerError
+    ├── StopCrawl                 the crawl cannot go on: exit with a code
+    │   ├── ConfigError           bad settings or arguments (exit 2)
+    │   └── StorageError          database or output files unusable (exit 3)
+    └── FetchError                one URL's attempt failed; `reason` is machine-readable
+        ├── RetryableFetchError   worth another attempt later (defer to the frontier)
+        │   ├── DnsError              reason "dns"
+        │   ├── ConnectFailed         reason "connect"
+        │   ├── FetchTimeout          reason "timeout"
+        │   ├── DeadlineExceeded      reason "deadline"
+        │   ├── ConnectionLost        reason "connection_reset"
+        │   ├── ProtocolError         reason "protocol_error"
+        │   └── TLSFailed             reason "tls"
+        └── FinalFetchError       retrying cannot help: record as failed
+            ├── BlockedAddress        reason "blocked_address"
+            ├── BadContentEncoding    reason "bad_encoding"
+            └── InvalidURL            reason "invalid_url"
+
+HTTP statuses are results, never exceptions: the retry policy decides what a 503 means.
+Foreign exceptions (httpx2, OS) are translated into this tree at one boundary, the fetcher.
+"""
+
+from __future__ import annotations
+
+
+class CrawlerError(Exception):
+    """Base of every error the crawler raises on purpose."""
+
+
+class StopCrawl(CrawlerError):
+    """The crawl cannot continue; the CLI exits with `exit_code`."""
+
+    exit_code = 1
+
+
+class ConfigError(StopCrawl):
+    """Invalid settings or command-line arguments; the message names the key and value."""
+
+    exit_code = 2
+
+
+class StorageError(StopCrawl):
+    """The frontier database or the output files cannot be used."""
+
+    exit_code = 3
+
+
+class FetchError(CrawlerError):
+    """One attempt at one URL failed."""
+
+    reason = "error"
+
+
+class RetryableFetchError(FetchError):
+    """Another attempt later may succeed."""
+
+
+class DnsError(RetryableFetchError):
+    reason = "dns"
+
+
+class ConnectFailed(RetryableFetchError):
+    reason = "connect"
+
+
+class FetchTimeout(RetryableFetchError):
+    reason = "timeout"
+
+
+class DeadlineExceeded(RetryableFetchError):
+    reason = "deadline"
+
+
+class ConnectionLost(RetryableFetchError):
+    reason = "connection_reset"
+
+
+class ProtocolError(RetryableFetchError):
+    reason = "protocol_error"
+
+
+class TLSFailed(RetryableFetchError):
+    reason = "tls"
+
+
+class FinalFetchError(FetchError):
+    """Retrying cannot help."""
+
+
+class BlockedAddress(FinalFetchError):
+    reason = "blocked_address"
+
+
+class BadContentEncoding(FinalFetchError):
+    reason = "bad_encoding"
+
+
+class InvalidURL(FinalFetchError):
+    reason = "invalid_url"

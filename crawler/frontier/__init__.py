@@ -1,0 +1,97 @@
+"""Frontier: the durable queue of URLs with their states; one interface, several backends."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from crawler.models import Entry, NewURL, State
+
+
+@dataclass(slots=True, frozen=True)
+class Finished:
+    """A URL that reached a terminal state."""
+
+    key: int
+    state: State
+    reason: str | None
+    status: int | None
+    attempts: int
+    finished_at: float
+
+
+@dataclass(slots=True, frozen=True)
+class Deferred:
+    """A URL going back to the queue until `not_before` (wall clock), attempts charged."""
+
+    key: int
+    attempts: int
+    not_before: float
+    reason: str | None
+    status: int | None
+
+
+@dataclass(slots=True)
+class CommitBatch:
+    """Everything one writer flush makes durable, applied in one transaction."""
+
+    finished: list[Finished] = field(default_factory=list)
+    deferred: list[Deferred] = field(default_factory=list)
+    discovered: list[NewURL] = field(default_factory=list)
+    outputs: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class HostCounts:
+    host: str
+    total: int
+    states: dict[str, int]
+
+
+@dataclass(slots=True)
+class Counts:
+    total: int
+    states: dict[str, int]
+    reasons: dict[str, int]
+    hosts: list[HostCounts]
+
+
+class Frontier(Protocol):
+    """The verbs every backend offers (SQLite now, PostgreSQL when one node is not enough)."""
+
+    async def add(self, urls: Sequence[NewURL]) -> int:
+        """Insert URLs not seen before (by key); returns how many were new."""
+        ...
+
+    async def claim(self, limit: int, now: float, lease_until: float) -> list[Entry]:
+        """Lease up to `limit` queued URLs whose `not_before` has passed."""
+        ...
+
+    async def commit(self, batch: CommitBatch) -> None:
+        """Apply a writer flush atomically: terminal states, deferrals, new URLs, offsets."""
+        ...
+
+    async def release(self, keys: Sequence[int], not_before: float = 0.0) -> None:
+        """Give leased URLs back without charging an attempt."""
+        ...
+
+    async def release_all(self) -> int:
+        """Release every lease (a single-node start: nobody else can hold one)."""
+        ...
+
+    async def next_due(self) -> float | None:
+        """The earliest `not_before` among queued URLs, or None if none is queued."""
+        ...
+
+    async def has_pending(self) -> bool:
+        """Whether any URL is queued or leased."""
+        ...
+
+    async def committed_outputs(self) -> dict[str, int]:
+        """Output file (relative path) -> length known to be committed."""
+        ...
+
+    async def counts(self, top_hosts: int = 10) -> Counts: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,236 @@
+"""SQLite frontier (aiosqlite, WAL): the embedded default backend."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+
+from crawler.errors import StorageError
+from crawler.frontier import CommitBatch, Counts, HostCounts
+from crawler.models import Entry, NewURL, State
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+_INSERT = (
+    "INSERT OR IGNORE INTO urls (key, url, host, depth, redirects, chain, discovered_from)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_CLAIM = (
+    "UPDATE urls SET state = 'leased', lease_until = ? WHERE key IN ("
+    " SELECT key FROM urls WHERE state = 'queued' AND not_before <= ?"
+    " ORDER BY not_before, key LIMIT ?)"
+    " RETURNING key, url, host, attempts, depth, redirects, chain, discovered_from"
+)
+_FINISH = (
+    "UPDATE urls SET state = ?, reason = ?, status = ?, attempts = ?, finished_at = ?,"
+    " lease_until = NULL WHERE key = ?"
+)
+_DEFER = (
+    "UPDATE urls SET state = 'queued', attempts = ?, not_before = ?, reason = ?, status = ?,"
+    " lease_until = NULL WHERE key = ?"
+)
+_RELEASE = (
+    "UPDATE urls SET state = 'queued', not_before = max(not_before, ?), lease_until = NULL"
+    " WHERE key = ? AND state = 'leased'"
+)
+_OUTPUT = (
+    "INSERT INTO outputs (path, committed) VALUES (?, ?)"
+    " ON CONFLICT (path) DO UPDATE SET committed = excluded.committed"
+)
+
+
+def migrations_dir() -> Path:
+    """Where the numbered SQL files are: inside the wheel, or at the top of a checkout."""
+    packaged = Path(str(resources.files("crawler"))) / "_migrations" / "sqlite"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "migrations" / "sqlite"
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    found = []
+    for path in sorted(migrations_dir().glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path.name, path.read_text(encoding="utf-8")))
+    if not found:
+        raise StorageError(f"no SQL migrations found in {migrations_dir()}")
+    return found
+
+
+class SQLiteFrontier:
+    """The frontier in one SQLite file. Every method is one short transaction."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._lock = anyio.Lock()
+
+    @classmethod
+    async def open(
+        cls, path: Path, *, fsync: bool = True, busy_timeout: float = 30.0
+    ) -> SQLiteFrontier:
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout)
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
+            await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            await db.execute("PRAGMA cache_size = -65536")
+            await db.execute("PRAGMA temp_store = MEMORY")
+            frontier = cls(db)
+            await frontier._migrate()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open frontier database {path}: {exc}") from exc
+        return frontier
+
+    async def _migrate(self) -> None:
+        await self._db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        async with self._db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations") as c:
+            row = await c.fetchone()
+        current = int(row[0]) if row else 0
+        for version, name, sql in _migrations():
+            if version <= current:
+                continue
+            script = (
+                f"BEGIN IMMEDIATE;\n{sql}\n"
+                f"INSERT INTO schema_migrations VALUES ({version}, '{name}', {time.time()});\n"
+                "COMMIT;"
+            )
+            try:
+                await self._db.executescript(script)
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    await self._db.execute("ROLLBACK")
+                raise StorageError(f"migration {name} failed: {exc}") from exc
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StorageError(f"frontier database: {exc}") from exc
+            try:
+                yield self._db
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._db.execute("ROLLBACK")
+                raise
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StorageError(f"frontier commit failed: {exc}") from exc
+
+    async def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self._lock, self._db.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def add(self, urls: Sequence[NewURL]) -> int:
+        rows = [
+            (u.key, u.url, u.host, u.depth, u.redirects, u.chain, u.discovered_from) for u in urls
+        ]
+        async with self._transaction() as db:
+            before = db.total_changes
+            await db.executemany(_INSERT, rows)
+            return db.total_changes - before
+
+    async def claim(self, limit: int, now: float, lease_until: float) -> list[Entry]:
+        async with self._transaction() as db, db.execute(_CLAIM, (lease_until, now, limit)) as c:
+            rows = await c.fetchall()
+        return [Entry(*row) for row in rows]
+
+    async def commit(self, batch: CommitBatch) -> None:
+        async with self._transaction() as db:
+            if batch.finished:
+                await db.executemany(
+                    _FINISH,
+                    [
+                        (f.state.value, f.reason, f.status, f.attempts, f.finished_at, f.key)
+                        for f in batch.finished
+                    ],
+                )
+            if batch.deferred:
+                await db.executemany(
+                    _DEFER,
+                    [(d.attempts, d.not_before, d.reason, d.status, d.key) for d in batch.deferred],
+                )
+            if batch.discovered:
+                await db.executemany(
+                    _INSERT,
+                    [
+                        (u.key, u.url, u.host, u.depth, u.redirects, u.chain, u.discovered_from)
+                        for u in batch.discovered
+                    ],
+                )
+            if batch.outputs:
+                await db.executemany(_OUTPUT, list(batch.outputs.items()))
+
+    async def release(self, keys: Sequence[int], not_before: float = 0.0) -> None:
+        if keys:
+            async with self._transaction() as db:
+                await db.executemany(_RELEASE, [(not_before, k) for k in keys])
+
+    async def release_all(self) -> int:
+        async with self._transaction() as db:
+            before = db.total_changes
+            await db.execute(
+                "UPDATE urls SET state = 'queued', lease_until = NULL WHERE state = 'leased'"
+            )
+            return db.total_changes - before
+
+    async def next_due(self) -> float | None:
+        rows = await self._query("SELECT min(not_before) FROM urls WHERE state = 'queued'")
+        return None if rows[0][0] is None else float(rows[0][0])
+
+    async def has_pending(self) -> bool:
+        rows = await self._query(
+            "SELECT EXISTS (SELECT 1 FROM urls WHERE state = 'queued')"
+            " OR EXISTS (SELECT 1 FROM urls WHERE state = 'leased')"
+        )
+        return bool(rows[0][0])
+
+    async def committed_outputs(self) -> dict[str, int]:
+        rows = await self._query("SELECT path, committed FROM outputs")
+        return {str(path): int(size) for path, size in rows}
+
+    async def counts(self, top_hosts: int = 10) -> Counts:
+        states = {s.value: 0 for s in State}
+        for state, n in await self._query("SELECT state, count(*) FROM urls GROUP BY state"):
+            states[str(state)] = int(n)
+        reasons = {
+            str(reason): int(n)
+            for reason, n in await self._query(
+                "SELECT reason, count(*) FROM urls WHERE state IN ('failed', 'skipped')"
+                " GROUP BY reason ORDER BY count(*) DESC"
+            )
+        }
+        columns = ", ".join(f"sum(state = '{s.value}')" for s in State)
+        hosts = [
+            HostCounts(
+                host=str(row[0]),
+                total=int(row[1]),
+                states={s.value: int(n) for s, n in zip(State, row[2:], strict=True)},
+            )
+            for row in await self._query(
+                f"SELECT host, count(*), {columns} FROM urls GROUP BY host"
+                " ORDER BY count(*) DESC, host LIMIT ?",
+                (top_hosts,),
+            )
+        ]
+        return Counts(total=sum(states.values()), states=states, reasons=reasons, hosts=hosts)
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._db.close()

@@ -1,0 +1,60 @@
+"""Address guard: decide whether the crawler may connect to an IP address."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _embedded(addr: IPAddress) -> list[IPAddress]:
+    """The address itself plus any IPv4 address it carries (mapped, 6to4, Teredo, NAT64)."""
+    found: list[IPAddress] = [addr]
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            found.append(addr.ipv4_mapped)
+        if addr.sixtofour is not None:
+            found.append(addr.sixtofour)
+        if addr.teredo is not None:
+            found.extend(addr.teredo)
+        if addr in _NAT64:
+            found.append(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF))
+    return found
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _is_public(addr: IPAddress) -> bool:
+    return (
+        addr.is_global
+        and not addr.is_multicast
+        and not addr.is_reserved
+        and not addr.is_loopback
+        and not addr.is_link_local
+        and not addr.is_unspecified
+        and not addr.is_private
+    )
+
+
+class AddressGuard:
+    """Refuses loopback, private, link-local, CGNAT, multicast and reserved addresses.
+
+    `allowed_networks` (CIDRs) are let through even when they fall in those ranges; the
+    check is made on the address actually connected to, so DNS cannot smuggle a private
+    address past it.
+    """
+
+    def __init__(self, allowed_networks: Sequence[str] = ()) -> None:
+        self._allowed = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
+
+    def permits(self, address: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        candidates = _embedded(addr)
+        if any(c in net for c in candidates for net in self._allowed if c.version == net.version):
+            return True
+        return all(_is_public(c) for c in candidates)

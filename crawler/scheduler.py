@@ -1,0 +1,207 @@
+"""Scheduler: claims URLs from the frontier and hands them to workers as hosts allow.
+
+Politeness lives here: per host, at most `per_host_concurrency` requests in flight and
+request starts at least `delay` apart. Workers never wait for a host: they take whatever
+URL is ready next. URLs that cannot start soon go back to the frontier with `not_before`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from crawler.frontier import Frontier
+from crawler.models import Entry
+from crawler.settings import FrontierSettings, PolitenessSettings
+
+LOOKAHEAD = 30.0  # seconds of work buffered per host; the rest waits in the frontier
+IDLE_POLL = 1.0  # longest sleep when nothing is claimable (new seeds may arrive)
+
+
+@dataclass(slots=True)
+class HostSlot:
+    """A host's download slot: its queue, requests in flight and earliest next start."""
+
+    queue: deque[Entry] = field(default_factory=deque)
+    inflight: int = 0
+    next_start: float = 0.0
+    in_heap: bool = False
+
+
+class Scheduler:
+    def __init__(
+        self,
+        frontier: Frontier,
+        politeness: PolitenessSettings,
+        settings: FrontierSettings,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._frontier = frontier
+        self._politeness = politeness
+        self._settings = settings
+        self._clock = clock
+        self._wall = wall
+        self._slots: dict[str, HostSlot] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self._buffered = 0
+        self._inflight: dict[int, Entry] = {}
+        self._wakeup = anyio.Event()
+        self._stopping = False
+        self._claim_after = 0.0
+        # Right after a start, a host may just have been hit by the previous process.
+        self._start_floor = clock() + politeness.delay
+        delay = politeness.delay
+        per_host = politeness.per_host_concurrency
+        self._host_cap = per_host * 2 + (
+            settings.claim_batch if delay == 0 else math.ceil(LOOKAHEAD / delay)
+        )
+        self.finished = False
+
+    # -- called by workers and the writer -------------------------------------------------
+    def done(self, entry: Entry) -> None:
+        """A worker is finished with `entry` (its outcome is on the way to the writer)."""
+        self._inflight.pop(entry.key, None)
+        slot = self._slots.get(entry.host)
+        if slot is not None:
+            slot.inflight -= 1
+            self._push(entry.host, slot)
+        self._wakeup.set()
+
+    def committed(self) -> None:
+        """The writer committed a batch: deferrals or new URLs may be claimable now."""
+        self._claim_after = 0.0
+        self._wakeup.set()
+
+    def seconds_until_start(self, host: str) -> float:
+        """How long before `host` may see another request start (for in-place retries)."""
+        slot = self._slots.get(host)
+        return 0.0 if slot is None else max(0.0, slot.next_start - self._clock())
+
+    def mark_start(self, host: str) -> None:
+        slot = self._slots.get(host)
+        if slot is not None:
+            slot.next_start = self._clock() + self._politeness.delay
+
+    def stop(self) -> None:
+        """Stop handing out work (shutdown); buffered URLs are released by `leftovers`."""
+        self._stopping = True
+        self._wakeup.set()
+
+    def leftovers(self) -> list[int]:
+        """Keys of URLs leased but never finished: buffered, or cut off in flight."""
+        keys = [e.key for slot in self._slots.values() for e in slot.queue]
+        keys.extend(self._inflight)
+        return keys
+
+    # -- internals ------------------------------------------------------------------------
+    def _slot(self, host: str) -> HostSlot:
+        slot = self._slots.get(host)
+        if slot is None:
+            slot = self._slots[host] = HostSlot(next_start=self._start_floor)
+        return slot
+
+    def _push(self, host: str, slot: HostSlot) -> None:
+        if (
+            slot.queue
+            and not slot.in_heap
+            and slot.inflight < self._politeness.per_host_concurrency
+        ):
+            self._seq += 1
+            heapq.heappush(self._heap, (slot.next_start, self._seq, host))
+            slot.in_heap = True
+
+    async def _refill(self) -> None:
+        now = self._clock()
+        if self._buffered >= self._settings.claim_batch or now < self._claim_after:
+            return
+        wall = self._wall()
+        entries = await self._frontier.claim(
+            self._settings.claim_batch, wall, wall + self._settings.lease_seconds
+        )
+        if not entries:
+            self._claim_after = now + IDLE_POLL
+            return
+        overflow: list[int] = []
+        for entry in entries:
+            slot = self._slot(entry.host)
+            if len(slot.queue) >= self._host_cap:
+                overflow.append(entry.key)
+                continue
+            slot.queue.append(entry)
+            self._buffered += 1
+            self._push(entry.host, slot)
+        if overflow:
+            await self._frontier.release(overflow, not_before=wall + LOOKAHEAD)
+
+    def _evict_idle(self, now: float) -> None:
+        if len(self._slots) > 4 * self._settings.claim_batch:
+            for host in [
+                h
+                for h, s in self._slots.items()
+                if not s.queue and not s.inflight and s.next_start < now
+            ]:
+                del self._slots[host]
+
+    def _pop_ready(self, now: float) -> Entry | None:
+        while self._heap and self._heap[0][0] <= now:
+            _, _, host = heapq.heappop(self._heap)
+            slot = self._slots[host]
+            slot.in_heap = False
+            if not slot.queue or slot.inflight >= self._politeness.per_host_concurrency:
+                continue
+            if slot.next_start > now:
+                self._push(host, slot)
+                continue
+            entry = slot.queue.popleft()
+            self._buffered -= 1
+            slot.inflight += 1
+            slot.next_start = now + self._politeness.delay
+            self._push(host, slot)
+            return entry
+        return None
+
+    async def _idle(self) -> None:
+        """Nothing to hand out now: end the crawl if nothing is left, else wait a little."""
+        if not self._buffered and not self._inflight and not await self._frontier.has_pending():
+            self.finished = True
+            return
+        timeout = IDLE_POLL
+        if self._heap:
+            timeout = min(timeout, max(0.0, self._heap[0][0] - self._clock()))
+        if self._claim_after:
+            timeout = min(timeout, max(0.0, self._claim_after - self._clock()))
+        if not self._buffered and not self._inflight:
+            due = await self._frontier.next_due()
+            if due is not None:
+                timeout = min(timeout, max(0.0, due - self._wall()))
+                self._claim_after = min(self._claim_after, self._clock() + timeout)
+        with anyio.move_on_after(timeout):
+            await self._wakeup.wait()
+        self._wakeup = anyio.Event()
+
+    async def run(self, work: MemoryObjectSendStream[Entry]) -> None:
+        """Hand URLs to workers until the frontier is exhausted or `stop` is called."""
+        async with work:
+            while not self._stopping:
+                await self._refill()
+                now = self._clock()
+                entry = self._pop_ready(now)
+                if entry is None:
+                    self._evict_idle(now)
+                    await self._idle()
+                    if self.finished:
+                        return
+                    continue
+                self._inflight[entry.key] = entry
+                await work.send(entry)
+                # The request starts now, not when it was picked: count the delay from here.
+                self._slots[entry.host].next_start = self._clock() + self._politeness.delay

@@ -1,0 +1,104 @@
+"""Seed lists: read URL files (plain, .gz or stdin), validate each line, report bad ones."""
+
+from __future__ import annotations
+
+import gzip
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from crawler.models import NewURL
+from crawler.urls import BadURL, canonical, host_of, url_key, validate
+
+MAX_REPORTED = 10
+
+
+@dataclass(slots=True)
+class BadLine:
+    source: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}: {self.reason}"
+
+
+@dataclass(slots=True)
+class SeedReport:
+    """What reading seeds produced: counts, plus the first few bad lines."""
+
+    read: int = 0
+    added: int = 0
+    invalid: int = 0
+    examples: list[BadLine] = field(default_factory=list)
+
+    def bad(self, line: BadLine) -> None:
+        self.invalid += 1
+        if len(self.examples) < MAX_REPORTED:
+            self.examples.append(line)
+
+
+def parse_line(text: str) -> NewURL:
+    """One seed URL (already stripped) as a frontier entry, or BadURL."""
+    url = validate(text)
+    return NewURL(key=url_key(canonical(url)), url=url, host=host_of(url))
+
+
+def _open(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer
+    raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by the caller
+    if path.endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw
+
+
+def _lines(stream: IO[bytes], source: str, report: SeedReport) -> Iterator[tuple[int, str]]:
+    try:
+        for number, raw in enumerate(stream, start=1):
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                report.bad(BadLine(source, number, "not valid UTF-8"))
+                continue
+            if text and not text.startswith("#"):
+                yield number, text
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        report.bad(BadLine(source, 0, f"cannot read further: {exc}"))
+
+
+def read_seeds(
+    paths: Iterable[str], report: SeedReport, batch_size: int = 10_000
+) -> Iterator[list[NewURL]]:
+    """Yield batches of valid seed URLs from `paths`; bad lines go into `report`."""
+    batch: list[NewURL] = []
+    for path in paths:
+        source = "<stdin>" if path == "-" else path
+        try:
+            stream = _open(path)
+        except OSError as exc:
+            report.bad(BadLine(source, 0, f"cannot open: {exc.strerror}"))
+            continue
+        try:
+            for number, text in _lines(stream, source, report):
+                report.read += 1
+                try:
+                    batch.append(parse_line(text))
+                except BadURL as exc:
+                    report.bad(BadLine(source, number, f"{exc}: {text[:200]!r}"))
+                    continue
+                if len(batch) >= batch_size:
+                    yield batch
+                    batch = []
+        finally:
+            if path != "-":
+                stream.close()
+    if batch:
+        yield batch
+
+
+def seed_files_exist(paths: Iterable[str]) -> list[str]:
+    """Names of the given seed files that do not exist (stdin always exists)."""
+    return [p for p in paths if p != "-" and not Path(p).is_file()]

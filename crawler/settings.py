@@ -1,0 +1,250 @@
+"""Settings: frozen value objects loaded from TOML, environment and --set, validated at start."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from crawler.errors import ConfigError
+
+ENV_PREFIX = "CRAWLER_"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchSettings:
+    concurrency: int = 64
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    deadline: float = 120.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    user_agent: str = (
+        "crawler/0.1 (+https://example.invalid/crawler; crawler-admin@example.invalid)"
+    )
+    http2: bool = True
+    proxy: str = ""
+    trust_env: bool = False
+    max_redirects: int = 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolitenessSettings:
+    per_host_concurrency: int = 2
+    delay: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrySettings:
+    max_attempts: int = 3
+    backoff_base: float = 2.0
+    backoff_max: float = 600.0
+    max_retry_after: float = 3600.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkSettings:
+    allowed_networks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputSettings:
+    warc_max_bytes: int = 1024**3
+    prefix: str = "crawler"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageSettings:
+    fsync: bool = True
+    commit_interval: float = 0.5
+    commit_batch: int = 256
+    busy_timeout: float = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrontierSettings:
+    claim_batch: int = 512
+    lease_seconds: float = 900.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShutdownSettings:
+    grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogSettings:
+    level: str = "info"
+    format: str = "auto"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    fetch: FetchSettings = field(default_factory=FetchSettings)
+    politeness: PolitenessSettings = field(default_factory=PolitenessSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    frontier: FrontierSettings = field(default_factory=FrontierSettings)
+    shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+
+# (section, key) -> (predicate, what the value must be)
+_RULES: dict[tuple[str, str], tuple[Any, str]] = {
+    ("fetch", "concurrency"): (lambda v: 1 <= v <= 10_000, "an integer from 1 to 10000"),
+    ("fetch", "connect_timeout"): (lambda v: v > 0, "a number of seconds > 0"),
+    ("fetch", "read_timeout"): (lambda v: v > 0, "a number of seconds > 0"),
+    ("fetch", "deadline"): (lambda v: v > 0, "a number of seconds > 0"),
+    ("fetch", "max_body_bytes"): (lambda v: v >= 1024, "an integer >= 1024"),
+    ("fetch", "user_agent"): (lambda v: v.strip() != "", "a non-empty string"),
+    ("fetch", "max_redirects"): (lambda v: 0 <= v <= 100, "an integer from 0 to 100"),
+    ("politeness", "per_host_concurrency"): (lambda v: v >= 1, "an integer >= 1"),
+    ("politeness", "delay"): (lambda v: v >= 0, "a number of seconds >= 0"),
+    ("retry", "max_attempts"): (lambda v: v >= 1, "an integer >= 1"),
+    ("retry", "backoff_base"): (lambda v: v >= 0, "a number of seconds >= 0"),
+    ("retry", "backoff_max"): (lambda v: v >= 0, "a number of seconds >= 0"),
+    ("retry", "max_retry_after"): (lambda v: v >= 0, "a number of seconds >= 0"),
+    ("output", "warc_max_bytes"): (lambda v: v >= 64 * 1024, "an integer >= 65536"),
+    ("output", "prefix"): (
+        lambda v: v != "" and all(c.isalnum() or c in "-_." for c in v),
+        "letters, digits, '-', '_' or '.'",
+    ),
+    ("storage", "commit_interval"): (lambda v: v > 0, "a number of seconds > 0"),
+    ("storage", "commit_batch"): (lambda v: v >= 1, "an integer >= 1"),
+    ("storage", "busy_timeout"): (lambda v: v >= 0, "a number of seconds >= 0"),
+    ("frontier", "claim_batch"): (lambda v: 1 <= v <= 100_000, "an integer from 1 to 100000"),
+    ("frontier", "lease_seconds"): (lambda v: v >= 10, "a number of seconds >= 10"),
+    ("shutdown", "grace_seconds"): (lambda v: v >= 0, "a number of seconds >= 0"),
+    ("log", "level"): (
+        lambda v: v in ("debug", "info", "warning", "error"),
+        "one of debug, info, warning, error",
+    ),
+    ("log", "format"): (lambda v: v in ("auto", "json", "console"), "one of auto, json, console"),
+    ("network", "allowed_networks"): (lambda v: all(_is_network(n) for n in v), "a list of CIDRs"),
+}
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _coerce(path: str, value: Any, kind: Any) -> Any:
+    """Turn a TOML/env value into the field's type, or raise ConfigError naming the key."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif (
+        kind == tuple[str, ...]
+        and isinstance(value, list | tuple)
+        and all(isinstance(v, str) for v in value)
+    ):
+        return tuple(value)
+    raise ConfigError(f"{path} = {value!r}: expected {_type_name(kind)}")
+
+
+def _type_name(kind: Any) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(kind, "a list of strings")
+
+
+def _parse_value(text: str) -> Any:
+    """Parse one value in TOML syntax; a bare word that is not TOML is taken as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _merge(into: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: str) -> None:
+    for section, values in layer.items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{origin}: [{section}] must be a table, got {values!r}")
+        into.setdefault(section, {}).update(values)
+
+
+def _env_layer(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    layer: dict[str, dict[str, Any]] = {}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].partition("__")
+        layer.setdefault(section.lower(), {})[key.lower()] = _parse_value(text)
+    return layer
+
+
+def _set_layer(assignments: Sequence[str]) -> dict[str, dict[str, Any]]:
+    layer: dict[str, dict[str, Any]] = {}
+    for item in assignments:
+        name, sep, text = item.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not sep or not dot or not section or not key:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        layer.setdefault(section, {})[key] = _parse_value(text.strip())
+    return layer
+
+
+def _build(raw: Mapping[str, Mapping[str, Any]]) -> Settings:
+    sections: dict[str, Any] = {}
+    section_types = get_type_hints(Settings)
+    for section, values in raw.items():
+        if section not in section_types:
+            raise ConfigError(f"unknown config section [{section}]")
+        cls = section_types[section]
+        hints = get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            path = f"{section}.{key}"
+            if key not in hints:
+                raise ConfigError(f"unknown config key {path}")
+            coerced = _coerce(path, value, hints[key])
+            rule = _RULES.get((section, key))
+            if rule is not None and not rule[0](coerced):
+                raise ConfigError(f"{path} = {value!r}: must be {rule[1]}")
+            kwargs[key] = coerced
+        sections[section] = cls(**kwargs)
+    return Settings(**sections)
+
+
+def load_settings(
+    config_file: Path | None = None,
+    assignments: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults < config file < CRAWLER_SECTION__KEY variables < --set section.key=value."""
+    raw: dict[str, dict[str, Any]] = {}
+    if config_file is not None:
+        try:
+            layer = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from exc
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
+        _merge(raw, layer, str(config_file))
+    _merge(raw, _env_layer(os.environ if environ is None else environ), "environment")
+    _merge(raw, _set_layer(assignments), "--set")
+    return _build(raw)
+
+
+def with_overrides(settings: Settings, section: str, **values: Any) -> Settings:
+    """A copy of `settings` with some keys of one section replaced (used by the CLI flags)."""
+    current = getattr(settings, section)
+    return dataclasses.replace(settings, **{section: dataclasses.replace(current, **values)})

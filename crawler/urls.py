@@ -1,0 +1,94 @@
+"""URL validation, canonicalisation (w3lib) and the 64-bit de-duplication key."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+from w3lib.url import safe_url_string
+
+MAX_URL_LENGTH = 8 * 1024
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+# A URL that is already in canonical form: lower-case http(s) scheme and host, no port, no
+# userinfo, no fragment, no percent-escapes and only characters that need no escaping.
+# For these, canonicalisation is the identity; everything else takes the w3lib path.
+_CANONICAL = re.compile(
+    r"https?://[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?:/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?"
+    r"(?:\?[A-Za-z0-9._~!$&'()*+,;=:@/?-]*)?"
+)
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
+
+class BadURL(ValueError):
+    """The text is not a URL the crawler can fetch; str(exc) says why."""
+
+
+def _normalise_escape(match: re.Match[str]) -> str:
+    byte = int(match.group(1), 16)
+    return chr(byte) if byte in _UNRESERVED else "%" + match.group(1).upper()
+
+
+def validate(text: str) -> str:
+    """Return `text` as a fetchable URL or raise BadURL with a short reason."""
+    if len(text) > MAX_URL_LENGTH:
+        raise BadURL(f"longer than {MAX_URL_LENGTH} bytes")
+    if _CONTROL.search(text):
+        raise BadURL("contains whitespace or control characters")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise BadURL(f"unparsable: {exc}") from None
+    if parts.scheme.lower() not in DEFAULT_PORTS:
+        raise BadURL(f"scheme {parts.scheme or '(none)'!r} is not http or https")
+    if not parts.hostname:
+        raise BadURL("no host")
+    if port == 0:
+        raise BadURL("port 0")
+    return text
+
+
+def canonical(url: str) -> str:
+    """The form used for de-duplication; the URL fetched is always the one given.
+
+    Lower-case scheme and host, default port and fragment dropped, empty path made "/",
+    percent-encoding normalised (unreserved characters decoded, escapes upper-cased),
+    unsafe characters escaped by w3lib; the query keeps its order.
+    """
+    if _CANONICAL.fullmatch(url):
+        return url if "/" in url[8:] else url + "/"
+    safe = safe_url_string(url)
+    parts = urlsplit(safe)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host
+    if parts.port is not None and parts.port != DEFAULT_PORTS.get(scheme):
+        netloc = f"{host}:{parts.port}"
+    if parts.username is not None:
+        userinfo = parts.username + (f":{parts.password}" if parts.password is not None else "")
+        netloc = f"{userinfo}@{netloc}"
+    path = _ESCAPE.sub(_normalise_escape, parts.path) or "/"
+    query = _ESCAPE.sub(_normalise_escape, parts.query)
+    return urlunsplit((scheme, netloc, path, query, ""))
+
+
+def url_key(canonical_url: str) -> int:
+    """A signed 64-bit hash of the canonical URL: the frontier's primary key."""
+    digest = hashlib.blake2b(canonical_url.encode("utf-8", "surrogatepass"), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def host_of(url: str) -> str:
+    """The politeness key of a URL: lower-case host, with the port when not the default."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    if port is not None and port != DEFAULT_PORTS.get(parts.scheme.lower()):
+        return f"{host}:{port}"
+    return host

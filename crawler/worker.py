@@ -1,0 +1,179 @@
+"""Worker: fetches one URL at a time and turns what happened into an Outcome for the writer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from urllib.parse import urljoin
+
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from crawler.errors import ConnectionLost, FetchError, FetchTimeout, ProtocolError
+from crawler.fetcher import Fetcher
+from crawler.models import Entry, NewURL, Outcome, OutcomeKind, Response, State
+from crawler.retry import RETRYABLE_STATUSES, RetryPolicy, retry_in_place
+from crawler.scheduler import Scheduler
+from crawler.urls import BadURL, canonical, host_of, url_key, validate
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_IN_PLACE_WAIT = 5.0  # an in-place retry never waits longer than this for politeness
+
+log = structlog.get_logger("crawler.worker")
+
+
+class Worker:
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        policy: RetryPolicy,
+        scheduler: Scheduler,
+        max_redirects: int,
+        wall: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetcher = fetcher
+        self._policy = policy
+        self._scheduler = scheduler
+        self._max_redirects = max_redirects
+        self._wall = wall
+        self._clock = clock
+
+    async def run(
+        self, work: MemoryObjectReceiveStream[Entry], results: MemoryObjectSendStream[Outcome]
+    ) -> None:
+        async with work, results:
+            async for entry in work:
+                outcome = await self.attempt(entry)
+                await results.send(outcome)
+                self._scheduler.done(entry)
+
+    async def attempt(self, entry: Entry) -> Outcome:
+        """Fetch `entry` (with at most one quick retry in place) and judge the result."""
+        fetched_at = self._wall()
+        started = self._clock()
+        tries = 0
+
+        async def once() -> tuple[Response, str]:
+            nonlocal tries
+            if tries:
+                self._scheduler.mark_start(entry.host)
+            tries += 1
+            return await self._fetcher.fetch(entry.url)
+
+        def stale_connection(exc: BaseException) -> bool:
+            return (
+                isinstance(exc, ConnectionLost | ProtocolError | FetchTimeout)
+                and getattr(exc, "fresh_connection", True) is False
+                and entry.attempts + tries < self._policy.max_attempts
+                and self._scheduler.seconds_until_start(entry.host) <= MAX_IN_PLACE_WAIT
+            )
+
+        try:
+            response, digest = await retry_in_place(
+                once, stale_connection, lambda: self._scheduler.seconds_until_start(entry.host)
+            )
+        except FetchError as exc:
+            outcome = self._judge_error(entry, exc, entry.attempts + tries)
+        else:
+            outcome = self._judge_response(entry, response, entry.attempts + tries)
+            outcome.payload_digest = digest
+        outcome.fetched_at = fetched_at
+        outcome.elapsed_ms = int((self._clock() - started) * 1000)
+        self._log(outcome)
+        return outcome
+
+    def _judge_error(self, entry: Entry, exc: FetchError, attempts: int) -> Outcome:
+        verdict = self._policy.for_error(exc, attempts, self._wall())
+        if verdict.retry:
+            return Outcome(
+                entry, OutcomeKind.DEFER, State.QUEUED, attempts, exc.reason, verdict.not_before
+            )
+        return Outcome(
+            entry, OutcomeKind.TERMINAL, State.FAILED, attempts, exc.reason, message=str(exc)
+        )
+
+    def _judge_response(self, entry: Entry, response: Response, attempts: int) -> Outcome:
+        status = response.status
+        if response.encoding_error is not None:
+            return self._final(entry, response, attempts, "bad_encoding", response.encoding_error)
+        if status in RETRYABLE_STATUSES:
+            verdict = self._policy.for_status(
+                status, response.header("retry-after"), attempts, self._wall()
+            )
+            if verdict.retry:
+                response.close()
+                return Outcome(
+                    entry,
+                    OutcomeKind.DEFER,
+                    State.QUEUED,
+                    attempts,
+                    f"http_{status}",
+                    verdict.not_before,
+                    status=status,
+                )
+            return self._final(entry, response, attempts, f"http_{status}", None)
+        location = response.header("location")
+        if status in REDIRECT_STATUSES and location:
+            return self._redirect(entry, response, attempts, location)
+        return Outcome(
+            entry, OutcomeKind.TERMINAL, State.DONE, attempts, response=response, status=status
+        )
+
+    def _final(
+        self, entry: Entry, response: Response, attempts: int, reason: str, message: str | None
+    ) -> Outcome:
+        return Outcome(
+            entry,
+            OutcomeKind.TERMINAL,
+            State.FAILED,
+            attempts,
+            reason,
+            response=response,
+            status=response.status,
+            message=message,
+        )
+
+    def _redirect(self, entry: Entry, response: Response, attempts: int, location: str) -> Outcome:
+        """A 3xx is a result; its target enters the frontier as the next hop of the chain."""
+        target = urljoin(entry.url, location.strip())
+        try:
+            key = url_key(canonical(validate(target)))
+        except BadURL as exc:
+            return self._final(entry, response, attempts, "bad_redirect", f"{target!r}: {exc}")
+        if key in entry.chain_keys():
+            outcome = self._final(entry, response, attempts, "redirect_loop", target)
+        elif entry.redirects >= self._max_redirects:
+            outcome = self._final(entry, response, attempts, "too_many_redirects", target)
+        else:
+            outcome = Outcome(
+                entry, OutcomeKind.TERMINAL, State.DONE, attempts, status=response.status
+            )
+            outcome.response = response
+            outcome.new_urls.append(
+                NewURL(
+                    key=key,
+                    url=target,
+                    host=host_of(target),
+                    depth=entry.depth,
+                    redirects=entry.redirects + 1,
+                    chain=f"{entry.chain} {entry.key}".strip(),
+                    discovered_from=entry.url,
+                )
+            )
+        outcome.redirect_to = target
+        return outcome
+
+    def _log(self, outcome: Outcome) -> None:
+        response = outcome.response
+        log.info(
+            "fetch",
+            url=outcome.entry.url,
+            host=outcome.entry.host,
+            status=outcome.status,
+            bytes=response.wire_bytes if response else 0,
+            elapsed_ms=outcome.elapsed_ms,
+            attempt=outcome.attempts,
+            outcome=outcome.state.value if outcome.kind is OutcomeKind.TERMINAL else "retry",
+            reason=outcome.reason,
+        )

@@ -1,0 +1,143 @@
+"""Result writers: WARC records plus a JSONL index line per final URL, rotated together.
+
+Crash safety: the frontier records the committed length of every output file in the same
+transaction as the URL states; `recover` truncates anything past it on start-up.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from crawler.errors import StorageError
+from crawler.models import Outcome
+from crawler.settings import Settings
+from crawler.writers.jsonl import IndexFile, rfc3339
+from crawler.writers.warc import WarcFile
+
+_SERIAL = re.compile(r"-(\d{5,})\.(?:warc\.gz|jsonl)$")
+
+log = structlog.get_logger("crawler.writers")
+
+
+def _serial(path: Path) -> int:
+    match = _SERIAL.search(path.name)
+    return int(match.group(1)) if match else -1
+
+
+def index_line(outcome: Outcome, warc_file: str | None, warc_offset: int | None) -> dict[str, Any]:
+    response = outcome.response
+    entry = outcome.entry
+    return {
+        "url": entry.url,
+        "state": outcome.state.value,
+        "reason": outcome.reason,
+        "status": response.status if response else outcome.status,
+        "content_type": response.header("content-type") if response else None,
+        "length": response.wire_bytes if response else None,
+        "decoded_length": response.decoded_bytes if response else None,
+        "truncated": response.truncated if response else False,
+        "payload_digest": outcome.payload_digest,
+        "fetched_at": rfc3339(outcome.fetched_at) if outcome.fetched_at else None,
+        "elapsed_ms": outcome.elapsed_ms,
+        "attempts": outcome.attempts,
+        "depth": entry.depth,
+        "discovered_from": entry.discovered_from,
+        "redirect_to": outcome.redirect_to,
+        "http_version": response.http_version if response else None,
+        "ip": response.peer if response else None,
+        "warc_file": warc_file,
+        "warc_offset": warc_offset,
+        "message": outcome.message,
+    }
+
+
+class Outputs:
+    """The current WARC + index file pair under the data directory (blocking I/O)."""
+
+    def __init__(self, data_dir: Path, settings: Settings) -> None:
+        self._root = data_dir
+        self._warc_dir = data_dir / "warc"
+        self._index_dir = data_dir / "index"
+        self._settings = settings
+        self._warc: WarcFile | None = None
+        self._index: IndexFile | None = None
+        self._serial = 0
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self._root).as_posix()
+
+    def recover(self, committed: dict[str, int]) -> None:
+        """Truncate every output file to its committed length; drop uncommitted files."""
+        self._warc_dir.mkdir(parents=True, exist_ok=True)
+        self._index_dir.mkdir(parents=True, exist_ok=True)
+        files = sorted(
+            [*self._warc_dir.glob("*.warc.gz"), *self._index_dir.glob("*.jsonl")], key=_serial
+        )
+        for path in files:
+            self._serial = max(self._serial, _serial(path))
+            length = committed.get(self.rel(path))
+            size = path.stat().st_size
+            if length is None:
+                log.warning("output_dropped", file=self.rel(path), bytes=size)
+                path.unlink()
+            elif size > length:
+                log.warning("output_truncated", file=self.rel(path), bytes=size - length)
+                with open(path, "r+b") as handle:
+                    handle.truncate(length)
+            elif size < length:
+                raise StorageError(
+                    f"{path} is shorter ({size} bytes) than its committed length ({length})"
+                )
+        last = [p for p in files if p.exists() and p.suffix == ".gz"]
+        if last and last[-1].stat().st_size < self._settings.output.warc_max_bytes:
+            self._open(last[-1].name[: -len(".warc.gz")])
+
+    def _open(self, stem: str) -> None:
+        self._warc = WarcFile(self._warc_dir / f"{stem}.warc.gz", self._settings.fetch.user_agent)
+        self._index = IndexFile(self._index_dir / f"{stem}.jsonl")
+
+    def _rotate(self, touched: dict[str, int]) -> None:
+        self._close_current(touched)
+        self._serial += 1
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+        self._open(f"{self._settings.output.prefix}-{stamp}-{self._serial:05d}")
+
+    def _close_current(self, touched: dict[str, int]) -> None:
+        if self._warc is not None and self._index is not None:
+            fsync = self._settings.storage.fsync
+            for handle in (self._warc, self._index):
+                handle.flush(fsync)
+                touched[self.rel(handle.path)] = handle.size
+                handle.close()
+        self._warc = self._index = None
+
+    def write(self, outcomes: Sequence[Outcome]) -> dict[str, int]:
+        """Append records and index lines, flush (and fsync); returns path -> new length."""
+        touched: dict[str, int] = {}
+        for outcome in outcomes:
+            if self._warc is None or self._warc.size >= self._settings.output.warc_max_bytes:
+                self._rotate(touched)
+            assert self._warc is not None
+            assert self._index is not None
+            warc_file = warc_offset = None
+            if outcome.response is not None and outcome.payload_digest is not None:
+                warc_offset = self._warc.write_exchange(
+                    outcome.entry.url, outcome.response, outcome.payload_digest, outcome.fetched_at
+                )
+                warc_file = self._warc.path.name
+            self._index.write(index_line(outcome, warc_file, warc_offset))
+        if self._warc is not None and self._index is not None:
+            fsync = self._settings.storage.fsync
+            for handle in (self._warc, self._index):
+                handle.flush(fsync)
+                touched[self.rel(handle.path)] = handle.size
+        return touched
+
+    def close(self) -> None:
+        self._close_current({})

@@ -1,0 +1,122 @@
+"""WARC writer (warcio): one gzip member per record, request + response per fetched URL."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import uuid
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+from crawler import __version__
+from crawler.models import Response
+
+GZIP_LEVEL = 6
+# The body is stored de-chunked, so the header that described the chunking is renamed.
+_RENAMED = {"transfer-encoding": "X-Crawler-Transfer-Encoding"}
+
+
+def warc_date(timestamp: float) -> str:
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _gzip(data: bytes) -> bytes:
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+class WarcFile:
+    """An open WARC file that records are appended to; `size` is its length in bytes."""
+
+    def __init__(self, path: Path, user_agent: str) -> None:
+        self.path = path
+        self._file: BinaryIO = open(path, "ab")  # noqa: SIM115 - closed by close()
+        self._buffer = io.BytesIO()
+        self._writer = WARCWriter(self._buffer, gzip=False, warc_version="1.1")
+        self.size = self._file.tell()
+        if self.size == 0:
+            self._write_warcinfo(user_agent)
+
+    def _append(self, record: object) -> int:
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        self._writer.write_record(record)
+        data = _gzip(self._buffer.getvalue())
+        offset = self.size
+        self._file.write(data)
+        self.size += len(data)
+        return offset
+
+    def _write_warcinfo(self, user_agent: str) -> None:
+        info = {
+            "software": f"crawler/{__version__} (warcio)",
+            "format": "WARC File Format 1.1",
+            "conformsTo": "https://iipc.github.io/warc-specifications/specifications/warc-format/warc-1.1/",
+            "hostname": socket.gethostname(),
+            "http-header-user-agent": user_agent,
+        }
+        self._append(self._writer.create_warcinfo_record(self.path.name, info))
+
+    def write_exchange(
+        self, url: str, response: Response, payload_digest: str, fetched_at: float
+    ) -> int:
+        """Append the request and response records; returns the response record's offset."""
+        date = warc_date(fetched_at)
+        response_id = f"<urn:uuid:{uuid.uuid4()}>"
+        protocol = "h2" if response.http_version == "HTTP/2" else "http/1.1"
+        request_headers = StatusAndHeaders(
+            f"{response.method} {response.target} HTTP/1.1",
+            response.request_headers,
+            is_http_request=True,
+        )
+        request = self._writer.create_warc_record(
+            url,
+            "request",
+            payload=io.BytesIO(b""),
+            length=0,
+            http_headers=request_headers,
+            warc_headers_dict={
+                "WARC-Date": date,
+                "WARC-Concurrent-To": response_id,
+                "WARC-Protocol": protocol,
+            },
+        )
+        headers = [(_RENAMED.get(k.lower(), k), v) for k, v in response.headers]
+        warc_headers = {
+            "WARC-Record-ID": response_id,
+            "WARC-Date": date,
+            "WARC-Payload-Digest": payload_digest,
+            "WARC-Protocol": protocol,
+        }
+        if response.peer:
+            warc_headers["WARC-IP-Address"] = response.peer
+        if response.truncated:
+            warc_headers["WARC-Truncated"] = "length"
+        response.body.seek(0)
+        record = self._writer.create_warc_record(
+            url,
+            "response",
+            payload=response.body,
+            length=response.wire_bytes,
+            http_headers=StatusAndHeaders(
+                f"{response.status} {response.reason_phrase}".strip(), headers, protocol="HTTP/1.1"
+            ),
+            warc_headers_dict=warc_headers,
+        )
+        self._append(request)
+        return self._append(record)
+
+    def flush(self, fsync: bool) -> None:
+        self._file.flush()
+        if fsync:
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
