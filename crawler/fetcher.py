@@ -202,6 +202,8 @@ class Fetcher:
     async def _stream(self, url: str, body: Any) -> tuple[Response, str]:
         cap = self._settings.max_body_bytes
         async with self._client.stream("GET", url) as resp:
+            stream = resp.extensions.get("network_stream")
+            peer = stream.get_extra_info("server_addr") if stream is not None else None
             decoder = BodyDecoder(resp.headers.get("content-encoding"), cap)
             sha1 = hashlib.sha1()
             wire = 0
@@ -224,8 +226,6 @@ class Fetcher:
             except errors.BadContentEncoding as exc:
                 encoding_error = str(exc)
             body.seek(0)
-            stream = resp.extensions.get("network_stream")
-            peer = stream.get_extra_info("server_addr") if stream is not None else None
             request = resp.request
             response = Response(
                 status=resp.status_code,
