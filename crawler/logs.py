@@ -30,5 +30,5 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=False,
     )
