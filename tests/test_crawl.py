@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import itertools
 import time
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def test_politeness_per_host_concurrency_and_delay_seen_by_server(
     assert other.max_in_flight <= 2
     for server in (busy, other):
         starts = sorted(hit.started for hit in server.hits)
-        gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
         assert min(gaps) >= 0.1 - 0.005, gaps  # 5 ms for the server's own timestamping
     # The slow host does not hold up the fast one: both proceed in parallel.
     other_done = max(hit.finished or 0 for hit in other.hits)

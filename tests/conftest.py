@@ -1,0 +1,42 @@
+"""Shared fixtures for the crawler's tests."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# -- make_site: loopback test servers (tests/site.py) ---------------------------------------
+# tests/ has no __init__.py, so pytest puts tests/ (not the project root) on sys.path; and a
+# bare `import site` would find the standard library's `site`. Tests import `tests.site`.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from tests.site import Site, SiteFactory  # noqa: E402
+
+
+@pytest.fixture
+def make_site() -> Iterator[SiteFactory]:
+    """Start loopback sites on demand (``make_site("127.0.0.2")``); all stop at teardown.
+
+    Teardown fails the test if a handler raised anything but OSError (a bug in the test).
+    """
+    sites: list[Site] = []
+
+    def factory(host: str = "127.0.0.1") -> Site:
+        site = Site(host).start()
+        sites.append(site)
+        return site
+
+    yield factory
+    for site in sites:
+        site.stop()
+    errors = [error for site in sites for error in site.errors]
+    if errors:
+        raise errors[0]
+
+
+# -- end of make_site -----------------------------------------------------------------------

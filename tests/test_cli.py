@@ -1,0 +1,256 @@
+"""The CLI as a real subprocess: signals, SIGKILL and resume, seed while running, status."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests import site
+from tests.crawling import cli_process, index, index_lines, sets, warc_records, write_seeds
+from tests.site import Site, SiteFactory
+
+
+def _slow_site(make_site: SiteFactory, pages: int, seconds: float) -> Site:
+    s = make_site()
+    for i in range(pages):
+        s.route(f"/p{i}", site.slow(seconds, b"<html>page %d</html>" % i))
+    return s
+
+
+def _run(data: Path, seeds: Path, *assignments: str) -> subprocess.Popen[bytes]:
+    return cli_process(data, "run", "--seeds", str(seeds), *sets(*assignments))
+
+
+def _status(data: Path) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-m", "crawler", "status", "--json", "--data-dir", str(data)],
+        capture_output=True,
+        check=True,
+    )
+    result: dict[str, object] = json.loads(out.stdout)
+    return result
+
+
+def _finish(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """Wait for the process, close its pipes; returns its exit code (stderr shown on error)."""
+    _, err = proc.communicate(timeout=timeout)
+    if proc.returncode not in (0, -signal.SIGKILL, 130, 143):
+        sys.stderr.write(err.decode(errors="replace"))
+    return proc.returncode
+
+
+def _wait_for_lines(data: Path, at_least: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (data / "index").is_dir() and len(index_lines(data)) >= at_least:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"fewer than {at_least} index lines after {timeout} s")
+
+
+def _assert_exactly_once(data: Path, urls: list[str]) -> None:
+    lines = index(data)  # fails on any URL with two lines
+    assert sorted(lines) == sorted(urls)
+    responses = [r for r in warc_records(data) if r["type"] == "response"]
+    assert sorted(r["url"] for r in responses) == sorted(urls)
+    for line in lines.values():
+        assert line["warc_file"] is not None
+    status = _status(data)
+    assert status["total"] == len(urls)
+    assert status["states"] == {
+        "queued": 0,
+        "leased": 0,
+        "done": len(urls),
+        "failed": 0,
+        "skipped": 0,
+    }
+
+
+def test_sigkill_at_any_moment_then_resume_is_exactly_once(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    s = _slow_site(make_site, pages=300, seconds=0.02)
+    urls = [s.url(f"/p{i}") for i in range(300)]
+    seeds = write_seeds(tmp_path / "seeds.txt", urls)
+    data = tmp_path / "crawl"
+    settings = ("storage.fsync=true", "storage.commit_batch=16", "storage.commit_interval=0.02")
+    for kill_after_lines in (0, 20, 90, 180):
+        proc = _run(data, seeds, *settings)
+        if kill_after_lines:
+            _wait_for_lines(data, kill_after_lines)
+        else:
+            time.sleep(0.3)  # killed while seeding or on its first batch
+        proc.send_signal(signal.SIGKILL)
+        _finish(proc, 10)
+        assert proc.returncode == -signal.SIGKILL
+    proc = _run(data, seeds, *settings)
+    assert _finish(proc, 60) == 0
+    _assert_exactly_once(data, urls)
+    # Refetches after a SIGKILL are bounded by what was uncommitted at each kill.
+    assert len(s.hits) < 300 + 4 * 64
+
+
+def test_sigterm_releases_in_flight_and_resume_finishes(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    s = _slow_site(make_site, pages=12, seconds=3)
+    urls = [s.url(f"/p{i}") for i in range(12)]
+    seeds = write_seeds(tmp_path / "seeds.txt", urls)
+    data = tmp_path / "crawl"
+    proc = _run(data, seeds, "shutdown.grace_seconds=0.2", "politeness.per_host_concurrency=4")
+    deadline = time.monotonic() + 10
+    while s.max_in_flight < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    assert _finish(proc, 10) == 143
+    status = _status(data)
+    states = status["states"]
+    assert isinstance(states, dict)
+    assert states["queued"] == 12  # released, not failed
+    assert states["leased"] == 0
+    assert index_lines(data) == []
+    s.route("*", site.ok(b"fast now"))
+    for i in range(12):
+        s.route(f"/p{i}", site.ok(b"<html>page %d</html>" % i))
+    proc = _run(data, seeds)
+    assert _finish(proc, 30) == 0
+    lines = index(data)
+    assert len(lines) == 12
+    # The interrupted attempts were not charged.
+    assert {line["attempts"] for line in lines.values()} == {1}
+
+
+def test_sigterm_lets_in_flight_fetches_finish_within_grace(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    s = _slow_site(make_site, pages=8, seconds=0.5)
+    urls = [s.url(f"/p{i}") for i in range(8)]
+    seeds = write_seeds(tmp_path / "seeds.txt", urls)
+    data = tmp_path / "crawl"
+    proc = _run(data, seeds, "shutdown.grace_seconds=5", "politeness.per_host_concurrency=2")
+    deadline = time.monotonic() + 10
+    while s.max_in_flight < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    assert _finish(proc, 10) == 130
+    lines = index(data)
+    assert 2 <= len(lines) < 8
+    assert all(line["state"] == "done" for line in lines.values())
+    proc = _run(data, seeds)
+    assert _finish(proc, 30) == 0
+    _assert_exactly_once(data, urls)
+
+
+def test_seed_while_running_is_picked_up(tmp_path: Path, make_site: SiteFactory) -> None:
+    s = _slow_site(make_site, pages=20, seconds=0.1)
+    first = [s.url(f"/p{i}") for i in range(10)]
+    later = [s.url(f"/p{i}") for i in range(10, 20)]
+    data = tmp_path / "crawl"
+    proc = _run(
+        data, write_seeds(tmp_path / "first.txt", first), "politeness.per_host_concurrency=1"
+    )
+    _wait_for_lines(data, 1)
+    more = write_seeds(tmp_path / "later.txt", later + first[:3])
+    added = subprocess.run(
+        [sys.executable, "-m", "crawler", "seed", "--data-dir", str(data), str(more)],
+        capture_output=True,
+        check=True,
+    )
+    assert b"added 10" in added.stdout
+    assert _finish(proc, 30) == 0
+    _assert_exactly_once(data, first + later)
+
+
+def test_status_json_counts_states_reasons_and_hosts(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    a = make_site("127.0.0.1")
+    b = make_site("127.0.0.2")
+    a.route("/ok", site.ok(b"fine"))
+    a.route("/missing", site.status(404))
+    b.route("/down", site.status(503))
+    urls = [a.url("/ok"), a.url("/missing"), b.url("/down")]
+    data = tmp_path / "crawl"
+    proc = _run(data, write_seeds(tmp_path / "s.txt", urls), "retry.max_attempts=1")
+    assert _finish(proc, 30) == 0
+    status = _status(data)
+    assert status["total"] == 3
+    assert status["states"] == {"queued": 0, "leased": 0, "done": 2, "failed": 1, "skipped": 0}
+    assert status["reasons"] == {"http_503": 1}
+    hosts = status["hosts"]
+    assert isinstance(hosts, list)
+    by_host = {h["host"]: h for h in hosts}
+    assert by_host[f"127.0.0.1:{a.port}"]["done"] == 2
+    assert by_host[f"127.0.0.2:{b.port}"]["failed"] == 1
+    text = subprocess.run(
+        [sys.executable, "-m", "crawler", "status", "--data-dir", str(data)],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    assert "http_503" in text
+
+
+def test_second_run_on_the_same_directory_is_refused(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    s = _slow_site(make_site, pages=4, seconds=1)
+    seeds = write_seeds(tmp_path / "s.txt", [s.url(f"/p{i}") for i in range(4)])
+    data = tmp_path / "crawl"
+    first = _run(data, seeds)
+    _wait_until_exists(data / "crawl.db")
+    second = _run(data, seeds)
+    _, err = second.communicate(timeout=10)
+    assert second.returncode == 3
+    assert b"another crawler is running" in err
+    first.send_signal(signal.SIGTERM)
+    assert _finish(first, 15) == 143
+
+
+def _wait_until_exists(path: Path) -> None:
+    deadline = time.monotonic() + 10
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "crawler", "run", "--data-dir", str(tmp_path / "c"),
+            "--set", "fetch.concurrency=0",
+        ],
+        capture_output=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert b"fetch.concurrency" in result.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "crawler", "run", "--data-dir", str(tmp_path / "c"),
+         "--seeds", str(tmp_path / "nope.txt")],
+        capture_output=True,
+    )  # fmt: skip
+    assert missing.returncode == 2
+    assert b"nope.txt" in missing.stderr
+
+
+def test_seeds_from_stdin_and_gzip(tmp_path: Path, make_site: SiteFactory) -> None:
+    import gzip
+
+    s = make_site()
+    s.route("/a", site.ok(b"a"))
+    s.route("/b", site.ok(b"b"))
+    gz = tmp_path / "seeds.txt.gz"
+    with gzip.open(gz, "wt") as handle:
+        handle.write(s.url("/a") + "\n")
+    data = tmp_path / "crawl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "crawler", "run", "--data-dir", str(data), "--seeds", str(gz),
+         "--seeds", "-", *sets()],
+        input=(s.url("/b") + "\nhttp://\n").encode(),
+        capture_output=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(index(data)) == [s.url("/a"), s.url("/b")]
+    assert b"<stdin>" in proc.stdout  # the bad line is reported with its source
