@@ -18,7 +18,7 @@ from crawler.fetcher import Fetcher
 from crawler.frontier import Frontier
 from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.guard import AddressGuard
-from crawler.models import Entry, Outcome
+from crawler.models import Entry, NewURL, Outcome
 from crawler.retry import RetryPolicy
 from crawler.scheduler import Scheduler
 from crawler.seeds import SeedReport, read_seeds
@@ -52,13 +52,19 @@ async def open_frontier(data_dir: Path, settings: Settings) -> SQLiteFrontier:
 
 
 async def add_seeds(frontier: Frontier, paths: Sequence[str], report: SeedReport) -> None:
-    """Add seed files to the frontier in batches; parsing runs in a thread."""
+    """Add seed files to the frontier in batches; parsing (in a thread) overlaps inserting."""
     batches = read_seeds(paths, report)
-    while True:
-        batch = await anyio.to_thread.run_sync(next, batches, None)
-        if batch is None:
-            return
-        report.added += await frontier.add(batch)
+    send, receive = anyio.create_memory_object_stream[list[NewURL]](1)
+
+    async def parse() -> None:
+        async with send:
+            while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
+                await send.send(batch)
+
+    async with anyio.create_task_group() as tg, receive:
+        tg.start_soon(parse)
+        async for batch in receive:
+            report.added += await frontier.add(batch)
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from crawler.models import NewURL
-from crawler.urls import BadURL, canonical, host_of, url_key, validate
+from crawler.urls import BadURL, identify
 
 MAX_REPORTED = 10
 
@@ -42,8 +42,8 @@ class SeedReport:
 
 def parse_line(text: str) -> NewURL:
     """One seed URL (already stripped) as a frontier entry, or BadURL."""
-    url = validate(text)
-    return NewURL(key=url_key(canonical(url)), url=url, host=host_of(url))
+    key, host = identify(text)
+    return NewURL(key=key, url=text, host=host)
 
 
 def _open(path: str) -> IO[bytes]:
@@ -70,7 +70,7 @@ def _lines(stream: IO[bytes], source: str, report: SeedReport) -> Iterator[tuple
 
 
 def read_seeds(
-    paths: Iterable[str], report: SeedReport, batch_size: int = 10_000
+    paths: Iterable[str], report: SeedReport, batch_size: int = 50_000
 ) -> Iterator[list[NewURL]]:
     """Yield batches of valid seed URLs from `paths`; bad lines go into `report`."""
     batch: list[NewURL] = []

@@ -15,8 +15,8 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # userinfo, no fragment, no percent-escapes and only characters that need no escaping.
 # For these, canonicalisation is the identity; everything else takes the w3lib path.
 _CANONICAL = re.compile(
-    r"https?://[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?:/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?"
-    r"(?:\?[A-Za-z0-9._~!$&'()*+,;=:@/?-]*)?"
+    r"(?P<origin>https?://(?P<host>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?))"
+    r"(?P<path>/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?(?P<query>\?[A-Za-z0-9._~!$&'()*+,;=:@/?-]*)?"
 )
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -59,8 +59,9 @@ def canonical(url: str) -> str:
     percent-encoding normalised (unreserved characters decoded, escapes upper-cased),
     unsafe characters escaped by w3lib; the query keeps its order.
     """
-    if _CANONICAL.fullmatch(url):
-        return url if "/" in url[8:] else url + "/"
+    match = _CANONICAL.fullmatch(url)
+    if match is not None:
+        return _fast_canonical(url, match)
     safe = safe_url_string(url)
     parts = urlsplit(safe)
     scheme = parts.scheme.lower()
@@ -76,6 +77,21 @@ def canonical(url: str) -> str:
     path = _ESCAPE.sub(_normalise_escape, parts.path) or "/"
     query = _ESCAPE.sub(_normalise_escape, parts.query)
     return urlunsplit((scheme, netloc, path, query, ""))
+
+
+def _fast_canonical(url: str, match: re.Match[str]) -> str:
+    if match.group("path") is not None:
+        return url
+    return f"{match.group('origin')}/{match.group('query') or ''}"
+
+
+def identify(text: str) -> tuple[int, str]:
+    """Validate `text` and return its (key, host): the one call on the seeding hot path."""
+    match = _CANONICAL.fullmatch(text)
+    if match is not None and len(text) <= MAX_URL_LENGTH:
+        return url_key(_fast_canonical(text, match)), match.group("host")
+    validate(text)
+    return url_key(canonical(text)), host_of(text)
 
 
 def url_key(canonical_url: str) -> int:

@@ -138,9 +138,10 @@ class SQLiteFrontier:
             return list(await cursor.fetchall())
 
     async def add(self, urls: Sequence[NewURL]) -> int:
-        rows = [
+        # Key order keeps the B-tree inserts local: much faster for large seed lists.
+        rows = sorted(
             (u.key, u.url, u.host, u.depth, u.redirects, u.chain, u.discovered_from) for u in urls
-        ]
+        )
         async with self._transaction() as db:
             before = db.total_changes
             await db.executemany(_INSERT, rows)
