@@ -89,7 +89,7 @@ class _Transport(httpx2.AsyncHTTPTransport):
     def __init__(self, settings: FetchSettings, backend: _GuardedBackend, proxy: str) -> None:
         super().__init__(http2=settings.http2, trust_env=False)
         common: dict[str, Any] = {
-            "ssl_context": ssl.create_default_context(),
+            "ssl_context": ssl.create_default_context(cafile=settings.ca_bundle or None),
             "max_connections": settings.concurrency,
             "max_keepalive_connections": settings.concurrency,
             "keepalive_expiry": 30.0,

@@ -43,6 +43,7 @@ class Entry:
     redirects: int = 0
     chain: str = ""
     discovered_from: str | None = None
+    status: int | None = None  # the last HTTP status seen in an earlier attempt
 
     def chain_keys(self) -> list[int]:
         """Keys of the URLs of this entry's redirect chain, itself included."""

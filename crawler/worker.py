@@ -87,10 +87,22 @@ class Worker:
         verdict = self._policy.for_error(exc, attempts, self._wall())
         if verdict.retry:
             return Outcome(
-                entry, OutcomeKind.DEFER, State.QUEUED, attempts, exc.reason, verdict.not_before
+                entry,
+                OutcomeKind.DEFER,
+                State.QUEUED,
+                attempts,
+                exc.reason,
+                verdict.not_before,
+                status=entry.status,
             )
         return Outcome(
-            entry, OutcomeKind.TERMINAL, State.FAILED, attempts, exc.reason, message=str(exc)
+            entry,
+            OutcomeKind.TERMINAL,
+            State.FAILED,
+            attempts,
+            exc.reason,
+            status=entry.status,
+            message=str(exc),
         )
 
     def _judge_response(self, entry: Entry, response: Response, attempts: int) -> Outcome:
@@ -140,7 +152,14 @@ class Worker:
         try:
             key = url_key(canonical(validate(target)))
         except BadURL as exc:
-            return self._final(entry, response, attempts, "bad_redirect", f"{target!r}: {exc}")
+            # Still a result (done with its 3xx status); the target is just not followed.
+            outcome = Outcome(
+                entry, OutcomeKind.TERMINAL, State.DONE, attempts, status=response.status
+            )
+            outcome.response = response
+            outcome.message = f"redirect not followed: {exc}"
+            outcome.redirect_to = target
+            return outcome
         if key in entry.chain_keys():
             outcome = self._final(entry, response, attempts, "redirect_loop", target)
         elif entry.redirects >= self._max_redirects:

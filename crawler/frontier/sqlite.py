@@ -28,7 +28,7 @@ _CLAIM = (
     "UPDATE urls SET state = 'leased', lease_until = ? WHERE key IN ("
     " SELECT key FROM urls WHERE state = 'queued' AND not_before <= ?"
     " ORDER BY not_before, key LIMIT ?)"
-    " RETURNING key, url, host, attempts, depth, redirects, chain, discovered_from"
+    " RETURNING key, url, host, attempts, depth, redirects, chain, discovered_from, status"
 )
 _FINISH = (
     "UPDATE urls SET state = ?, reason = ?, status = ?, attempts = ?, finished_at = ?,"

@@ -1,0 +1,175 @@
+"""The fetcher over real sockets: HTTP/2 with TLS (hypercorn), trust, headers, error mapping."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+
+from crawler import errors
+from crawler.fetcher import Fetcher
+from crawler.guard import AddressGuard
+from crawler.settings import FetchSettings
+from tests import site
+from tests.crawling import crawl, index, warc_records
+from tests.site import SiteFactory
+
+ROOT = Path(__file__).resolve().parents[1]
+LOOPBACK = AddressGuard(["127.0.0.0/8"])
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class TLSServer:
+    base_url: str
+    ca_file: Path
+
+    def stats(self) -> dict[str, object]:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        with urllib.request.urlopen(f"{self.base_url}/stats", context=context) as response:
+            result: dict[str, object] = json.loads(response.read())
+            return result
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def h2_server(tmp_path: Path) -> Iterator[TLSServer]:
+    """hypercorn serving tests/h2app.py over TLS (HTTP/2 by ALPN) with a private CA."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hypercorn", "tests.h2app:app", "--bind", f"127.0.0.1:{port}",
+         "--certfile", str(cert_file), "--keyfile", str(key_file)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("hypercorn did not start") from None
+                time.sleep(0.05)
+        yield TLSServer(f"https://127.0.0.1:{port}", ca_file)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_http2_is_used_and_recorded_as_such(tmp_path: Path, h2_server: TLSServer) -> None:
+    urls = [f"{h2_server.base_url}/page{i}" for i in range(6)]
+    data = tmp_path / "crawl"
+    assert (
+        crawl(
+            data,
+            urls,
+            f'fetch.ca_bundle="{h2_server.ca_file}"',
+            "politeness.per_host_concurrency=2",
+        )
+        == 0
+    )
+    lines = index(data)
+    assert {line["http_version"] for line in lines.values()} == {"HTTP/2"}
+    assert all(line["state"] == "done" for line in lines.values())
+    stats = h2_server.stats()
+    assert stats["versions"] == ["2"] * 6
+    # With HTTP/2 the per-host limit counts streams on the one connection.
+    assert stats["max_in_flight"] == 2
+    responses = [r for r in warc_records(data) if r["type"] == "response"]
+    assert {r["headers"]["WARC-Protocol"] for r in responses} == {"h2"}
+    assert responses[0]["payload"].startswith(b"<html>/page")
+
+
+def test_untrusted_certificate_fails_with_reason_tls(tmp_path: Path, h2_server: TLSServer) -> None:
+    url = f"{h2_server.base_url}/page"
+    data = tmp_path / "crawl"
+    assert crawl(data, [url], "retry.max_attempts=1") == 0
+    line = index(data)[url]
+    assert (line["state"], line["reason"]) == ("failed", "tls")
+
+
+@pytest.mark.anyio
+async def test_request_headers_and_raw_body(make_site: SiteFactory) -> None:
+    s = make_site()
+    s.route("/gz", site.gzip_body(b"hello " * 1000))
+    fetcher = Fetcher(FetchSettings(user_agent="TestBot/1.0 (+http://example.invalid)"), LOOPBACK)
+    try:
+        response, digest = await fetcher.fetch(s.url("/gz"))
+    finally:
+        await fetcher.aclose()
+    hit = s.hits_for("/gz")[0]
+    assert hit.headers["user-agent"] == "TestBot/1.0 (+http://example.invalid)"
+    assert hit.headers["accept-encoding"] == "gzip, deflate"
+    assert response.header("Content-Encoding") == "gzip"
+    assert response.decoded_bytes == 6000
+    assert response.wire_bytes < 6000
+    assert response.body.read()[:2] == b"\x1f\x8b"  # stored as received, still gzipped
+    assert digest.startswith("sha1:")
+    assert response.peer == "127.0.0.1"
+    response.close()
+
+
+@pytest.mark.anyio
+async def test_blocked_and_dns_errors_are_ours() -> None:
+    fetcher = Fetcher(FetchSettings(), AddressGuard())
+    try:
+        with pytest.raises(errors.BlockedAddress):
+            await fetcher.fetch("http://127.0.0.1:9/")
+        with pytest.raises(errors.BlockedAddress):
+            await fetcher.fetch("http://[::ffff:10.0.0.1]:9/")
+        with pytest.raises(errors.DnsError):
+            await fetcher.fetch("http://does-not-exist.invalid/")
+    finally:
+        await fetcher.aclose()
+
+
+@pytest.mark.anyio
+async def test_proxy_environment_is_ignored_unless_trusted(
+    make_site: SiteFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = make_site()
+    s.route("/direct", site.ok(b"direct"))
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    fetcher = Fetcher(FetchSettings(), LOOPBACK)
+    try:
+        response, _ = await fetcher.fetch(s.url("/direct"))
+        response.close()
+        assert response.status == 200
+    finally:
+        await fetcher.aclose()
+    trusting = Fetcher(FetchSettings(trust_env=True), LOOPBACK)
+    try:
+        with pytest.raises(errors.ConnectFailed):
+            await trusting.fetch(s.url("/direct"))
+    finally:
+        await trusting.aclose()
