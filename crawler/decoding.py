@@ -24,20 +24,29 @@ class BodyDecoder:
         self.decoded = 0
         self._coding = codings[0] if len(codings) == 1 else ("" if not codings else "multi")
         self._zlib: zlib._Decompress | None = None
-        self._first = True
+        self._pending: bytes | None = None
         self._fed = False
         if self._coding in ("gzip", "x-gzip"):
             self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif self._coding == "deflate":
-            self._zlib = zlib.decompressobj()
+            self._pending = b""  # zlib-wrapped or raw deflate: decided on the first 2 bytes
 
     @property
     def verifiable(self) -> bool:
         """Whether the encoding is one this decoder understands (else bytes count as-is)."""
-        return self._zlib is not None or self._coding == ""
+        return self._zlib is not None or self._pending is not None or self._coding == ""
 
     def feed(self, data: bytes) -> bool:
         self._fed = self._fed or bool(data)
+        if self._pending is not None:
+            data = self._pending + data
+            if len(data) < 2:
+                self._pending = data
+                return True
+            self._pending = None
+            # RFC 1950 header: compression method 8 and a check value divisible by 31.
+            wrapped = data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
+            self._zlib = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
         if self._zlib is None:
             self.decoded += len(data)
             return self.decoded <= self.cap
@@ -45,13 +54,7 @@ class BodyDecoder:
             try:
                 out = self._zlib.decompress(data, _CHUNK)
             except zlib.error as exc:
-                if self._first and self._coding == "deflate":
-                    # Some servers send raw deflate without the zlib header.
-                    self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
-                    self._first = False
-                    continue
                 raise BadContentEncoding(f"corrupt {self._coding} stream: {exc}") from None
-            self._first = False
             self.decoded += len(out)
             if self.decoded > self.cap:
                 return False
@@ -66,5 +69,6 @@ class BodyDecoder:
 
     def finish(self) -> None:
         """Call when the body is complete: a compressed stream must have ended properly."""
-        if self._zlib is not None and self._fed and not self._zlib.eof:
+        unfinished = self._pending or (self._zlib is not None and not self._zlib.eof)
+        if self._fed and unfinished:
             raise BadContentEncoding(f"truncated {self._coding} stream")

@@ -9,17 +9,19 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _embedded(addr: IPAddress) -> list[IPAddress]:
-    """The address itself plus any IPv4 address it carries (mapped, 6to4, Teredo, NAT64)."""
+    """The addresses that decide: an IPv6 form that is only a wrapper for an IPv4 address
+    (IPv4-mapped, NAT64) is judged by that IPv4 address; 6to4 and Teredo by both."""
+    if not isinstance(addr, ipaddress.IPv6Address):
+        return [addr]
+    if addr.ipv4_mapped is not None:
+        return [addr.ipv4_mapped]
+    if addr in _NAT64:
+        return [ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)]
     found: list[IPAddress] = [addr]
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            found.append(addr.ipv4_mapped)
-        if addr.sixtofour is not None:
-            found.append(addr.sixtofour)
-        if addr.teredo is not None:
-            found.extend(addr.teredo)
-        if addr in _NAT64:
-            found.append(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF))
+    if addr.sixtofour is not None:
+        found.append(addr.sixtofour)
+    if addr.teredo is not None:
+        found.extend(addr.teredo)
     return found
 
 
@@ -35,6 +37,7 @@ def _is_public(addr: IPAddress) -> bool:
         and not addr.is_link_local
         and not addr.is_unspecified
         and not addr.is_private
+        and not (isinstance(addr, ipaddress.IPv6Address) and addr.is_site_local)
     )
 
 
@@ -55,6 +58,7 @@ class AddressGuard:
         except ValueError:
             return False
         candidates = _embedded(addr)
-        if any(c in net for c in candidates for net in self._allowed if c.version == net.version):
-            return True
+        for candidate in (addr, *candidates):
+            if any(candidate in net for net in self._allowed if candidate.version == net.version):
+                return True
         return all(_is_public(c) for c in candidates)

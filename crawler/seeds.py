@@ -49,17 +49,16 @@ def parse_line(text: str) -> NewURL:
 def _open(path: str) -> IO[bytes]:
     if path == "-":
         return sys.stdin.buffer
-    raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by the caller
     if path.endswith(".gz"):
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    return raw
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
 
 
 def _lines(stream: IO[bytes], source: str, report: SeedReport) -> Iterator[tuple[int, str]]:
     try:
         for number, raw in enumerate(stream, start=1):
             try:
-                text = raw.decode("utf-8").strip()
+                text = raw.decode("utf-8-sig").strip()
             except UnicodeDecodeError:
                 report.bad(BadLine(source, number, "not valid UTF-8"))
                 continue

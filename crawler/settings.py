@@ -23,9 +23,7 @@ class FetchSettings:
     read_timeout: float = 30.0
     deadline: float = 120.0
     max_body_bytes: int = 10 * 1024 * 1024
-    user_agent: str = (
-        "crawler/0.1 (+https://example.invalid/crawler; crawler-admin@example.invalid)"
-    )
+    user_agent: str = "crawler/0.1 (+https://example.invalid/crawler-contact)"
     http2: bool = True
     ca_bundle: str = ""
     proxy: str = ""
@@ -105,7 +103,7 @@ _RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("fetch", "max_body_bytes"): (lambda v: v >= 1024, "an integer >= 1024"),
     ("fetch", "user_agent"): (lambda v: v.strip() != "", "a non-empty string"),
     ("fetch", "max_redirects"): (lambda v: 0 <= v <= 100, "an integer from 0 to 100"),
-    ("fetch", "ca_bundle"): (lambda v: v == "" or Path(v).is_file(), "\"\" or a readable PEM file"),
+    ("fetch", "ca_bundle"): (lambda v: v == "" or Path(v).is_file(), '"" or a readable PEM file'),
     ("politeness", "per_host_concurrency"): (lambda v: v >= 1, "an integer >= 1"),
     ("politeness", "delay"): (lambda v: v >= 0, "a number of seconds >= 0"),
     ("retry", "max_attempts"): (lambda v: v >= 1, "an integer >= 1"),

@@ -16,7 +16,7 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # For these, canonicalisation is the identity; everything else takes the w3lib path.
 _CANONICAL = re.compile(
     r"(?P<origin>https?://(?P<host>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?))"
-    r"(?P<path>/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?(?P<query>\?[A-Za-z0-9._~!$&'()*+,;=:@/?-]*)?"
+    r"(?P<path>/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?(?P<query>\?[A-Za-z0-9._~!$&()*+,;=:@/?-]+)?"
 )
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -104,6 +104,8 @@ def host_of(url: str) -> str:
     """The politeness key of a URL: lower-case host, with the port when not the default."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
     port = parts.port
     if port is not None and port != DEFAULT_PORTS.get(parts.scheme.lower()):
         return f"{host}:{port}"
