@@ -111,7 +111,11 @@ class Crawl:
 
     async def run(self) -> RunResult:
         settings = self._settings
-        fetcher = Fetcher(settings.fetch, AddressGuard(settings.network.allowed_networks))
+        fetcher = Fetcher(
+            settings.fetch,
+            AddressGuard(settings.network.allowed_networks),
+            per_host_connections=settings.politeness.per_host_concurrency,
+        )
         policy = RetryPolicy(settings.retry)
         writer = Writer(self._frontier, self._outputs, settings.storage, self._on_commit)
         work_send, work_receive = anyio.create_memory_object_stream[Entry](0)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import socket
 import ssl
 import tempfile
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextvars import ContextVar
 from typing import Any
 
@@ -28,7 +29,16 @@ from crawler.models import Response
 from crawler.settings import FetchSettings
 
 SPOOL_BYTES = 256 * 1024
+KEEPALIVE_SECONDS = 30.0
 ACCEPT_ENCODING = "gzip, deflate"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class _GuardedBackend(httpcore2.AsyncNetworkBackend):
@@ -40,6 +50,10 @@ class _GuardedBackend(httpcore2.AsyncNetworkBackend):
         self._opened = opened
 
     async def _addresses(self, host: str, port: int) -> list[str]:
+        if _is_ip(host):
+            if self._guard is not None and not self._guard.permits(host):
+                raise errors.BlockedAddress(f"{host} is a blocked address")
+            return [host]
         try:
             infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
@@ -86,17 +100,8 @@ class _GuardedBackend(httpcore2.AsyncNetworkBackend):
 class _Transport(httpx2.AsyncHTTPTransport):
     """httpx2's transport with our network backend plugged into httpcore2's pool."""
 
-    def __init__(self, settings: FetchSettings, backend: _GuardedBackend, proxy: str) -> None:
-        super().__init__(http2=settings.http2, trust_env=False)
-        common: dict[str, Any] = {
-            "ssl_context": ssl.create_default_context(cafile=settings.ca_bundle or None),
-            "max_connections": settings.concurrency,
-            "max_keepalive_connections": settings.concurrency,
-            "keepalive_expiry": 30.0,
-            "http1": True,
-            "http2": settings.http2,
-            "network_backend": backend,
-        }
+    def __init__(self, common: dict[str, Any], proxy: str, ssl_context: ssl.SSLContext) -> None:
+        super().__init__(verify=ssl_context, trust_env=False)
         if proxy:
             url = httpx2.URL(proxy)
             self._pool = httpcore2.AsyncHTTPProxy(
@@ -104,10 +109,87 @@ class _Transport(httpx2.AsyncHTTPTransport):
                     scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
                 ),
                 proxy_auth=(url.username, url.password) if url.username else None,
+                ssl_context=ssl_context,
                 **common,
             )
         else:
-            self._pool = httpcore2.AsyncConnectionPool(**common)
+            self._pool = httpcore2.AsyncConnectionPool(ssl_context=ssl_context, **common)
+
+
+class _Tracked(httpx2.AsyncByteStream):
+    """A response body stream that reports when it is closed."""
+
+    def __init__(self, stream: httpx2.AsyncByteStream, on_close: Callable[[], None]) -> None:
+        self._stream = stream
+        self._on_close: Callable[[], None] | None = on_close
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._stream.__aiter__()  # no extra generator layer per chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            if self._on_close is not None:
+                self._on_close()
+                self._on_close = None
+
+
+Origin = tuple[bytes, bytes, int | None]
+
+
+class _PerOriginTransport(httpx2.AsyncBaseTransport):
+    """Routes each request to a small connection pool of its own origin.
+
+    httpcore2's pool scans every connection it holds (probing idle sockets) whenever a
+    request starts or ends, and a pool shared by many hosts evicts one host's keep-alive
+    connections to open another's. One pool per origin, sized by the per-host
+    concurrency, keeps both costs at the scale of one host. Idle pools beyond
+    `max_idle` are closed, least recently used first.
+    """
+
+    def __init__(self, make: Callable[[], _Transport], max_idle: int) -> None:
+        self._make = make
+        self._max_idle = max_idle
+        self._pools: dict[Origin, _Transport] = {}
+        self._active: dict[Origin, int] = {}
+        self._idle: dict[Origin, None] = {}  # insertion order = least recently used first
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        origin = (request.url.raw_scheme, request.url.raw_host, request.url.port)
+        pool = self._pools.get(origin)
+        if pool is None:
+            await self._evict()
+            pool = self._pools[origin] = self._make()
+        self._idle.pop(origin, None)
+        self._active[origin] = self._active.get(origin, 0) + 1
+        try:
+            response = await pool.handle_async_request(request)
+        except BaseException:
+            self._release(origin)
+            raise
+        assert isinstance(response.stream, httpx2.AsyncByteStream)
+        response.stream = _Tracked(response.stream, lambda: self._release(origin))
+        return response
+
+    def _release(self, origin: Origin) -> None:
+        left = self._active[origin] - 1
+        if left:
+            self._active[origin] = left
+        else:
+            del self._active[origin]
+            self._idle[origin] = None
+
+    async def _evict(self) -> None:
+        while len(self._idle) >= self._max_idle:
+            origin = next(iter(self._idle))
+            del self._idle[origin]
+            await self._pools.pop(origin).aclose()
+
+    async def aclose(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.aclose()
 
 
 def _proxy_from(settings: FetchSettings) -> str:
@@ -146,13 +228,27 @@ def payload_digest(sha1: Any) -> str:
 class Fetcher:
     """Fetches one URL at a time per call; share one instance between all workers."""
 
-    def __init__(self, settings: FetchSettings, guard: AddressGuard) -> None:
+    def __init__(
+        self, settings: FetchSettings, guard: AddressGuard, per_host_connections: int = 8
+    ) -> None:
         self._settings = settings
         self._opened: ContextVar[list[str] | None] = ContextVar("opened", default=None)
         proxy = _proxy_from(settings)
         backend = _GuardedBackend(None if proxy else guard, self._opened)
+        ssl_context = ssl.create_default_context(cafile=settings.ca_bundle or None)
+        pool_settings: dict[str, Any] = {
+            "max_connections": per_host_connections,
+            "max_keepalive_connections": per_host_connections,
+            "keepalive_expiry": KEEPALIVE_SECONDS,
+            "http1": True,
+            "http2": settings.http2,
+            "network_backend": backend,
+        }
+        transport = _PerOriginTransport(
+            lambda: _Transport(pool_settings, proxy, ssl_context), max_idle=settings.concurrency
+        )
         self._client = httpx2.AsyncClient(
-            transport=_Transport(settings, backend, proxy),
+            transport=transport,
             timeout=httpx2.Timeout(
                 connect=settings.connect_timeout,
                 read=settings.read_timeout,

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import anyio
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from crawler.errors import FetchError, RetryableFetchError
@@ -85,9 +86,16 @@ async def retry_in_place(
 
     Used for the one short retry of a request that failed on a reused keep-alive
     connection; `wait` gives the seconds to pause first (politeness may ask for some).
+    The first attempt runs bare: the common case costs nothing for the retry machinery.
     """
+    try:
+        return await attempt()
+    except Exception as exc:
+        if tries < 2 or not should_retry(exc):
+            raise
+    await anyio.sleep(wait())
     retrying = AsyncRetrying(
-        stop=stop_after_attempt(tries),
+        stop=stop_after_attempt(tries - 1),
         retry=retry_if_exception(should_retry),
         wait=lambda _state: wait(),
         reraise=True,

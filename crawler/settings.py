@@ -53,6 +53,7 @@ class NetworkSettings:
 @dataclass(frozen=True, kw_only=True)
 class OutputSettings:
     warc_max_bytes: int = 1024**3
+    gzip_level: int = 4
     prefix: str = "crawler"
 
 
@@ -110,6 +111,7 @@ _RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("retry", "backoff_base"): (lambda v: v >= 0, "a number of seconds >= 0"),
     ("retry", "backoff_max"): (lambda v: v >= 0, "a number of seconds >= 0"),
     ("retry", "max_retry_after"): (lambda v: v >= 0, "a number of seconds >= 0"),
+    ("output", "gzip_level"): (lambda v: 1 <= v <= 9, "an integer from 1 to 9"),
     ("output", "warc_max_bytes"): (lambda v: v >= 64 * 1024, "an integer >= 65536"),
     ("output", "prefix"): (
         lambda v: v != "" and all(c.isalnum() or c in "-_." for c in v),

@@ -99,7 +99,11 @@ class Outputs:
             self._open(last[-1].name[: -len(".warc.gz")])
 
     def _open(self, stem: str) -> None:
-        self._warc = WarcFile(self._warc_dir / f"{stem}.warc.gz", self._settings.fetch.user_agent)
+        self._warc = WarcFile(
+            self._warc_dir / f"{stem}.warc.gz",
+            self._settings.fetch.user_agent,
+            self._settings.output.gzip_level,
+        )
         self._index = IndexFile(self._index_dir / f"{stem}.jsonl")
 
     def _rotate(self, touched: dict[str, int]) -> None:

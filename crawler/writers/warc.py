@@ -17,7 +17,6 @@ from warcio.warcwriter import WARCWriter
 from crawler import __version__
 from crawler.models import Response
 
-GZIP_LEVEL = 6
 # The body is stored de-chunked, so the header that described the chunking is renamed.
 _RENAMED = {"transfer-encoding": "X-Crawler-Transfer-Encoding"}
 
@@ -27,16 +26,17 @@ def warc_date(timestamp: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _gzip(data: bytes) -> bytes:
-    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+def _gzip(data: bytes, level: int) -> bytes:
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     return compressor.compress(data) + compressor.flush()
 
 
 class WarcFile:
     """An open WARC file that records are appended to; `size` is its length in bytes."""
 
-    def __init__(self, path: Path, user_agent: str) -> None:
+    def __init__(self, path: Path, user_agent: str, gzip_level: int = 4) -> None:
         self.path = path
+        self._level = gzip_level
         self._file: BinaryIO = open(path, "ab")  # noqa: SIM115 - closed by close()
         self._buffer = io.BytesIO()
         self._writer = WARCWriter(self._buffer, gzip=False, warc_version="1.1")
@@ -48,7 +48,7 @@ class WarcFile:
         self._buffer.seek(0)
         self._buffer.truncate()
         self._writer.write_record(record)
-        data = _gzip(self._buffer.getvalue())
+        data = _gzip(self._buffer.getvalue(), self._level)
         offset = self.size
         self._file.write(data)
         self.size += len(data)
