@@ -16,6 +16,7 @@ import tempfile
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextvars import ContextVar
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import anyio
@@ -257,6 +258,10 @@ class Fetcher:
             ),
             follow_redirects=False,
             trust_env=False,
+            # A bulk fetcher keeps no cookies: a shared jar would grow with every site
+            # that sets one (memory must not depend on the crawl's size) and leak them
+            # between unrelated URLs of a host.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             headers={
                 "User-Agent": settings.user_agent,
                 "Accept": "*/*",
@@ -284,6 +289,9 @@ class Fetcher:
             raise errors.DeadlineExceeded(
                 f"not complete within fetch.deadline={self._settings.deadline}s"
             ) from None
+        except httpx2.InvalidURL as exc:  # not an HTTPError: raised while building the request
+            body.close()
+            raise errors.InvalidURL(str(exc)) from exc
         except httpx2.HTTPError as exc:
             body.close()
             error = _translate(exc)

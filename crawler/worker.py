@@ -75,6 +75,16 @@ class Worker:
             )
         except FetchError as exc:
             outcome = self._judge_error(entry, exc, entry.attempts + tries)
+        except Exception as exc:  # a bug must cost one URL, never the crawl
+            log.exception("fetch_crashed", url=entry.url)
+            outcome = Outcome(
+                entry,
+                OutcomeKind.TERMINAL,
+                State.FAILED,
+                entry.attempts + max(tries, 1),
+                "internal_error",
+                message=f"{type(exc).__name__}: {exc}",
+            )
         else:
             outcome = self._judge_response(entry, response, entry.attempts + tries)
             outcome.payload_digest = digest

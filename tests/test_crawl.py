@@ -103,14 +103,14 @@ def test_429_retry_after_seconds_is_honoured(tmp_path: Path, make_site: SiteFact
 
 def test_429_retry_after_http_date_is_honoured(tmp_path: Path, make_site: SiteFactory) -> None:
     s = make_site()
-    when = email.utils.formatdate(time.time() + 2, usegmt=True)
+    when = email.utils.formatdate(time.time() + 3, usegmt=True)
     s.route("/limited", site.sequence(site.retry_after(429, when), site.ok(b"finally")))
     data = tmp_path / "crawl"
     assert crawl(data, [s.url("/limited")]) == 0
     hits = s.hits_for("/limited")
     assert len(hits) == 2
-    # HTTP dates have one-second resolution: the wait is at least 1 s.
-    assert hits[1].started - hits[0].started >= 1.0
+    # HTTP dates have one-second resolution: 3 s ahead means a wait of more than 2 s.
+    assert hits[1].started - hits[0].started >= 1.9
     assert index(data)[s.url("/limited")]["state"] == "done"
 
 
@@ -324,6 +324,19 @@ def test_connection_refused_is_retried_then_failed(tmp_path: Path, make_site: Si
     assert crawl(data, [f"http://127.0.0.1:{port}/"], "retry.max_attempts=2") == 0
     line = index(data)[f"http://127.0.0.1:{port}/"]
     assert (line["state"], line["reason"], line["attempts"]) == ("failed", "connect", 2)
+
+
+def test_urls_the_client_rejects_fail_alone(tmp_path: Path, make_site: SiteFactory) -> None:
+    s = make_site()
+    s.route("/fine", site.ok(b"fine"))
+    bad = ["http://999.1.1.1/", "http://\u2603.net/"]
+    data = tmp_path / "crawl"
+    assert crawl(data, [*bad, s.url("/fine")]) == 0
+    lines = index(data)
+    for url in bad:
+        assert (lines[url]["state"], lines[url]["reason"]) == ("failed", "invalid_url")
+        assert lines[url]["message"]
+    assert lines[s.url("/fine")]["state"] == "done"
 
 
 def test_dns_failure(tmp_path: Path) -> None:

@@ -139,6 +139,21 @@ async def test_request_headers_and_raw_body(make_site: SiteFactory) -> None:
 
 
 @pytest.mark.anyio
+async def test_cookies_are_not_kept(make_site: SiteFactory) -> None:
+    s = make_site()
+    s.route("/set", site.ok(b"set", headers={"Set-Cookie": "session=abc; Path=/"}))
+    s.route("/next", site.ok(b"next"))
+    fetcher = Fetcher(FetchSettings(), LOOPBACK)
+    try:
+        for path in ("/set", "/next"):
+            response, _ = await fetcher.fetch(s.url(path))
+            response.close()
+    finally:
+        await fetcher.aclose()
+    assert "cookie" not in s.hits_for("/next")[0].headers
+
+
+@pytest.mark.anyio
 async def test_blocked_and_dns_errors_are_ours() -> None:
     fetcher = Fetcher(FetchSettings(), AddressGuard())
     try:

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from crawler.errors import StorageError
-from crawler.models import Outcome
+from crawler.models import Outcome, State
 from crawler.settings import Settings
 from crawler.writers.jsonl import IndexFile, rfc3339
 from crawler.writers.warc import WarcFile
@@ -131,10 +131,21 @@ class Outputs:
             assert self._index is not None
             warc_file = warc_offset = None
             if outcome.response is not None and outcome.payload_digest is not None:
-                warc_offset = self._warc.write_exchange(
-                    outcome.entry.url, outcome.response, outcome.payload_digest, outcome.fetched_at
-                )
-                warc_file = self._warc.path.name
+                try:
+                    warc_offset = self._warc.write_exchange(
+                        outcome.entry.url,
+                        outcome.response,
+                        outcome.payload_digest,
+                        outcome.fetched_at,
+                    )
+                    warc_file = self._warc.path.name
+                except OSError:
+                    raise
+                except Exception as exc:  # a record is built whole before any byte is written
+                    log.error("warc_record_failed", url=outcome.entry.url, error=repr(exc))
+                    outcome.state = State.FAILED
+                    outcome.reason = "warc_error"
+                    outcome.message = f"cannot write WARC record: {exc!r}"
             self._index.write(index_line(outcome, warc_file, warc_offset))
         if self._warc is not None and self._index is not None:
             fsync = self._settings.storage.fsync

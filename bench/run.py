@@ -1,0 +1,580 @@
+"""Throughput benchmark: `crawler run` against Scrapy on a local nginx corpus, plus seeding.
+
+Steps: generate a deterministic corpus (pages of 10-30 KB with links across hosts), serve it
+with nginx on 127.0.0.1..127.0.0.N (one loopback address per host), crawl the whole seed list
+with politeness opened up, measure wall time, child CPU time and peak RSS (median of
+--repeat runs), do the same with a bare Scrapy spider (bench/scrapy_ref.py), time
+`crawler seed` on 1,000,000 URLs, then print a table and write results.json.
+
+All traffic stays on loopback. Every child process runs under a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+CORPUS_VERSION = 1
+SEED_URLS = 1_000_000
+SEED_HOSTS = 1_000
+TARGETS = {"speedup": 1.5, "cpu_per_1000": 1.5, "rss_mb": 150, "seed_seconds": 20}
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+def host_ip(n: int) -> str:
+    """Loopback address of host n: 127.0.0.1, 127.0.0.2, ... (254 per /24)."""
+    return f"127.0.{n // 254}.{n % 254 + 1}"
+
+
+def page_host(page: int, hosts: int) -> int:
+    return page % hosts
+
+
+def page_url(page: int, hosts: int, port: int) -> str:
+    return f"http://{host_ip(page_host(page, hosts))}:{port}/p{page}.html"
+
+
+def _word_pool(rng: random.Random, size: int = 3000) -> list[str]:
+    syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "xe", "zu", "bra", "che", "dro"]
+    return ["".join(rng.choices(syllables, k=rng.randint(1, 4))) for _ in range(size)]
+
+
+def _paragraph_pool(rng: random.Random, size: int = 600) -> list[str]:
+    words = _word_pool(rng)
+    return [
+        "<p>" + " ".join(rng.choices(words, k=rng.randint(40, 120))).capitalize() + ".</p>\n"
+        for _ in range(size)
+    ]
+
+
+def _links(rng: random.Random, page: int, pages: int, hosts: int, port: int) -> list[str]:
+    """10-20 links, about half to the same host (relative), the rest absolute to others."""
+    own = page_host(page, hosts)
+    own_count = (pages - own + hosts - 1) // hosts
+    out = []
+    for _ in range(rng.randint(10, 20)):
+        if rng.random() < 0.5:
+            target = own + hosts * rng.randrange(own_count)
+            out.append(f'<li><a href="/p{target}.html">page {target}</a></li>')
+        else:
+            target = rng.randrange(pages)
+            out.append(f'<li><a href="{page_url(target, hosts, port)}">page {target}</a></li>')
+    return out
+
+
+def render_page(
+    rng: random.Random, paragraphs: list[str], page: int, pages: int, hosts: int, port: int
+) -> str:
+    size = rng.randint(10 * 1024, 29 * 1024)
+    links = _links(rng, page, pages, hosts, port)
+    head = (
+        f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+        f"<title>Page {page}</title></head>\n<body><h1>Page {page}</h1>\n"
+    )
+    parts = [head, "<ul>\n", "\n".join(links[: len(links) // 2]), "\n</ul>\n"]
+    length = sum(map(len, parts))
+    while length < size:
+        paragraph = rng.choice(paragraphs)
+        parts.append(paragraph)
+        length += len(paragraph)
+    parts += ["<ul>\n", "\n".join(links[len(links) // 2 :]), "\n</ul>\n</body></html>\n"]
+    return "".join(parts)
+
+
+def generate_corpus(site: Path, pages: int, hosts: int, port: int, seed: int) -> None:
+    stamp = site / ".stamp.json"
+    want = {"version": CORPUS_VERSION, "pages": pages, "hosts": hosts, "port": port, "seed": seed}
+    if stamp.exists() and json.loads(stamp.read_text()) == want:
+        print(f"corpus: reusing {pages} pages over {hosts} hosts in {site}")
+        return
+    started = time.perf_counter()
+    shutil.rmtree(site, ignore_errors=True)
+    for h in range(hosts):
+        (site / f"h{h}").mkdir(parents=True)
+    rng = random.Random(seed)
+    paragraphs = _paragraph_pool(rng)
+    total = 0
+    for page in range(pages):
+        body = render_page(rng, paragraphs, page, pages, hosts, port).encode()
+        (site / f"h{page_host(page, hosts)}" / f"p{page}.html").write_bytes(body)
+        total += len(body)
+    stamp.write_text(json.dumps(want))
+    took = time.perf_counter() - started
+    print(f"corpus: wrote {pages} pages, {total / 2**20:.0f} MiB, in {took:.1f}s")
+
+
+def write_seeds(path: Path, pages: int, hosts: int, port: int, seed: int) -> list[str]:
+    urls = [page_url(page, hosts, port) for page in range(pages)]
+    random.Random(seed + 1).shuffle(urls)
+    path.write_text("\n".join(urls) + "\n", encoding="utf-8")
+    return urls
+
+
+def write_million_seeds(path: Path, seed: int) -> None:
+    if path.exists():
+        return
+    order = list(range(SEED_URLS))
+    random.Random(seed + 2).shuffle(order)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.writelines(f"http://host-{i % SEED_HOSTS}.example/p/{i}\n" for i in order)
+    tmp.rename(path)
+
+
+# --------------------------------------------------------------------------- nginx
+
+
+def nginx_conf(prefix: Path, site: Path, hosts: int, port: int, workers: str) -> str:
+    temp = "\n".join(
+        f"    {kind}_temp_path {prefix / 'tmp' / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    servers = "\n".join(
+        f"    server {{ listen {host_ip(h)}:{port}; server_name _; root {site / f'h{h}'}; }}"
+        for h in range(hosts)
+    )
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    return f"""{user}daemon off;
+worker_processes {workers};
+worker_rlimit_nofile 65536;
+pid {prefix / "nginx.pid"};
+error_log {prefix / "logs" / "error.log"} warn;
+events {{ worker_connections 8192; multi_accept on; }}
+http {{
+    access_log off;
+    default_type text/html;
+    types {{ text/html html; text/plain txt; }}
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 120s;
+    keepalive_requests 1000000;
+    open_file_cache max=100000 inactive=120s;
+{temp}
+{servers}
+}}
+"""
+
+
+def find_nginx() -> str:
+    found = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
+    )
+    if found:
+        return found
+    print("nginx: not found, installing with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "nginx"], check=True, env=env, timeout=900)
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def _port_open(ip: str, port: int) -> bool:
+    try:
+        with socket.create_connection((ip, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _stop_stale(prefix: Path) -> None:
+    """Stop an nginx left running by an earlier, interrupted run of this script (same prefix)."""
+    pid_file = prefix / "nginx.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError):
+        return
+    if "nginx" in cmdline and str(prefix) in cmdline:
+        os.kill(pid, signal.SIGQUIT)
+        for _ in range(100):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.1)
+
+
+@contextmanager
+def nginx_running(workdir: Path, site: Path, hosts: int, port: int, workers: str) -> Iterator[None]:
+    prefix = (workdir / "nginx").resolve()
+    for sub in ("logs", "tmp"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    _stop_stale(prefix)
+    conf = prefix / "nginx.conf"
+    conf.write_text(nginx_conf(prefix, site.resolve(), hosts, port, workers))
+    error_log = prefix / "logs" / "error.log"
+    cmd = [find_nginx(), "-p", str(prefix), "-c", str(conf), "-e", str(error_log)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        pending = [host_ip(h) for h in range(hosts)]
+        while pending and time.monotonic() < deadline and proc.poll() is None:
+            pending = [ip for ip in pending if not _port_open(ip, port)]
+            time.sleep(0.05 if pending else 0)
+        if pending:
+            log = error_log.read_text(errors="replace")[-2000:] if error_log.exists() else ""
+            raise RuntimeError(f"nginx did not listen on {pending[:3]}...:{port}\n{log}")
+        print(f"nginx: serving {hosts} hosts on {host_ip(0)}..{host_ip(hosts - 1)}:{port}")
+        yield
+    finally:
+        proc.send_signal(signal.SIGQUIT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        print("nginx: stopped")
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Run:
+    """One measured child process."""
+
+    wall: float
+    cpu: float
+    rss_mb: float
+    exit_code: int
+    ok: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def measure(cmd: list[str], log: Path, timeout: float, cwd: Path | None = None) -> Run:
+    """Run cmd to completion; wall time, user+sys CPU and peak RSS come from wait4()."""
+    with log.open("wb") as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=cwd)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Run(
+        wall=wall,
+        cpu=usage.ru_utime + usage.ru_stime,
+        rss_mb=usage.ru_maxrss / 1024,
+        exit_code=proc.returncode,
+    )
+
+
+def _tail(path: Path, chars: int = 1500) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+def crawler_exe() -> Path:
+    return Path(sys.executable).parent / "crawler"
+
+
+def check_index(data_dir: Path, seeds: list[str]) -> dict[str, Any]:
+    states: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    urls: set[str] = set()
+    lines = 0
+    for path in sorted((data_dir / "index").glob("*.jsonl")):
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                record = json.loads(line)
+                lines += 1
+                states[record.get("state")] += 1
+                if record.get("state") != "done":
+                    reasons[f"{record.get('reason')}/{record.get('status')}"] += 1
+                urls.add(record.get("url"))
+    missing = len(set(seeds) - urls)
+    return {"lines": lines, "states": dict(states), "reasons": dict(reasons), "missing": missing}
+
+
+def run_crawler(args: argparse.Namespace, seeds_file: Path, seeds: list[str], i: int) -> Run:
+    data_dir = args.workdir / "runs" / f"crawler-{i}"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    per_host = -(-args.crawler_concurrency // args.hosts)
+    cmd = [
+        str(crawler_exe()),
+        "run",
+        "--data-dir",
+        str(data_dir),
+        "--seeds",
+        str(seeds_file),
+        "--set",
+        "politeness.delay=0",
+        "--set",
+        f"politeness.per_host_concurrency={per_host}",
+        "--set",
+        f"fetch.concurrency={args.crawler_concurrency}",
+        "--set",
+        'network.allowed_networks=["127.0.0.0/8"]',
+        "--set",
+        'log.level="warning"',
+        "--quiet",
+    ]
+    log = args.workdir / "runs" / f"crawler-{i}.log"
+    run = measure(cmd, log, args.timeout)
+    if run.exit_code == 0:
+        run.detail = check_index(data_dir, seeds)
+        done = run.detail["states"].get("done", 0)
+        run.ok = run.detail["lines"] == len(seeds) == done and run.detail["missing"] == 0
+    if not run.ok:
+        run.detail["log_tail"] = _tail(log)
+    if not args.keep:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return run
+
+
+def run_scrapy(args: argparse.Namespace, seeds_file: Path, seeds: list[str], i: int) -> Run:
+    stats_file = args.workdir / "runs" / f"scrapy-{i}.json"
+    stats_file.unlink(missing_ok=True)
+    cmd = [sys.executable, str(BENCH_DIR / "scrapy_ref.py"), str(seeds_file), str(stats_file)]
+    cmd += ["--concurrency", str(args.concurrency)]
+    log = args.workdir / "runs" / f"scrapy-{i}.log"
+    run = measure(cmd, log, args.timeout, cwd=args.workdir)
+    if run.exit_code == 0 and stats_file.exists():
+        stats = json.loads(stats_file.read_text())
+        ok_count = stats.get("downloader/response_status_count/200", 0)
+        errors = {k: v for k, v in stats.items() if "exception" in k or k == "log_count/ERROR"}
+        run.detail = {"responses_200": ok_count, "errors": errors}
+        run.ok = ok_count == len(seeds)
+    if not run.ok:
+        run.detail["log_tail"] = _tail(log)
+    return run
+
+
+def run_seed(args: argparse.Namespace, million: Path, i: int) -> Run:
+    data_dir = args.workdir / "runs" / f"seed-{i}"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    cmd = [str(crawler_exe()), "seed", "--data-dir", str(data_dir), str(million)]
+    log = args.workdir / "runs" / f"seed-{i}.log"
+    run = measure(cmd, log, args.timeout)
+    run.ok = run.exit_code == 0
+    if run.ok:
+        status = subprocess.run(
+            [str(crawler_exe()), "status", "--data-dir", str(data_dir), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        parsed = _parse_json(status.stdout)
+        counts = parsed if isinstance(parsed, dict) else {}
+        run.detail = {"total": counts.get("total"), "states": counts.get("states")}
+        run.ok = counts.get("total") == SEED_URLS
+        if not run.ok:
+            run.detail["status_output"] = status.stdout[-1500:] + status.stderr[-1500:]
+    if not run.ok:
+        run.detail["log_tail"] = _tail(log)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return run
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text[-1500:]
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def summarise(runs: list[Run], pages: int) -> dict[str, Any]:
+    good = [r for r in runs if r.ok]
+    if not good:
+        return {"ok": False, "runs": [asdict(r) for r in runs]}
+    return {
+        "ok": len(good) == len(runs),
+        "pages_per_s": statistics.median(pages / r.wall for r in good),
+        "cpu_per_1000": statistics.median(r.cpu / pages * 1000 for r in good),
+        "rss_mb": statistics.median(r.rss_mb for r in good),
+        "wall_s": statistics.median(r.wall for r in good),
+        "runs": [asdict(r) for r in runs],
+    }
+
+
+CHECKS = [  # key in TARGETS, label, higher is better
+    ("speedup", "crawler/scrapy pages/s (x)", True),
+    ("cpu_per_1000", "crawler CPU-s per 1000 pages", False),
+    ("rss_mb", "crawler peak RSS (MB)", False),
+    ("seed_seconds", f"crawler seed {SEED_URLS:,} URLs (s)", False),
+]
+
+
+def add_checks(results: dict[str, Any]) -> list[str]:
+    """Compare crawler medians with Scrapy's and the targets; store and return the lines."""
+    crawler, scrapy, seed = (results.get(k) or {} for k in ("crawler", "scrapy", "seed"))
+    values: dict[str, float] = {}
+    if "pages_per_s" in crawler and "pages_per_s" in scrapy:
+        values["speedup"] = crawler["pages_per_s"] / scrapy["pages_per_s"]
+        values["cpu_ratio"] = crawler["cpu_per_1000"] / scrapy["cpu_per_1000"]
+    if "pages_per_s" in crawler:
+        values["cpu_per_1000"] = crawler["cpu_per_1000"]
+        values["rss_mb"] = crawler["rss_mb"]
+    if "wall_s" in seed:
+        values["seed_seconds"] = seed["wall_s"]
+    results["checks"] = values
+    lines = []
+    for key, label, higher in CHECKS:
+        if key in values:
+            value, target = values[key], TARGETS[key]
+            passed = value >= target if higher else value <= target
+            sign = ">=" if higher else "<="
+            verdict = "PASS" if passed else "FAIL"
+            lines.append(f"{label:<34}{value:>9.2f}   target {sign} {target:<5} {verdict}")
+    if "cpu_ratio" in values:
+        lines.append(f"{'crawler/scrapy CPU per page (x)':<34}{values['cpu_ratio']:>9.2f}")
+    return lines
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(f"\n{'':10}{'pages/s':>10}{'CPU-s/1000':>12}{'peak RSS MB':>13}{'wall s':>9}  runs ok")
+    for name in ("crawler", "scrapy"):
+        s = results.get(name)
+        if not s:
+            continue
+        ok = sum(r["ok"] for r in s["runs"])
+        if "pages_per_s" not in s:
+            print(f"{name:10}{'failed':>10}  (see results.json){'':17}0/{len(s['runs'])}")
+            continue
+        print(
+            f"{name:10}{s['pages_per_s']:>10.0f}{s['cpu_per_1000']:>12.2f}"
+            f"{s['rss_mb']:>13.0f}{s['wall_s']:>9.1f}  {ok}/{len(s['runs'])}"
+        )
+    seed = results.get("seed")
+    if seed:
+        if "wall_s" in seed:
+            print(
+                f"seed: {SEED_URLS:,} URLs over {SEED_HOSTS:,} hosts in {seed['wall_s']:.1f}s "
+                f"({seed['cpu_s']:.1f} CPU-s, peak RSS {seed['rss_mb']:.0f} MB)"
+            )
+        else:
+            print("seed: failed (see results.json)")
+    lines = add_checks(results)
+    if lines:
+        print()
+        print("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pages", type=int, default=20_000)
+    p.add_argument("--hosts", type=int, default=20)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--concurrency", type=int, default=128, help="Scrapy's CONCURRENT_REQUESTS")
+    p.add_argument(
+        "--crawler-concurrency",
+        type=int,
+        default=64,
+        help="crawler's fetch.concurrency (64 is its best on 2 cores; more only adds CPU)",
+    )
+    p.add_argument("--only", choices=["crawler", "scrapy", "seed", "all"], default="all")
+    p.add_argument("--workdir", type=Path, default=BENCH_DIR / "out")
+    p.add_argument("--port", type=int, default=18080)
+    p.add_argument("--seed", type=int, default=42, help="RNG seed for corpus and seed order")
+    p.add_argument("--nginx-workers", default="auto", help="nginx worker_processes")
+    p.add_argument("--timeout", type=float, default=900.0, help="per child process, seconds")
+    p.add_argument("--keep", action="store_true", help="keep crawler data dirs")
+    args = p.parse_args(argv)
+    if not 1 <= args.hosts <= 254 * 254 or args.pages < args.hosts or args.repeat < 1:
+        p.error("need 1 <= hosts <= 64516, pages >= hosts, repeat >= 1")
+    args.workdir = args.workdir.resolve()
+    return args
+
+
+def describe(run: Run, pages: int | None) -> str:
+    if not run.ok:
+        return f"FAILED (exit {run.exit_code}) after {run.wall:.1f}s"
+    rate = f"{pages / run.wall:.0f} pages/s, " if pages else ""
+    return f"{rate}{run.wall:.1f}s wall, {run.cpu:.1f} CPU-s, peak RSS {run.rss_mb:.0f} MB"
+
+
+def fetch_benchmarks(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    site = args.workdir / "site"
+    generate_corpus(site, args.pages, args.hosts, args.port, args.seed)
+    seeds_file = args.workdir / "seeds.txt"
+    seeds = write_seeds(seeds_file, args.pages, args.hosts, args.port, args.seed)
+    wanted = [n for n in ("crawler", "scrapy") if args.only in (n, "all")]
+    with nginx_running(args.workdir, site, args.hosts, args.port, args.nginx_workers):
+        for name in wanted:
+            runner = run_crawler if name == "crawler" else run_scrapy
+            runs = []
+            for i in range(args.repeat):
+                run = runner(args, seeds_file, seeds, i)
+                print(f"{name} run {i + 1}/{args.repeat}: {describe(run, args.pages)}")
+                if not run.ok:
+                    print(json.dumps(run.detail, indent=1)[:3000])
+                runs.append(run)
+            results[name] = summarise(runs, args.pages)
+
+
+def seed_benchmark(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    million = args.workdir / f"seeds-{SEED_URLS}.txt"
+    write_million_seeds(million, args.seed)
+    runs = []
+    for i in range(args.repeat):
+        run = run_seed(args, million, i)
+        print(f"seed run {i + 1}/{args.repeat}: {describe(run, None)}")
+        if not run.ok:
+            print(run.detail.get("log_tail", ""))
+        runs.append(run)
+    good = [r for r in runs if r.ok]
+    results["seed"] = {"ok": len(good) == len(runs), "runs": [asdict(r) for r in runs]}
+    if good:
+        results["seed"].update(
+            wall_s=statistics.median(r.wall for r in good),
+            cpu_s=statistics.median(r.cpu for r in good),
+            rss_mb=statistics.median(r.rss_mb for r in good),
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    (args.workdir / "runs").mkdir(parents=True, exist_ok=True)
+    if args.only != "scrapy" and not crawler_exe().exists():
+        print(f"error: {crawler_exe()} not found; pip install . into this venv", file=sys.stderr)
+        return 2
+    if args.only in ("scrapy", "all") and importlib.util.find_spec("scrapy") is None:
+        print("error: scrapy missing; pip install -r bench/requirements.txt", file=sys.stderr)
+        return 2
+    results: dict[str, Any] = {
+        "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "targets": TARGETS,
+    }
+    if args.only != "seed":
+        fetch_benchmarks(args, results)
+    if args.only in ("seed", "all"):
+        seed_benchmark(args, results)
+    print_table(results)
+    out = args.workdir / "results.json"
+    out.write_text(json.dumps(results, indent=1))
+    print(f"\nresults: {out}")
+    failed = [k for k in ("crawler", "scrapy", "seed") if k in results and not results[k]["ok"]]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
