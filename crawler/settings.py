@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from crawler.errors import ConfigError
 
@@ -103,6 +104,7 @@ _RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("fetch", "deadline"): (lambda v: v > 0, "a number of seconds > 0"),
     ("fetch", "max_body_bytes"): (lambda v: v >= 1024, "an integer >= 1024"),
     ("fetch", "user_agent"): (lambda v: v.strip() != "", "a non-empty string"),
+    ("fetch", "proxy"): (lambda v: v == "" or _is_proxy(v), '"" or an http(s):// proxy URL'),
     ("fetch", "max_redirects"): (lambda v: 0 <= v <= 100, "an integer from 0 to 100"),
     ("fetch", "ca_bundle"): (lambda v: v == "" or Path(v).is_file(), '"" or a readable PEM file'),
     ("politeness", "per_host_concurrency"): (lambda v: v >= 1, "an integer >= 1"),
@@ -132,6 +134,15 @@ _RULES: dict[tuple[str, str], tuple[Any, str]] = {
 }
 
 
+def _is_proxy(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def _is_network(text: str) -> bool:
     try:
         ipaddress.ip_network(text, strict=False)
@@ -154,6 +165,8 @@ def _coerce(path: str, value: Any, kind: Any) -> Any:
     elif kind is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)  # `--set output.prefix=2024` means the text "2024"
     elif (
         kind == tuple[str, ...]
         and isinstance(value, list | tuple)

@@ -34,7 +34,7 @@ def _normalise_escape(match: re.Match[str]) -> str:
 
 def validate(text: str) -> str:
     """Return `text` as a fetchable URL or raise BadURL with a short reason."""
-    if len(text) > MAX_URL_LENGTH:
+    if len(text) > MAX_URL_LENGTH or len(text.encode("utf-8", "surrogatepass")) > MAX_URL_LENGTH:
         raise BadURL(f"longer than {MAX_URL_LENGTH} bytes")
     if _CONTROL.search(text):
         raise BadURL("contains whitespace or control characters")
@@ -88,7 +88,7 @@ def _fast_canonical(url: str, match: re.Match[str]) -> str:
 def identify(text: str) -> tuple[int, str]:
     """Validate `text` and return its (key, host): the one call on the seeding hot path."""
     match = _CANONICAL.fullmatch(text)
-    if match is not None and len(text) <= MAX_URL_LENGTH:
+    if match is not None and len(text) <= MAX_URL_LENGTH:  # ASCII only: characters = bytes
         return url_key(_fast_canonical(text, match)), match.group("host")
     validate(text)
     return url_key(canonical(text)), host_of(text)

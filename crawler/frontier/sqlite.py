@@ -67,6 +67,20 @@ def _migrations() -> list[tuple[int, str, str]]:
     return found
 
 
+def _statements(sql: str) -> list[str]:
+    """Split a migration file into statements (executescript would commit on its own)."""
+    statements: list[str] = []
+    buffer = ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
+
+
 class SQLiteFrontier:
     """The frontier in one SQLite file. Every method is one short transaction."""
 
@@ -80,6 +94,9 @@ class SQLiteFrontier:
     ) -> SQLiteFrontier:
         try:
             db = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open frontier database {path}: {exc}") from exc
+        try:
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
             await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
@@ -87,32 +104,36 @@ class SQLiteFrontier:
             await db.execute("PRAGMA temp_store = MEMORY")
             frontier = cls(db)
             await frontier._migrate()
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open frontier database {path}: {exc}") from exc
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await db.close()  # else its thread keeps the process alive
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"cannot open frontier database {path}: {exc}") from exc
+            raise
         return frontier
 
     async def _migrate(self) -> None:
-        await self._db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations"
-            " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-        )
-        async with self._db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations") as c:
-            row = await c.fetchone()
-        current = int(row[0]) if row else 0
-        for version, name, sql in _migrations():
-            if version <= current:
-                continue
-            script = (
-                f"BEGIN IMMEDIATE;\n{sql}\n"
-                f"INSERT INTO schema_migrations VALUES ({version}, '{name}', {time.time()});\n"
-                "COMMIT;"
+        """Apply the numbered migrations not yet recorded, all in one write transaction, so
+        two processes opening a new database at once cannot both apply them."""
+        async with self._transaction() as db:
+            await db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
             )
-            try:
-                await self._db.executescript(script)
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    await self._db.execute("ROLLBACK")
-                raise StorageError(f"migration {name} failed: {exc}") from exc
+            async with db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations") as c:
+                row = await c.fetchone()
+            current = int(row[0]) if row else 0
+            for version, name, sql in _migrations():
+                if version <= current:
+                    continue
+                try:
+                    for statement in _statements(sql):
+                        await db.execute(statement)
+                except sqlite3.Error as exc:
+                    raise StorageError(f"migration {name} failed: {exc}") from exc
+                await db.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time())
+                )
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -79,6 +79,11 @@ class Outputs:
         files = sorted(
             [*self._warc_dir.glob("*.warc.gz"), *self._index_dir.glob("*.jsonl")], key=_serial
         )
+        # Serials continue past every file ever committed, even one moved away since.
+        self._serial = max([0, *(_serial(Path(rel)) for rel in committed)])
+        present = {self.rel(path) for path in files}
+        for rel in sorted(set(committed) - present):
+            log.warning("output_missing", file=rel, note="moved away? new output goes elsewhere")
         for path in files:
             self._serial = max(self._serial, _serial(path))
             length = committed.get(self.rel(path))
