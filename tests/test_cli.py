@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -254,3 +255,50 @@ def test_seeds_from_stdin_and_gzip(tmp_path: Path, make_site: SiteFactory) -> No
     assert proc.returncode == 0, proc.stderr
     assert sorted(index(data)) == [s.url("/a"), s.url("/b")]
     assert b"<stdin>" in proc.stdout  # the bad line is reported with its source
+
+
+def test_politeness_holds_across_a_sigkill_restart(tmp_path: Path, make_site: SiteFactory) -> None:
+    s = make_site()
+    for i in range(6):
+        s.route(f"/p{i}", site.ok(b"<html>%d</html>" % i))
+    urls = [s.url(f"/p{i}") for i in range(6)]
+    seeds = write_seeds(tmp_path / "seeds.txt", urls)
+    data = tmp_path / "crawl"
+    polite = ("politeness.delay=1.0", "politeness.per_host_concurrency=1")
+    proc = _run(data, seeds, *polite)
+    deadline = time.monotonic() + 15
+    while len(s.hits) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    _finish(proc, 10)
+    last_before = max(hit.started for hit in s.hits)
+    proc = _run(data, seeds, *polite)
+    assert _finish(proc, 30) == 0
+    starts = sorted(hit.started for hit in s.hits)
+    after = [t for t in starts if t > last_before]
+    assert after, "nothing fetched after the restart"
+    assert after[0] - last_before >= 1.0 - 0.005  # the restart waited out the delay
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 1.0 - 0.005
+    assert sorted(index(data)) == sorted(urls)
+
+
+def test_retry_after_is_honoured_after_a_crash(tmp_path: Path, make_site: SiteFactory) -> None:
+    s = make_site()
+    s.route("/limited", site.sequence(site.retry_after(429, "3"), site.ok(b"finally")))
+    seeds = write_seeds(tmp_path / "seeds.txt", [s.url("/limited")])
+    data = tmp_path / "crawl"
+    proc = _run(data, seeds)
+    deadline = time.monotonic() + 15
+    while not s.hits and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)  # let the deferral be committed (commit_interval is 0.05 s here)
+    proc.send_signal(signal.SIGKILL)
+    _finish(proc, 10)
+    proc = _run(data, seeds)
+    assert _finish(proc, 30) == 0
+    hits = s.hits_for("/limited")
+    assert len(hits) == 2
+    assert hits[1].started - hits[0].started >= 3.0 - 0.005
+    line = index(data)[s.url("/limited")]
+    assert (line["state"], line["attempts"]) == ("done", 2)
