@@ -1,0 +1,129 @@
+"""Scheduler: per-host slots, the restart floor and the bounded per-host buffer (fake clock)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from crawler.frontier import CommitBatch, Finished
+from crawler.frontier.sqlite import SQLiteFrontier
+from crawler.models import Entry, NewURL, State
+from crawler.scheduler import Scheduler
+from crawler.settings import FrontierSettings, PolitenessSettings
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _frontier(tmp_path: Path, hosts: dict[str, int]) -> SQLiteFrontier:
+    frontier = await SQLiteFrontier.open(tmp_path / "crawl.db", fsync=False)
+    urls = [
+        NewURL(key=hash((host, i)), url=f"http://{host}/{i}", host=host)
+        for host, n in hosts.items()
+        for i in range(n)
+    ]
+    await frontier.add(urls)
+    return frontier
+
+
+async def _nothing_within(receive: anyio.abc.ObjectReceiveStream[Entry], seconds: float) -> bool:
+    with anyio.move_on_after(seconds):
+        await receive.receive()
+        return False
+    return True
+
+
+@pytest.mark.anyio
+async def test_delay_holds_after_start_and_between_requests(tmp_path: Path) -> None:
+    frontier = await _frontier(tmp_path, {"a.example": 3})
+    now = [1000.0]
+    scheduler = Scheduler(
+        frontier,
+        PolitenessSettings(per_host_concurrency=2, delay=10.0),
+        FrontierSettings(claim_batch=8),
+        clock=lambda: now[0],
+    )
+    send, receive = anyio.create_memory_object_stream[Entry](0)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run, send)
+            # A restart may follow a request of the previous process: wait out the delay.
+            assert await _nothing_within(receive, 0.2)
+            now[0] += 10
+            first = await receive.receive()
+            # Concurrency 2 allows another request, but not before the delay has passed.
+            assert await _nothing_within(receive, 0.2)
+            now[0] += 10
+            second = await receive.receive()
+            assert first.key != second.key
+            # Two in flight: even with the delay over, nothing until one is done.
+            now[0] += 10
+            assert await _nothing_within(receive, 0.2)
+            scheduler.done(first)
+            third = await receive.receive()
+            assert third.key not in (first.key, second.key)
+            scheduler.stop()
+    finally:
+        receive.close()
+        await frontier.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_host_buffers_only_its_lookahead_the_rest_waits_in_the_frontier(
+    tmp_path: Path,
+) -> None:
+    frontier = await _frontier(tmp_path, {"big.example": 40, "small.example": 2})
+    now = [0.0]
+    scheduler = Scheduler(
+        frontier,
+        PolitenessSettings(per_host_concurrency=1, delay=10.0),
+        FrontierSettings(claim_batch=50),
+        clock=lambda: now[0],
+    )
+    send, receive = anyio.create_memory_object_stream[Entry](0)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run, send)
+            now[0] += 10
+            got = {(await receive.receive()).host, (await receive.receive()).host}
+            assert got == {"big.example", "small.example"}  # the big host does not starve it
+            scheduler.stop()
+        # per host: 1 x 2 + ceil(30 s lookahead / 10 s delay) = 5 buffered; the rest released
+        counts = await frontier.counts()
+        assert counts.states["leased"] == 5 + 2
+        assert counts.states["queued"] == 35
+        due = await frontier.next_due()
+        assert due is not None
+        assert due > 0  # released with a not_before: not claimed again at once
+        leftovers = scheduler.leftovers()
+        assert len(leftovers) == 7  # 5 + 2 leased, none finished
+        await frontier.release(leftovers)
+        assert (await frontier.counts()).states["leased"] == 0
+    finally:
+        receive.close()
+        await frontier.aclose()
+
+
+@pytest.mark.anyio
+async def test_finishes_when_the_frontier_is_exhausted(tmp_path: Path) -> None:
+    frontier = await _frontier(tmp_path, {"a.example": 2})
+    scheduler = Scheduler(frontier, PolitenessSettings(delay=0), FrontierSettings())
+    send, receive = anyio.create_memory_object_stream[Entry](0)
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(scheduler.run, send)
+                async with receive:
+                    async for entry in receive:
+                        # what the writer would do: make it final, then tell the scheduler
+                        done = Finished(entry.key, State.DONE, None, 200, 1, 0.0)
+                        await frontier.commit(CommitBatch(finished=[done]))
+                        scheduler.done(entry)
+                        scheduler.committed()
+        assert scheduler.finished
+    finally:
+        await frontier.aclose()
