@@ -25,7 +25,7 @@ from crawler.seeds import SeedReport, read_seeds
 from crawler.settings import Settings
 from crawler.worker import Worker
 from crawler.writer import Writer
-from crawler.writers import Outputs
+from crawler.writers.process import OutputProcess
 
 DB_NAME = "crawl.db"
 
@@ -79,7 +79,8 @@ class Crawl:
     def __init__(self, data_dir: Path, settings: Settings, frontier: Frontier) -> None:
         self._settings = settings
         self._frontier = frontier
-        self._outputs = Outputs(data_dir, settings)
+        self._data_dir = data_dir
+        self._sink: OutputProcess | None = None
         self._scheduler = Scheduler(frontier, settings.politeness, settings.frontier)
         self._workers_scope = anyio.CancelScope()
         self.interrupted: int | None = None
@@ -88,7 +89,8 @@ class Crawl:
     async def recover(self) -> None:
         """Make the output files agree with the database, and take back stale leases."""
         committed = await self._frontier.committed_outputs()
-        await anyio.to_thread.run_sync(self._outputs.recover, committed)
+        self._sink = await anyio.to_thread.run_sync(OutputProcess, self._data_dir, self._settings)
+        await anyio.to_thread.run_sync(self._sink.recover, committed)
         released = await self._frontier.release_all()
         if released:
             log.info("leases_released", count=released)
@@ -117,7 +119,8 @@ class Crawl:
             per_host_connections=settings.politeness.per_host_concurrency,
         )
         policy = RetryPolicy(settings.retry)
-        writer = Writer(self._frontier, self._outputs, settings.storage, self._on_commit)
+        assert self._sink is not None, "recover() first"
+        writer = Writer(self._frontier, self._sink, settings.storage, self._on_commit)
         work_send, work_receive = anyio.create_memory_object_stream[Entry](0)
         result_send, result_receive = anyio.create_memory_object_stream[Outcome](
             settings.fetch.concurrency
@@ -151,5 +154,5 @@ class Crawl:
             with anyio.CancelScope(shield=True):
                 await self._frontier.release(self._scheduler.leftovers())
                 await fetcher.aclose()
-                await anyio.to_thread.run_sync(self._outputs.close)
+                await anyio.to_thread.run_sync(self._sink.close)
         return RunResult(self.interrupted, self.committed)

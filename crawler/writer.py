@@ -10,9 +10,15 @@ from anyio.abc import ObjectReceiveStream
 
 from crawler.errors import StorageError
 from crawler.frontier import CommitBatch, Deferred, Finished, Frontier
-from crawler.models import Outcome, OutcomeKind
+from crawler.models import Outcome, OutcomeKind, State
 from crawler.settings import StorageSettings
-from crawler.writers import Outputs
+from crawler.writers import Sink
+
+MAX_BATCH_BYTES = 64 * 1024 * 1024  # bodies in one batch: bounds the memory a batch holds
+
+
+def _body_bytes(batch: list[Outcome]) -> int:
+    return sum(o.response.wire_bytes for o in batch if o.response is not None)
 
 
 class Writer:
@@ -25,48 +31,64 @@ class Writer:
     def __init__(
         self,
         frontier: Frontier,
-        outputs: Outputs,
+        sink: Sink,
         settings: StorageSettings,
         on_commit: Callable[[list[Outcome]], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._frontier = frontier
-        self._outputs = outputs
+        self._sink = sink
         self._settings = settings
         self._on_commit = on_commit
         self._clock = clock
 
     async def run(self, results: ObjectReceiveStream[Outcome]) -> None:
-        async with results:
+        """Collect the next batch while the previous one is written: workers never wait
+        for the disk, and at most two batches are held in memory."""
+        async with results, anyio.create_task_group() as tg:
+            flushed: anyio.Event | None = None
             while True:
                 try:
                     batch = [await results.receive()]
                 except anyio.EndOfStream:
                     return
                 closed = await self._fill(results, batch)
-                await self._flush(batch)
+                if flushed is not None:
+                    await flushed.wait()  # batches are written and committed in order
+                flushed = anyio.Event()
+                tg.start_soon(self._flush_and_signal, batch, flushed)
                 if closed:
                     return
+
+    async def _flush_and_signal(self, batch: list[Outcome], flushed: anyio.Event) -> None:
+        await self._flush(batch)
+        flushed.set()
 
     async def _fill(self, results: ObjectReceiveStream[Outcome], batch: list[Outcome]) -> bool:
         """Add to `batch` until it is full or commit_interval has passed; True at end of stream."""
         deadline = self._clock() + self._settings.commit_interval
-        while len(batch) < self._settings.commit_batch:
+        size = _body_bytes(batch)
+        while len(batch) < self._settings.commit_batch and size < MAX_BATCH_BYTES:
+            item: Outcome | None = None
             try:
-                batch.append(results.receive_nowait())  # type: ignore[attr-defined]
-                continue
+                item = results.receive_nowait()  # type: ignore[attr-defined]
             except anyio.WouldBlock:
                 pass
             except anyio.EndOfStream:
                 return True
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                return False
-            with anyio.move_on_after(remaining):
-                try:
-                    batch.append(await results.receive())
-                except anyio.EndOfStream:
-                    return True
+            if item is None:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return False
+                with anyio.move_on_after(remaining):
+                    try:
+                        item = await results.receive()
+                    except anyio.EndOfStream:
+                        return True
+                if item is None:
+                    return False  # commit_interval has passed
+            batch.append(item)
+            size += _body_bytes([item])
         return False
 
     async def _flush(self, batch: list[Outcome]) -> None:
@@ -74,7 +96,15 @@ class Writer:
         commit = CommitBatch()
         try:
             if final:
-                commit.outputs = await anyio.to_thread.run_sync(self._outputs.write, final)
+                result = await anyio.to_thread.run_sync(self._sink.write, final)
+                commit.outputs = result.touched
+                for position, message in result.failed.items():
+                    outcome = final[position]
+                    outcome.state, outcome.reason, outcome.message = (
+                        State.FAILED,
+                        "warc_error",
+                        message,
+                    )
         except OSError as exc:
             raise StorageError(f"cannot write output: {exc}") from exc
         finally:

@@ -297,7 +297,7 @@ def test_index_line_has_every_design_key(tmp_path: Path) -> None:
     failed = _outcome("http://dead.example/", state=State.FAILED, reason="dns", attempts=3)
     failed.message = "cannot resolve dead.example"
     outputs = _outputs(tmp_path)
-    touched = outputs.write([done, redirect, failed])
+    touched = outputs.write([done, redirect, failed]).touched
     outputs.close()
     warc = _only(tmp_path / "warc", "*.warc.gz")
     index = _only(tmp_path / "index", "*.jsonl")
@@ -416,8 +416,8 @@ def _random_outcomes(count: int, size: int, start: int = 0) -> list[Outcome]:
 
 def test_rotation_by_size_rotates_both_files_together(tmp_path: Path) -> None:
     outputs = _outputs(tmp_path, _settings(warc_max_bytes=64 * 1024))
-    touched = outputs.write(_random_outcomes(5, 40_000))
-    touched.update(outputs.write(_random_outcomes(3, 40_000, start=5)))
+    touched = outputs.write(_random_outcomes(5, 40_000)).touched
+    touched.update(outputs.write(_random_outcomes(3, 40_000, start=5)).touched)
     outputs.close()
     warcs = sorted((tmp_path / "warc").glob("*.warc.gz"))
     indexes = sorted((tmp_path / "index").glob("*.jsonl"))
@@ -465,7 +465,7 @@ def test_custom_prefix(tmp_path: Path) -> None:
 
 def test_recover_truncates_to_committed_lengths_and_appends(tmp_path: Path) -> None:
     outputs = _outputs(tmp_path)
-    committed = outputs.write(_random_outcomes(2, 500))
+    committed = outputs.write(_random_outcomes(2, 500)).touched
     outputs.write(_random_outcomes(2, 500, start=2))  # written but never committed
     outputs.close()
     warc = _only(tmp_path / "warc", "*.warc.gz")
@@ -479,7 +479,7 @@ def test_recover_truncates_to_committed_lengths_and_appends(tmp_path: Path) -> N
     assert [line["url"] for line in _lines(index)] == ["http://r.example/0", "http://r.example/1"]
 
     # the next write appends to the same pair of files, without a second warcinfo
-    touched = restarted.write(_random_outcomes(1, 500, start=9))
+    touched = restarted.write(_random_outcomes(1, 500, start=9)).touched
     restarted.close()
     assert set(touched) == {f"warc/{warc.name}", f"index/{index.name}"}
     assert _only(tmp_path / "warc", "*.warc.gz") == warc
@@ -495,7 +495,7 @@ def test_recover_truncates_to_committed_lengths_and_appends(tmp_path: Path) -> N
 
 def test_recover_deletes_files_not_committed(tmp_path: Path) -> None:
     outputs = _outputs(tmp_path, _settings(warc_max_bytes=64 * 1024))
-    committed = outputs.write(_random_outcomes(2, 40_000))
+    committed = outputs.write(_random_outcomes(2, 40_000)).touched
     outputs.write(_random_outcomes(3, 40_000, start=2))  # rotates into new, uncommitted files
     outputs.close()
     assert len(list((tmp_path / "warc").glob("*"))) == 3
@@ -529,7 +529,7 @@ def test_recover_with_nothing_committed_removes_everything(tmp_path: Path) -> No
 
 def test_recover_new_files_get_a_later_serial(tmp_path: Path) -> None:
     outputs = _outputs(tmp_path, _settings(warc_max_bytes=64 * 1024))
-    committed = outputs.write(_random_outcomes(2, 40_000))  # the file is now full
+    committed = outputs.write(_random_outcomes(2, 40_000)).touched  # the file is now full
     outputs.close()
     old = _only(tmp_path / "warc", "*.warc.gz")
     restarted = Outputs(tmp_path, _settings(warc_max_bytes=64 * 1024))
@@ -545,7 +545,7 @@ def test_recover_new_files_get_a_later_serial(tmp_path: Path) -> None:
 
 def test_recover_refuses_a_file_shorter_than_committed(tmp_path: Path) -> None:
     outputs = _outputs(tmp_path)
-    committed = outputs.write(_random_outcomes(2, 500))
+    committed = outputs.write(_random_outcomes(2, 500)).touched
     outputs.close()
     warc = _only(tmp_path / "warc", "*.warc.gz")
     with warc.open("r+b") as handle:
@@ -562,13 +562,13 @@ def test_recover_accepts_committed_files_moved_away_and_never_reuses_their_names
     # Operators move finished WARC files off the volume; that must not stop a restart,
     # and a new file must never take the name (and so the committed length) of a moved one.
     outputs = _outputs(tmp_path)
-    committed = outputs.write(_random_outcomes(2, 500))
+    committed = outputs.write(_random_outcomes(2, 500)).touched
     outputs.close()
     for path in [*(tmp_path / "warc").iterdir(), *(tmp_path / "index").iterdir()]:
         path.unlink()
     again = Outputs(tmp_path, _settings())
     again.recover(committed)
-    touched = again.write(_random_outcomes(1, 500))
+    touched = again.write(_random_outcomes(1, 500)).touched
     again.close()
     assert touched
     assert not set(touched) & set(committed)

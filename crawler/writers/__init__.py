@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -23,6 +24,25 @@ from crawler.writers.warc import WarcFile
 _SERIAL = re.compile(r"-(\d{5,})\.(?:warc\.gz|jsonl)$")
 
 log = structlog.get_logger("crawler.writers")
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What a write made durable: path -> new length, and outcomes that failed to write
+    (by position in the batch -> message; they are final with reason warc_error)."""
+
+    touched: dict[str, int] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+class Sink(Protocol):
+    """Where results go: `Outputs` in this process, or `process.OutputProcess` in a child."""
+
+    def recover(self, committed: dict[str, int]) -> None: ...
+
+    def write(self, outcomes: Sequence[Outcome]) -> WriteResult: ...
+
+    def close(self) -> None: ...
 
 
 def _serial(path: Path) -> int:
@@ -126,10 +146,11 @@ class Outputs:
                 handle.close()
         self._warc = self._index = None
 
-    def write(self, outcomes: Sequence[Outcome]) -> dict[str, int]:
-        """Append records and index lines, flush (and fsync); returns path -> new length."""
-        touched: dict[str, int] = {}
-        for outcome in outcomes:
+    def write(self, outcomes: Sequence[Outcome]) -> WriteResult:
+        """Append records and index lines, flush (and fsync); returns the new lengths."""
+        result = WriteResult()
+        touched = result.touched
+        for position, outcome in enumerate(outcomes):
             if self._warc is None or self._warc.size >= self._settings.output.warc_max_bytes:
                 self._rotate(touched)
             assert self._warc is not None
@@ -151,13 +172,14 @@ class Outputs:
                     outcome.state = State.FAILED
                     outcome.reason = "warc_error"
                     outcome.message = f"cannot write WARC record: {exc!r}"
+                    result.failed[position] = outcome.message
             self._index.write(index_line(outcome, warc_file, warc_offset))
         if self._warc is not None and self._index is not None:
             fsync = self._settings.storage.fsync
             for handle in (self._warc, self._index):
                 handle.flush(fsync)
                 touched[self.rel(handle.path)] = handle.size
-        return touched
+        return result
 
     def close(self) -> None:
         self._close_current({})

@@ -1,0 +1,110 @@
+"""Output process: WARC + JSONL writing in a child process, so it never competes for the GIL.
+
+Building WARC records (warcio) and compressing them costs about as much CPU per page as the
+HTTP client itself; on the event loop's interpreter that halves throughput. The child owns
+`Outputs`; the parent sends it batches of outcomes (bodies as bytes) through a pipe and gets
+back the new committed length of each file, which it then commits to the frontier. The
+protocol is the same as in-process: nothing counts until the parent's commit.
+
+The child holds `writer.lock` in the data directory while it lives, and takes it before
+recovering the files: a new crawl never truncates files an old child is still finishing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import multiprocessing
+import signal
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from crawler.errors import StorageError
+from crawler.models import Outcome
+from crawler.settings import Settings
+from crawler.writers import Outputs, WriteResult
+
+LOCK_NAME = "writer.lock"
+
+
+def _portable(outcome: Outcome) -> Outcome:
+    """The outcome with its body read into memory, so it can be pickled."""
+    response = outcome.response
+    if response is not None and not isinstance(response.body, io.BytesIO):
+        response.body.seek(0)
+        data = response.body.read()
+        response.close()
+        response.body = io.BytesIO(data)
+    return outcome
+
+
+def _serve(conn: Connection, data_dir: Path, settings: Settings) -> None:
+    """The child's loop: one request, one reply, until the parent hangs up."""
+    # Ctrl-C and `docker stop` reach the whole process group: the parent decides when we end.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with open(data_dir / LOCK_NAME, "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        outputs = Outputs(data_dir, settings)
+        try:
+            while True:
+                try:
+                    verb, argument = conn.recv()
+                except EOFError:
+                    return
+                try:
+                    reply: Any = None
+                    if verb == "recover":
+                        outputs.recover(argument)
+                    elif verb == "write":
+                        reply = outputs.write(argument)
+                    else:
+                        return
+                except Exception as exc:
+                    conn.send(("error", f"{type(exc).__name__}: {exc}"))
+                else:
+                    conn.send(("ok", reply))
+        finally:
+            outputs.close()
+
+
+class OutputProcess:
+    """The parent's handle on the output child; every method blocks (call from a thread)."""
+
+    def __init__(self, data_dir: Path, settings: Settings) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_conn = context.Pipe()
+        self._process = context.Process(
+            target=_serve, args=(child_conn, data_dir, settings), name="crawler-output"
+        )
+        self._process.start()
+        child_conn.close()
+
+    def _call(self, verb: str, argument: object) -> Any:
+        try:
+            self._conn.send((verb, argument))
+            status, reply = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            raise StorageError(f"the output process died: {exc!r}") from exc
+        if status != "ok":
+            raise StorageError(f"cannot write output: {reply}")
+        return reply
+
+    def recover(self, committed: dict[str, int]) -> None:
+        self._call("recover", committed)
+
+    def write(self, outcomes: Sequence[Outcome]) -> WriteResult:
+        result: WriteResult = self._call("write", [_portable(o) for o in outcomes])
+        return result
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send(("close", None))
+        self._conn.close()
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
