@@ -302,3 +302,24 @@ def test_retry_after_is_honoured_after_a_crash(tmp_path: Path, make_site: SiteFa
     assert hits[1].started - hits[0].started >= 3.0 - 0.005
     line = index(data)[s.url("/limited")]
     assert (line["state"], line["attempts"]) == ("done", 2)
+
+
+def test_a_dead_output_process_stops_the_crawl_cleanly(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    s = _slow_site(make_site, pages=200, seconds=0.02)
+    urls = [s.url(f"/p{i}") for i in range(200)]
+    seeds = write_seeds(tmp_path / "seeds.txt", urls)
+    data = tmp_path / "crawl"
+    proc = _run(data, seeds)
+    _wait_for_lines(data, 10)
+    children = subprocess.run(
+        ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert children, "no output process found"
+    for child in children:
+        subprocess.run(["kill", "-9", child], check=True)
+    assert _finish(proc, 30) == 3  # a storage error: exit 3, state consistent
+    proc = _run(data, seeds)
+    assert _finish(proc, 60) == 0
+    _assert_exactly_once(data, urls)

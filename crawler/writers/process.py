@@ -15,13 +15,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
-import multiprocessing
 import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from crawler import logs
 from crawler.errors import StorageError
 from crawler.models import Outcome
 from crawler.settings import Settings
@@ -71,17 +74,37 @@ def _serve(conn: Connection, data_dir: Path, settings: Settings) -> None:
             outputs.close()
 
 
+def main() -> None:
+    """Entry point of the child: `python -c ... <fd>`, the fd being its end of a socketpair."""
+    conn = Connection(int(sys.argv[1]))
+    data_dir, settings = conn.recv()
+    logs.configure(settings.log.level, settings.log.format)
+    _serve(conn, data_dir, settings)
+
+
 class OutputProcess:
-    """The parent's handle on the output child; every method blocks (call from a thread)."""
+    """The parent's handle on the output child; every method blocks (call from a thread).
+
+    The child is a fresh interpreter that imports only the writers (not the crawler, as
+    multiprocessing's spawn would), started with one end of a socketpair.
+    """
 
     def __init__(self, data_dir: Path, settings: Settings) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conn, child_conn = context.Pipe()
-        self._process = context.Process(
-            target=_serve, args=(child_conn, data_dir, settings), name="crawler-output"
-        )
-        self._process.start()
-        child_conn.close()
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+        self._conn = Connection(ours.detach())
+        self._call_no_reply((data_dir, settings))
+
+    def _call_no_reply(self, message: object) -> None:
+        try:
+            self._conn.send(message)
+        except OSError as exc:
+            raise StorageError(f"the output process died: {exc!r}") from exc
 
     def _call(self, verb: str, argument: object) -> Any:
         try:
@@ -104,7 +127,11 @@ class OutputProcess:
         with contextlib.suppress(OSError):
             self._conn.send(("close", None))
         self._conn.close()
-        self._process.join(timeout=30)
-        if self._process.is_alive():
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
             self._process.kill()
-            self._process.join()
+            self._process.wait()
+
+
+_CHILD = "from crawler.writers.process import main; main()"
