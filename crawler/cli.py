@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="crawl until no URL is left")
     run.add_argument("--seeds", action="append", default=[], help="seed file (.gz, - for stdin)")
     run.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    run.add_argument("--max-depth", type=int, help="follow links this deep (sets crawl.max_depth)")
     seed = sub.add_parser("seed", parents=[common], help="add URLs to a crawl's frontier")
     seed.add_argument("files", nargs="+", help="seed files (.gz accepted, - for stdin)")
     stat = sub.add_parser("status", parents=[common], help="counts by state, reason and host")
@@ -101,7 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        settings = load_settings(args.config, args.assignments)
+        assignments = list(args.assignments)
+        if getattr(args, "max_depth", None) is not None:
+            assignments.append(f"crawl.max_depth={args.max_depth}")
+        settings = load_settings(args.config, assignments)
         level = "warning" if getattr(args, "quiet", False) else settings.log.level
         logs.configure(level, settings.log.format)
         files = args.seeds if args.command == "run" else getattr(args, "files", [])

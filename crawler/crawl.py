@@ -21,6 +21,7 @@ from crawler.guard import AddressGuard
 from crawler.models import Entry, NewURL, Outcome
 from crawler.retry import RetryPolicy
 from crawler.scheduler import Scheduler
+from crawler.scope import Scope
 from crawler.seeds import SeedReport, read_seeds
 from crawler.settings import Settings
 from crawler.worker import Worker
@@ -119,6 +120,7 @@ class Crawl:
             per_host_connections=settings.politeness.per_host_concurrency,
         )
         policy = RetryPolicy(settings.retry)
+        scope = Scope(settings.crawl)
         assert self._sink is not None, "recover() first"
         writer = Writer(self._frontier, self._sink, settings.storage, self._on_commit)
         work_send, work_receive = anyio.create_memory_object_stream[Entry](0)
@@ -142,7 +144,12 @@ class Crawl:
                         inner.start_soon(self._scheduler.run, work_send)
                         for _ in range(settings.fetch.concurrency):
                             worker = Worker(
-                                fetcher, policy, self._scheduler, settings.fetch.max_redirects
+                                fetcher,
+                                policy,
+                                self._scheduler,
+                                settings.fetch.max_redirects,
+                                settings.crawl,
+                                scope,
                             )
                             inner.start_soon(worker.run, work_receive.clone(), result_send.clone())
                         work_receive.close()

@@ -17,11 +17,13 @@ class BodyDecoder:
     A corrupt stream raises BadContentEncoding at once, a truncated one at `finish`.
     """
 
-    def __init__(self, content_encoding: str | None, cap: int) -> None:
+    def __init__(self, content_encoding: str | None, cap: int, keep: bool = False) -> None:
         codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
         codings = [c for c in codings if c != "identity"]
         self.cap = cap
         self.decoded = 0
+        # With `keep`, the decoded bytes of a compressed body (up to the cap) are kept.
+        self.kept: bytearray | None = bytearray() if keep else None
         self._coding = codings[0] if len(codings) == 1 else ("" if not codings else "multi")
         self._zlib: zlib._Decompress | None = None
         self._pending: bytes | None = None
@@ -30,6 +32,10 @@ class BodyDecoder:
             self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif self._coding == "deflate":
             self._pending = b""  # zlib-wrapped or raw deflate: decided on the first 2 bytes
+
+    @property
+    def compressed(self) -> bool:
+        return self._zlib is not None or self._pending is not None
 
     @property
     def verifiable(self) -> bool:
@@ -56,6 +62,8 @@ class BodyDecoder:
             except zlib.error as exc:
                 raise BadContentEncoding(f"corrupt {self._coding} stream: {exc}") from None
             self.decoded += len(out)
+            if self.kept is not None:
+                self.kept += out[: max(0, self.cap - len(self.kept))]
             if self.decoded > self.cap:
                 return False
             if self._zlib.eof:

@@ -272,7 +272,7 @@ class Fetcher:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def fetch(self, url: str) -> tuple[Response, str]:
+    async def fetch(self, url: str, keep_decoded: bool = False) -> tuple[Response, str]:
         """GET `url`; returns the response (body spooled, raw) and its payload digest.
 
         Raises a FetchError; its `fresh_connection` attribute says whether the attempt
@@ -283,7 +283,7 @@ class Fetcher:
         body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
         try:
             with anyio.fail_after(self._settings.deadline):
-                return await self._stream(url, body)
+                return await self._stream(url, body, keep_decoded)
         except TimeoutError:
             body.close()
             raise errors.DeadlineExceeded(
@@ -303,12 +303,12 @@ class Fetcher:
         finally:
             self._opened.reset(token)
 
-    async def _stream(self, url: str, body: Any) -> tuple[Response, str]:
+    async def _stream(self, url: str, body: Any, keep_decoded: bool) -> tuple[Response, str]:
         cap = self._settings.max_body_bytes
         async with self._client.stream("GET", url) as resp:
             stream = resp.extensions.get("network_stream")
             peer = stream.get_extra_info("server_addr") if stream is not None else None
-            decoder = BodyDecoder(resp.headers.get("content-encoding"), cap)
+            decoder = BodyDecoder(resp.headers.get("content-encoding"), cap, keep_decoded)
             sha1 = hashlib.sha1()
             wire = 0
             truncated = False
@@ -330,6 +330,13 @@ class Fetcher:
             except errors.BadContentEncoding as exc:
                 encoding_error = str(exc)
             body.seek(0)
+            decoded: bytes | None = None
+            if keep_decoded and encoding_error is None and decoder.verifiable:
+                if decoder.kept is not None and decoder.compressed:
+                    decoded = bytes(decoder.kept)
+                else:
+                    decoded = body.read()
+                    body.seek(0)
             request = resp.request
             response = Response(
                 status=resp.status_code,
@@ -347,5 +354,6 @@ class Fetcher:
                 truncated=truncated,
                 peer=str(peer[0]) if peer else None,
                 encoding_error=encoding_error,
+                decoded=decoded,
             )
             return response, payload_digest(sha1)

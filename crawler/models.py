@@ -29,6 +29,7 @@ class NewURL:
     redirects: int = 0
     chain: str = ""
     discovered_from: str | None = None
+    origin: str | None = None  # host of the seed it descends from (None: its own)
 
 
 @dataclass(slots=True)
@@ -44,6 +45,7 @@ class Entry:
     chain: str = ""
     discovered_from: str | None = None
     status: int | None = None  # the last HTTP status seen in an earlier attempt
+    origin: str | None = None  # host of the seed it descends from (None: its own)
 
     def chain_keys(self) -> list[int]:
         """Keys of the URLs of this entry's redirect chain, itself included."""
@@ -67,6 +69,7 @@ class Response:
     truncated: bool
     peer: str | None = None
     encoding_error: str | None = None
+    decoded: bytes | None = None  # the decoded body (capped), when it was asked for
 
     def header(self, name: str) -> str | None:
         lname = name.lower()
@@ -102,3 +105,6 @@ class Outcome:
     redirect_to: str | None = None
     new_urls: list[NewURL] = field(default_factory=list)
     message: str | None = None
+    links: int | None = None  # in-scope links found (None: the page was not parsed)
+    links_truncated: bool = False
+    out_of_scope: int = 0

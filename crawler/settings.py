@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,16 @@ class FetchSettings:
     proxy: str = ""
     trust_env: bool = False
     max_redirects: int = 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrawlSettings:
+    max_depth: int = 0
+    max_links_per_page: int = 1000
+    obey_rel_nofollow: bool = True
+    scope: str = "host"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +97,7 @@ class LogSettings:
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     fetch: FetchSettings = field(default_factory=FetchSettings)
+    crawl: CrawlSettings = field(default_factory=CrawlSettings)
     politeness: PolitenessSettings = field(default_factory=PolitenessSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
@@ -107,6 +119,11 @@ _RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("fetch", "proxy"): (lambda v: v == "" or _is_proxy(v), '"" or an http(s):// proxy URL'),
     ("fetch", "max_redirects"): (lambda v: 0 <= v <= 100, "an integer from 0 to 100"),
     ("fetch", "ca_bundle"): (lambda v: v == "" or Path(v).is_file(), '"" or a readable PEM file'),
+    ("crawl", "max_depth"): (lambda v: 0 <= v <= 1000, "an integer from 0 to 1000"),
+    ("crawl", "max_links_per_page"): (lambda v: v >= 1, "an integer >= 1"),
+    ("crawl", "scope"): (lambda v: v in ("host", "domain", "any"), "one of host, domain, any"),
+    ("crawl", "include"): (lambda v: all(_is_regex(r) for r in v), "a list of valid regexes"),
+    ("crawl", "exclude"): (lambda v: all(_is_regex(r) for r in v), "a list of valid regexes"),
     ("politeness", "per_host_concurrency"): (lambda v: v >= 1, "an integer >= 1"),
     ("politeness", "delay"): (lambda v: v >= 0, "a number of seconds >= 0"),
     ("retry", "max_attempts"): (lambda v: v >= 1, "an integer >= 1"),
@@ -132,6 +149,14 @@ _RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("log", "format"): (lambda v: v in ("auto", "json", "console"), "one of auto, json, console"),
     ("network", "allowed_networks"): (lambda v: all(_is_network(n) for n in v), "a list of CIDRs"),
 }
+
+
+def _is_regex(text: str) -> bool:
+    try:
+        re.compile(text)
+    except re.error:
+        return False
+    return True
 
 
 def _is_proxy(text: str) -> bool:

@@ -11,9 +11,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from crawler.errors import ConnectionLost, FetchError, FetchTimeout, ProtocolError
 from crawler.fetcher import Fetcher
+from crawler.links import decode, extract, is_html
 from crawler.models import Entry, NewURL, Outcome, OutcomeKind, Response, State
 from crawler.retry import RETRYABLE_STATUSES, RetryPolicy, retry_in_place
 from crawler.scheduler import Scheduler
+from crawler.scope import Scope
+from crawler.settings import CrawlSettings
 from crawler.urls import BadURL, canonical, host_of, url_key, validate
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -29,6 +32,8 @@ class Worker:
         policy: RetryPolicy,
         scheduler: Scheduler,
         max_redirects: int,
+        crawl: CrawlSettings | None = None,
+        scope: Scope | None = None,
         wall: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -36,6 +41,8 @@ class Worker:
         self._policy = policy
         self._scheduler = scheduler
         self._max_redirects = max_redirects
+        self._crawl = crawl or CrawlSettings()
+        self._scope = scope or Scope(self._crawl)
         self._wall = wall
         self._clock = clock
 
@@ -59,7 +66,7 @@ class Worker:
             if tries:
                 self._scheduler.mark_start(entry.host)
             tries += 1
-            return await self._fetcher.fetch(entry.url)
+            return await self._fetcher.fetch(entry.url, entry.depth < self._crawl.max_depth)
 
         def stale_connection(exc: BaseException) -> bool:
             return (
@@ -138,9 +145,48 @@ class Worker:
         location = response.header("location")
         if status in REDIRECT_STATUSES and location:
             return self._redirect(entry, response, attempts, location)
-        return Outcome(
+        outcome = Outcome(
             entry, OutcomeKind.TERMINAL, State.DONE, attempts, response=response, status=status
         )
+        if 200 <= status < 300 and response.decoded is not None:
+            self._discover(entry, response, outcome)
+        return outcome
+
+    def _discover(self, entry: Entry, response: Response, outcome: Outcome) -> None:
+        """Follow the page's links that are in scope (one depth further)."""
+        body = response.decoded or b""
+        if not is_html(response.header("content-type"), body):
+            return
+        found = extract(
+            decode(body, response.header("content-type")),
+            entry.url,
+            max_links=self._crawl.max_links_per_page,
+            obey_rel_nofollow=self._crawl.obey_rel_nofollow,
+            x_robots_tag=response.header("x-robots-tag"),
+        )
+        response.decoded = None  # not needed any more: free it before the writer's queue
+        origin = entry.origin or entry.host
+        outcome.links_truncated = found.truncated
+        for url in found.urls:
+            try:
+                key = url_key(canonical(validate(url)))
+            except BadURL:
+                continue
+            host = host_of(url)
+            if not self._scope.allows(url, host, origin):
+                outcome.out_of_scope += 1
+                continue
+            outcome.new_urls.append(
+                NewURL(
+                    key=key,
+                    url=url,
+                    host=host,
+                    depth=entry.depth + 1,
+                    discovered_from=entry.url,
+                    origin=origin,
+                )
+            )
+        outcome.links = len(outcome.new_urls)
 
     def _final(
         self, entry: Entry, response: Response, attempts: int, reason: str, message: str | None
@@ -170,10 +216,21 @@ class Worker:
             outcome.message = f"redirect not followed: {exc}"
             outcome.redirect_to = target
             return outcome
+        host = host_of(target)
+        # A seed's redirect chain may go anywhere (it names a new seed host); deeper pages'
+        # redirects stay in the crawl's scope like their links.
+        origin = host if entry.depth == 0 else (entry.origin or entry.host)
         if key in entry.chain_keys():
             outcome = self._final(entry, response, attempts, "redirect_loop", target)
         elif entry.redirects >= self._max_redirects:
             outcome = self._final(entry, response, attempts, "too_many_redirects", target)
+        elif not self._scope.allows(target, host, origin):
+            outcome = Outcome(
+                entry, OutcomeKind.TERMINAL, State.DONE, attempts, status=response.status
+            )
+            outcome.response = response
+            outcome.message = "redirect not followed: out of scope"
+            outcome.out_of_scope = 1
         else:
             outcome = Outcome(
                 entry, OutcomeKind.TERMINAL, State.DONE, attempts, status=response.status
@@ -183,11 +240,12 @@ class Worker:
                 NewURL(
                     key=key,
                     url=target,
-                    host=host_of(target),
+                    host=host,
                     depth=entry.depth,
                     redirects=entry.redirects + 1,
                     chain=f"{entry.chain} {entry.key}".strip(),
                     discovered_from=entry.url,
+                    origin=origin,
                 )
             )
         outcome.redirect_to = target

@@ -21,14 +21,15 @@ from crawler.models import Entry, NewURL, State
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 _INSERT = (
-    "INSERT OR IGNORE INTO urls (key, url, host, depth, redirects, chain, discovered_from)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO urls"
+    " (key, url, host, depth, redirects, chain, discovered_from, origin)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _CLAIM = (
     "UPDATE urls SET state = 'leased', lease_until = ? WHERE key IN ("
     " SELECT key FROM urls WHERE state = 'queued' AND not_before <= ?"
     " ORDER BY not_before, key LIMIT ?)"
-    " RETURNING key, url, host, attempts, depth, redirects, chain, discovered_from, status"
+    " RETURNING key, url, host, attempts, depth, redirects, chain, discovered_from, status, origin"
 )
 _FINISH = (
     "UPDATE urls SET state = ?, reason = ?, status = ?, attempts = ?, finished_at = ?,"
@@ -65,6 +66,10 @@ def _migrations() -> list[tuple[int, str, str]]:
     if not found:
         raise StorageError(f"no SQL migrations found in {migrations_dir()}")
     return found
+
+
+def _row(u: NewURL) -> tuple[object, ...]:
+    return (u.key, u.url, u.host, u.depth, u.redirects, u.chain, u.discovered_from, u.origin)
 
 
 def _statements(sql: str) -> list[str]:
@@ -161,7 +166,8 @@ class SQLiteFrontier:
     async def add(self, urls: Sequence[NewURL]) -> int:
         # Key order keeps the B-tree inserts local: much faster for large seed lists.
         rows = sorted(
-            (u.key, u.url, u.host, u.depth, u.redirects, u.chain, u.discovered_from) for u in urls
+            (u.key, u.url, u.host, u.depth, u.redirects, u.chain, u.discovered_from, u.origin)
+            for u in urls
         )
         async with self._transaction() as db:
             before = db.total_changes
@@ -192,7 +198,16 @@ class SQLiteFrontier:
                 await db.executemany(
                     _INSERT,
                     [
-                        (u.key, u.url, u.host, u.depth, u.redirects, u.chain, u.discovered_from)
+                        (
+                            u.key,
+                            u.url,
+                            u.host,
+                            u.depth,
+                            u.redirects,
+                            u.chain,
+                            u.discovered_from,
+                            u.origin,
+                        )
                         for u in batch.discovered
                     ],
                 )

@@ -74,6 +74,9 @@ def index_line(outcome: Outcome, warc_file: str | None, warc_offset: int | None)
         "warc_file": warc_file,
         "warc_offset": warc_offset,
         "message": outcome.message,
+        "links": outcome.links,
+        "links_truncated": outcome.links_truncated,
+        "out_of_scope": outcome.out_of_scope,
     }
 
 
