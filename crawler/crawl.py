@@ -20,6 +20,7 @@ from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.guard import AddressGuard
 from crawler.models import Entry, NewURL, Outcome
 from crawler.retry import RetryPolicy
+from crawler.robots import Robots
 from crawler.scheduler import Scheduler
 from crawler.scope import Scope
 from crawler.seeds import SeedReport, read_seeds
@@ -121,6 +122,11 @@ class Crawl:
         )
         policy = RetryPolicy(settings.retry)
         scope = Scope(settings.crawl)
+        robots = (
+            Robots(fetcher, self._frontier, settings.robots, settings.fetch.user_agent)
+            if settings.robots.obey
+            else None
+        )
         assert self._sink is not None, "recover() first"
         writer = Writer(self._frontier, self._sink, settings.storage, self._on_commit)
         work_send, work_receive = anyio.create_memory_object_stream[Entry](0)
@@ -150,6 +156,8 @@ class Crawl:
                                 settings.fetch.max_redirects,
                                 settings.crawl,
                                 scope,
+                                robots,
+                                settings.politeness.max_crawl_delay,
                             )
                             inner.start_soon(worker.run, work_receive.clone(), result_send.clone())
                         work_receive.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import re
 import socket
 import ssl
 import tempfile
@@ -30,6 +31,7 @@ from crawler.models import Response
 from crawler.settings import FetchSettings
 
 SPOOL_BYTES = 256 * 1024
+_UNSAFE_HEADER = re.compile(rb"[\r\n\x00]")
 KEEPALIVE_SECONDS = 30.0
 ACCEPT_ENCODING = "gzip, deflate"
 
@@ -306,6 +308,10 @@ class Fetcher:
     async def _stream(self, url: str, body: Any, keep_decoded: bool) -> tuple[Response, str]:
         cap = self._settings.max_body_bytes
         async with self._client.stream("GET", url) as resp:
+            if _UNSAFE_HEADER.search(b"".join(k + b":" + v for k, v in resp.headers.raw)):
+                # HTTP/2 headers are not validated by httpcore2; CR/LF/NUL would tear the
+                # WARC record apart (lines injected into its header block).
+                raise errors.ProtocolError("response header with CR, LF or NUL")
             stream = resp.extensions.get("network_stream")
             peer = stream.get_extra_info("server_addr") if stream is not None else None
             decoder = BodyDecoder(resp.headers.get("content-encoding"), cap, keep_decoded)

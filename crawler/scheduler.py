@@ -33,6 +33,8 @@ class HostSlot:
     inflight: int = 0
     next_start: float = 0.0
     in_heap: bool = False
+    delay: float = 0.0  # politeness.delay, or more when robots.txt asks (Crawl-delay)
+    last_start: float = 0.0
 
 
 class Scheduler:
@@ -89,7 +91,19 @@ class Scheduler:
     def mark_start(self, host: str) -> None:
         slot = self._slots.get(host)
         if slot is not None:
-            slot.next_start = self._clock() + self._politeness.delay
+            slot.last_start = self._clock()
+            slot.next_start = slot.last_start + slot.delay
+
+    def set_delay(self, host: str, delay: float) -> None:
+        """Raise `host`'s delay (robots.txt Crawl-delay), never below politeness.delay."""
+        slot = self._slots.get(host)
+        if slot is not None:
+            slot.delay = max(self._politeness.delay, delay)
+            slot.next_start = max(slot.next_start, slot.last_start + slot.delay)
+
+    def delay_of(self, host: str) -> float:
+        slot = self._slots.get(host)
+        return self._politeness.delay if slot is None else slot.delay
 
     def stop(self) -> None:
         """Stop handing out work (shutdown); buffered URLs are released by `leftovers`."""
@@ -106,7 +120,9 @@ class Scheduler:
     def _slot(self, host: str) -> HostSlot:
         slot = self._slots.get(host)
         if slot is None:
-            slot = self._slots[host] = HostSlot(next_start=self._start_floor)
+            slot = self._slots[host] = HostSlot(
+                next_start=self._start_floor, delay=self._politeness.delay
+            )
         return slot
 
     def _push(self, host: str, slot: HostSlot) -> None:
@@ -164,7 +180,7 @@ class Scheduler:
             entry = slot.queue.popleft()
             self._buffered -= 1
             slot.inflight += 1
-            slot.next_start = now + self._politeness.delay
+            slot.next_start = now + slot.delay
             self._push(host, slot)
             return entry
         return None
@@ -204,4 +220,6 @@ class Scheduler:
                 self._inflight[entry.key] = entry
                 await work.send(entry)
                 # The request starts now, not when it was picked: count the delay from here.
-                self._slots[entry.host].next_start = self._clock() + self._politeness.delay
+                slot = self._slots[entry.host]
+                slot.last_start = self._clock()
+                slot.next_start = slot.last_start + slot.delay

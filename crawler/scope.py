@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from functools import lru_cache
 
@@ -18,9 +19,18 @@ class Scope:
         self._include = [re.compile(r) for r in settings.include]
         self._exclude = [re.compile(r) for r in settings.exclude]
         psl = PublicSuffixList() if self._mode == "domain" else None
-        self._registrable = lru_cache(maxsize=65536)(
-            lambda host: (psl.privatesuffix(host.rsplit(":", 1)[0]) if psl else None) or host
-        )
+
+        @lru_cache(maxsize=65536)
+        def registrable(host: str) -> str:
+            """The registrable domain of a host[:port] key; an IP or a bare name: itself."""
+            name = host[1 : host.index("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
+            try:
+                ipaddress.ip_address(name)
+            except ValueError:
+                return (psl.privatesuffix(name) if psl else None) or name
+            return name
+
+        self._registrable = registrable
 
     def patterns_allow(self, url: str) -> bool:
         """Only the include/exclude regexes."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import sys
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +65,7 @@ def _lines(stream: IO[bytes], source: str, report: SeedReport) -> Iterator[tuple
                 continue
             if text and not text.startswith("#"):
                 yield number, text
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         report.bad(BadLine(source, 0, f"cannot read further: {exc}"))
 
 

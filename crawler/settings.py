@@ -44,9 +44,18 @@ class CrawlSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RobotsSettings:
+    obey: bool = True
+    ttl: float = 86400.0
+    max_wait: float = 86400.0
+    retry_base: float = 60.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class PolitenessSettings:
     per_host_concurrency: int = 2
     delay: float = 1.0
+    max_crawl_delay: float = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +107,7 @@ class LogSettings:
 class Settings:
     fetch: FetchSettings = field(default_factory=FetchSettings)
     crawl: CrawlSettings = field(default_factory=CrawlSettings)
+    robots: RobotsSettings = field(default_factory=RobotsSettings)
     politeness: PolitenessSettings = field(default_factory=PolitenessSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
@@ -124,6 +134,10 @@ _RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("crawl", "scope"): (lambda v: v in ("host", "domain", "any"), "one of host, domain, any"),
     ("crawl", "include"): (lambda v: all(_is_regex(r) for r in v), "a list of valid regexes"),
     ("crawl", "exclude"): (lambda v: all(_is_regex(r) for r in v), "a list of valid regexes"),
+    ("robots", "ttl"): (lambda v: v >= 0, "a number of seconds >= 0"),
+    ("robots", "max_wait"): (lambda v: v >= 0, "a number of seconds >= 0"),
+    ("robots", "retry_base"): (lambda v: v > 0, "a number of seconds > 0"),
+    ("politeness", "max_crawl_delay"): (lambda v: v >= 0, "a number of seconds >= 0"),
     ("politeness", "per_host_concurrency"): (lambda v: v >= 1, "an integer >= 1"),
     ("politeness", "delay"): (lambda v: v >= 0, "a number of seconds >= 0"),
     ("retry", "max_attempts"): (lambda v: v >= 1, "an integer >= 1"),

@@ -14,6 +14,7 @@ from crawler.fetcher import Fetcher
 from crawler.links import decode, extract, is_html
 from crawler.models import Entry, NewURL, Outcome, OutcomeKind, Response, State
 from crawler.retry import RETRYABLE_STATUSES, RetryPolicy, retry_in_place
+from crawler.robots import Robots
 from crawler.scheduler import Scheduler
 from crawler.scope import Scope
 from crawler.settings import CrawlSettings
@@ -34,6 +35,8 @@ class Worker:
         max_redirects: int,
         crawl: CrawlSettings | None = None,
         scope: Scope | None = None,
+        robots: Robots | None = None,
+        max_crawl_delay: float = 30.0,
         wall: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -43,6 +46,8 @@ class Worker:
         self._max_redirects = max_redirects
         self._crawl = crawl or CrawlSettings()
         self._scope = scope or Scope(self._crawl)
+        self._robots = robots
+        self._max_crawl_delay = max_crawl_delay
         self._wall = wall
         self._clock = clock
 
@@ -56,9 +61,15 @@ class Worker:
                 self._scheduler.done(entry)
 
     async def attempt(self, entry: Entry) -> Outcome:
-        """Fetch `entry` (with at most one quick retry in place) and judge the result."""
+        """Check robots.txt, fetch `entry` (at most one quick retry in place), judge it."""
         fetched_at = self._wall()
         started = self._clock()
+        if self._robots is not None:
+            held = await self._obey_robots(entry)
+            if held is not None:
+                held.fetched_at = fetched_at
+                self._log(held)
+                return held
         tries = 0
 
         async def once() -> tuple[Response, str]:
@@ -83,22 +94,52 @@ class Worker:
         except FetchError as exc:
             outcome = self._judge_error(entry, exc, entry.attempts + tries)
         except Exception as exc:  # a bug must cost one URL, never the crawl
-            log.exception("fetch_crashed", url=entry.url)
-            outcome = Outcome(
-                entry,
-                OutcomeKind.TERMINAL,
-                State.FAILED,
-                entry.attempts + max(tries, 1),
-                "internal_error",
-                message=f"{type(exc).__name__}: {exc}",
-            )
+            outcome = self._crashed(entry, exc, entry.attempts + max(tries, 1))
         else:
-            outcome = self._judge_response(entry, response, entry.attempts + tries)
-            outcome.payload_digest = digest
+            try:
+                outcome = self._judge_response(entry, response, entry.attempts + tries)
+                outcome.payload_digest = digest
+            except Exception as exc:
+                response.close()
+                outcome = self._crashed(entry, exc, entry.attempts + tries)
         outcome.fetched_at = fetched_at
         outcome.elapsed_ms = int((self._clock() - started) * 1000)
         self._log(outcome)
         return outcome
+
+    def _crashed(self, entry: Entry, exc: Exception, attempts: int) -> Outcome:
+        log.exception("fetch_crashed", url=entry.url)
+        return Outcome(
+            entry,
+            OutcomeKind.TERMINAL,
+            State.FAILED,
+            attempts,
+            "internal_error",
+            message=f"{type(exc).__name__}: {exc}",
+        )
+
+    async def _obey_robots(self, entry: Entry) -> Outcome | None:
+        """None: go ahead. Else the outcome instead of a fetch (no attempt is charged)."""
+        assert self._robots is not None
+        decision = await self._robots.check(entry)
+        if decision.crawl_delay is not None:
+            delay = min(decision.crawl_delay, self._max_crawl_delay)
+            self._scheduler.set_delay(entry.host, delay)
+        attempts = entry.attempts
+        if decision.fail is not None:
+            return Outcome(entry, OutcomeKind.TERMINAL, State.FAILED, attempts, decision.fail)
+        if decision.allowed is False:
+            return Outcome(entry, OutcomeKind.TERMINAL, State.SKIPPED, attempts, "robots")
+        if decision.allowed is None:
+            return Outcome(
+                entry, OutcomeKind.DEFER, State.QUEUED, attempts, "robots_wait", decision.not_before
+            )
+        if decision.fetched:  # robots.txt used this request slot: the URL waits its turn
+            not_before = self._wall() + self._scheduler.delay_of(entry.host)
+            return Outcome(
+                entry, OutcomeKind.DEFER, State.QUEUED, attempts, "robots_fetched", not_before
+            )
+        return None
 
     def _judge_error(self, entry: Entry, exc: FetchError, attempts: int) -> Outcome:
         verdict = self._policy.for_error(exc, attempts, self._wall())
@@ -204,10 +245,11 @@ class Worker:
 
     def _redirect(self, entry: Entry, response: Response, attempts: int, location: str) -> Outcome:
         """A 3xx is a result; its target enters the frontier as the next hop of the chain."""
-        target = urljoin(entry.url, location.strip())
+        target = location.strip()
         try:
+            target = urljoin(entry.url, target)
             key = url_key(canonical(validate(target)))
-        except BadURL as exc:
+        except (BadURL, ValueError) as exc:
             # Still a result (done with its 3xx status); the target is just not followed.
             outcome = Outcome(
                 entry, OutcomeKind.TERMINAL, State.DONE, attempts, status=response.status

@@ -26,6 +26,7 @@ FAST = [
     "storage.fsync=false",
     "storage.commit_interval=0.05",
     'log.level="warning"',
+    "robots.obey=false",  # robots.txt has tests of its own (test_robots.py)
 ]
 
 

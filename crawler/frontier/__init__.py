@@ -57,6 +57,17 @@ class Counts:
     hosts: list[HostCounts]
 
 
+@dataclass(slots=True, frozen=True)
+class RobotsRecord:
+    """A host's robots.txt as last fetched (body None: allow all)."""
+
+    host: str
+    body: str | None
+    status: int | None
+    expires_at: float
+    failing_since: float | None
+
+
 class Frontier(Protocol):
     """The verbs every backend offers (SQLite now, PostgreSQL when one node is not enough)."""
 
@@ -93,5 +104,11 @@ class Frontier(Protocol):
         ...
 
     async def counts(self, top_hosts: int = 10) -> Counts: ...
+
+    async def robots(self, host: str) -> RobotsRecord | None:
+        """The stored robots.txt of `host`, if any."""
+        ...
+
+    async def save_robots(self, record: RobotsRecord) -> None: ...
 
     async def aclose(self) -> None: ...

@@ -15,7 +15,7 @@ import aiosqlite
 import anyio
 
 from crawler.errors import StorageError
-from crawler.frontier import CommitBatch, Counts, HostCounts
+from crawler.frontier import CommitBatch, Counts, HostCounts, RobotsRecord
 from crawler.models import Entry, NewURL, State
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -149,9 +149,11 @@ class SQLiteFrontier:
                 raise StorageError(f"frontier database: {exc}") from exc
             try:
                 yield self._db
-            except BaseException:
+            except BaseException as exc:
                 with anyio.CancelScope(shield=True):
                     await self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StorageError(f"frontier database: {exc}") from exc
                 raise
             try:
                 with anyio.CancelScope(shield=True):
@@ -160,8 +162,11 @@ class SQLiteFrontier:
                 raise StorageError(f"frontier commit failed: {exc}") from exc
 
     async def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self._lock, self._db.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        try:
+            async with self._lock, self._db.execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as exc:
+            raise StorageError(f"frontier database: {exc}") from exc
 
     async def add(self, urls: Sequence[NewURL]) -> int:
         # Key order keeps the B-tree inserts local: much faster for large seed lists.
@@ -267,6 +272,20 @@ class SQLiteFrontier:
             )
         ]
         return Counts(total=sum(states.values()), states=states, reasons=reasons, hosts=hosts)
+
+    async def robots(self, host: str) -> RobotsRecord | None:
+        rows = await self._query(
+            "SELECT host, body, status, expires_at, failing_since FROM robots WHERE host = ?",
+            (host,),
+        )
+        return RobotsRecord(*rows[0]) if rows else None
+
+    async def save_robots(self, record: RobotsRecord) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO robots VALUES (?, ?, ?, ?, ?)",
+                (record.host, record.body, record.status, record.expires_at, record.failing_since),
+            )
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):

@@ -1,0 +1,155 @@
+"""robots.txt (protego, RFC 9309): fetched once per host, cached in the frontier database.
+
+2xx: the rules (first 500 KiB); redirects followed up to 5 hops; 4xx: allow all; 5xx and
+network errors: disallow all for now, the host's URLs wait and robots.txt is fetched again
+with back-off, until `robots.max_wait` has passed and they fail `robots_unavailable`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import anyio
+import structlog
+from protego import Protego
+
+from crawler.errors import BlockedAddress, FetchError
+from crawler.fetcher import Fetcher
+from crawler.frontier import Frontier, RobotsRecord
+from crawler.models import Entry
+from crawler.settings import RobotsSettings
+
+MAX_BYTES = 500 * 1024
+MAX_HOPS = 5
+CACHED_HOSTS = 10_000
+
+log = structlog.get_logger("crawler.robots")
+
+
+@dataclass(slots=True, frozen=True)
+class RobotsDecision:
+    """`allowed` None: wait until `not_before`; `fail` set: the URL fails with that reason."""
+
+    allowed: bool | None
+    not_before: float = 0.0
+    fail: str | None = None
+    fetched: bool = False  # this check made the host's robots.txt request itself
+    crawl_delay: float | None = None
+
+
+def product_token(user_agent: str) -> str:
+    """`crawler/0.1 (+https://...)` -> `crawler` (RFC 9309 matches on the product token)."""
+    return user_agent.split("/", 1)[0].split()[0] if user_agent.strip() else "*"
+
+
+class Robots:
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        frontier: Frontier,
+        settings: RobotsSettings,
+        user_agent: str,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._fetcher = fetcher
+        self._frontier = frontier
+        self._settings = settings
+        self._token = product_token(user_agent)
+        self._wall = wall
+        self._cache: OrderedDict[str, tuple[RobotsRecord, Protego | None]] = OrderedDict()
+        self._fetching: dict[str, anyio.Event] = {}
+
+    async def check(self, entry: Entry) -> RobotsDecision:
+        fetched = False
+        while True:
+            record, rules = await self._lookup(entry.host)
+            now = self._wall()
+            if record is not None and record.failing_since is None and record.expires_at > now:
+                return self._decide(entry.url, rules, fetched)
+            if record is not None and record.failing_since is not None:
+                if now - record.failing_since > self._settings.max_wait:
+                    return RobotsDecision(allowed=None, fail="robots_unavailable")
+                if record.expires_at > now:  # failing: wait for the next try
+                    return RobotsDecision(allowed=None, not_before=record.expires_at)
+            waiting = self._fetching.get(entry.host)
+            if waiting is not None:
+                await waiting.wait()
+                continue
+            if fetched:  # fetched just now and still unusable: wait like the others
+                return RobotsDecision(allowed=None, not_before=now + self._settings.retry_base)
+            done = self._fetching[entry.host] = anyio.Event()
+            try:
+                await self._fetch(entry, record)
+            except BlockedAddress:
+                return RobotsDecision(allowed=None, fail="blocked_address")
+            finally:
+                del self._fetching[entry.host]
+                done.set()
+            fetched = True
+
+    def _decide(self, url: str, rules: Protego | None, fetched: bool) -> RobotsDecision:
+        if rules is None:
+            return RobotsDecision(allowed=True, fetched=fetched)
+        delay = rules.crawl_delay(self._token)
+        return RobotsDecision(
+            allowed=bool(rules.can_fetch(url, self._token)),
+            fetched=fetched,
+            crawl_delay=float(delay) if delay is not None else None,
+        )
+
+    async def _lookup(self, host: str) -> tuple[RobotsRecord | None, Protego | None]:
+        cached = self._cache.get(host)
+        if cached is not None:
+            self._cache.move_to_end(host)
+            return cached
+        record = await self._frontier.robots(host)
+        if record is None:
+            return None, None
+        return self._remember(record)
+
+    def _remember(self, record: RobotsRecord) -> tuple[RobotsRecord, Protego | None]:
+        rules = Protego.parse(record.body) if record.body else None
+        self._cache[record.host] = (record, rules)
+        self._cache.move_to_end(record.host)
+        while len(self._cache) > CACHED_HOSTS:
+            self._cache.popitem(last=False)
+        return record, rules
+
+    async def _fetch(self, entry: Entry, previous: RobotsRecord | None) -> None:
+        parts = urlsplit(entry.url)
+        url = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/robots.txt"
+        now = self._wall()
+        status: int | None = None
+        body: str | None = None
+        failed = False
+        try:
+            for _ in range(MAX_HOPS + 1):
+                response, _digest = await self._fetcher.fetch(url, keep_decoded=True)
+                status = response.status
+                location = response.header("location")
+                data = response.decoded or b""
+                response.close()
+                if 300 <= status < 400 and location:
+                    url = urljoin(url, location)
+                    continue
+                if 200 <= status < 300:
+                    body = data[:MAX_BYTES].decode("utf-8", errors="replace")
+                failed = status >= 500
+                break
+        except BlockedAddress:
+            raise
+        except FetchError as exc:
+            failed = True
+            log.info("robots_unavailable", host=entry.host, reason=exc.reason)
+        if failed:
+            since = previous.failing_since if previous and previous.failing_since else now
+            retry = min(self._settings.ttl, max(self._settings.retry_base, now - since))
+            record = RobotsRecord(entry.host, None, status, now + retry, since)
+        else:
+            record = RobotsRecord(entry.host, body, status, now + self._settings.ttl, None)
+        await self._frontier.save_robots(record)
+        self._remember(record)
