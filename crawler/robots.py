@@ -37,7 +37,7 @@ class RobotsDecision:
     allowed: bool | None
     not_before: float = 0.0
     fail: str | None = None
-    fetched: bool = False  # this check made the host's robots.txt request itself
+    fetched: bool = False  # robots.txt was fetched during this check (the slot is spent)
     crawl_delay: float | None = None
 
 
@@ -77,10 +77,16 @@ class Robots:
                     return RobotsDecision(allowed=None, not_before=record.expires_at)
             waiting = self._fetching.get(entry.host)
             if waiting is not None:
+                # Its slot was taken before robots.txt (and its Crawl-delay) was known: it
+                # waits its turn like the URL whose slot fetched robots.txt.
                 await waiting.wait()
+                fetched = True
                 continue
             if fetched:  # fetched just now and still unusable: wait like the others
-                return RobotsDecision(allowed=None, not_before=now + self._settings.retry_base)
+                not_before = record.expires_at if record is not None else now
+                return RobotsDecision(
+                    allowed=None, not_before=max(not_before, now + self._settings.retry_base)
+                )
             done = self._fetching[entry.host] = anyio.Event()
             try:
                 await self._fetch(entry, record)
