@@ -163,7 +163,9 @@ class _PerOriginTransport(httpx2.AsyncBaseTransport):
         pool = self._pools.get(origin)
         if pool is None:
             await self._evict()
-            pool = self._pools[origin] = self._make()
+            pool = self._pools.get(origin)  # another request may have made it meanwhile
+            if pool is None:
+                pool = self._pools[origin] = self._make()
         self._idle.pop(origin, None)
         self._active[origin] = self._active.get(origin, 0) + 1
         try:

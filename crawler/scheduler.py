@@ -59,6 +59,8 @@ class Scheduler:
         self._wakeup = anyio.Event()
         self._stopping = False
         self._claim_after = 0.0
+        self._overflow_until = 0.0
+        self._send_scope: anyio.CancelScope | None = None
         # Right after a start, a host may just have been hit by the previous process.
         self._start_floor = clock() + politeness.delay
         delay = politeness.delay
@@ -88,11 +90,17 @@ class Scheduler:
         slot = self._slots.get(host)
         return 0.0 if slot is None else max(0.0, slot.next_start - self._clock())
 
-    def mark_start(self, host: str) -> None:
+    def reserve_start(self, host: str) -> float:
+        """Book `host`'s next request start (for an in-place retry); returns the seconds to
+        wait for it. Booking and waiting are one step, so no other URL takes that start."""
         slot = self._slots.get(host)
-        if slot is not None:
-            slot.last_start = self._clock()
-            slot.next_start = slot.last_start + slot.delay
+        if slot is None:
+            return 0.0
+        now = self._clock()
+        start = max(now, slot.next_start)
+        slot.last_start = start
+        slot.next_start = start + slot.delay
+        return start - now
 
     def set_delay(self, host: str, delay: float) -> None:
         """Raise `host`'s delay (robots.txt Crawl-delay), never below politeness.delay."""
@@ -108,6 +116,8 @@ class Scheduler:
     def stop(self) -> None:
         """Stop handing out work (shutdown); buffered URLs are released by `leftovers`."""
         self._stopping = True
+        if self._send_scope is not None:
+            self._send_scope.cancel()  # a URL not yet taken by a worker stays unfetched
         self._wakeup.set()
 
     def leftovers(self) -> list[int]:
@@ -139,6 +149,8 @@ class Scheduler:
         now = self._clock()
         if self._buffered >= self._settings.claim_batch or now < self._claim_after:
             return
+        if now < self._overflow_until and self._buffered:
+            return  # the last claim was mostly one busy host's overflow: don't churn
         wall = self._wall()
         entries = await self._frontier.claim(
             self._settings.claim_batch, wall, wall + self._settings.lease_seconds
@@ -157,6 +169,8 @@ class Scheduler:
             self._push(entry.host, slot)
         if overflow:
             await self._frontier.release(overflow, not_before=wall + LOOKAHEAD)
+            if 2 * len(overflow) > len(entries):
+                self._overflow_until = now + LOOKAHEAD / 2
 
     def _evict_idle(self, now: float) -> None:
         if len(self._slots) > 4 * self._settings.claim_batch:
@@ -218,7 +232,11 @@ class Scheduler:
                         return
                     continue
                 self._inflight[entry.key] = entry
-                await work.send(entry)
+                with anyio.CancelScope() as self._send_scope:
+                    await work.send(entry)
+                self._send_scope = None
+                if self._stopping:
+                    return  # `entry` stays in _inflight: released with the leftovers
                 # The request starts now, not when it was picked: count the delay from here.
                 slot = self._slots[entry.host]
                 slot.last_start = self._clock()

@@ -65,7 +65,7 @@ def canonical(url: str) -> str:
     safe = safe_url_string(url)
     parts = urlsplit(safe)
     scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
+    host = (parts.hostname or "").lower().removesuffix(".")
     if ":" in host:
         host = f"[{host}]"
     netloc = host
@@ -103,7 +103,7 @@ def url_key(canonical_url: str) -> int:
 def host_of(url: str) -> str:
     """The politeness key of a URL: lower-case host, with the port when not the default."""
     parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
+    host = (parts.hostname or "").lower().removesuffix(".")  # example.com. is example.com
     if ":" in host:
         host = f"[{host}]"
     port = parts.port

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from urllib.parse import urljoin
@@ -74,8 +75,6 @@ class Worker:
 
         async def once() -> tuple[Response, str]:
             nonlocal tries
-            if tries:
-                self._scheduler.mark_start(entry.host)
             tries += 1
             return await self._fetcher.fetch(entry.url, entry.depth < self._crawl.max_depth)
 
@@ -89,7 +88,7 @@ class Worker:
 
         try:
             response, digest = await retry_in_place(
-                once, stale_connection, lambda: self._scheduler.seconds_until_start(entry.host)
+                once, stale_connection, lambda: self._scheduler.reserve_start(entry.host)
             )
         except FetchError as exc:
             outcome = self._judge_error(entry, exc, entry.attempts + tries)
@@ -246,6 +245,9 @@ class Worker:
     def _redirect(self, entry: Entry, response: Response, attempts: int, location: str) -> Outcome:
         """A 3xx is a result; its target enters the frontier as the next hop of the chain."""
         target = location.strip()
+        # Headers arrive as latin-1; a Location in UTF-8 bytes is what browsers assume.
+        with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
+            target = target.encode("latin-1").decode("utf-8")
         try:
             target = urljoin(entry.url, target)
             key = url_key(canonical(validate(target)))

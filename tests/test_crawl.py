@@ -344,3 +344,29 @@ def test_dns_failure(tmp_path: Path) -> None:
     assert crawl(data, ["http://no-such-host.invalid/"], "retry.max_attempts=1") == 0
     line = index(data)["http://no-such-host.invalid/"]
     assert (line["state"], line["reason"]) == ("failed", "dns")
+
+
+def test_a_utf8_location_header_is_read_as_utf8(tmp_path: Path, make_site: SiteFactory) -> None:
+    s = make_site()
+    raw_utf8 = "/café".encode().decode("latin-1")  # the site sends header text as latin-1
+    s.route("/old", site.redirect(raw_utf8))
+    s.route("/caf%C3%A9", site.ok(b"<html>caf\xc3\xa9</html>"))
+    data = tmp_path / "crawl"
+    assert crawl(data, [s.url("/old")]) == 0
+    lines = index(data)
+    assert lines[s.url("/old")]["redirect_to"] == s.url("/café")
+    assert lines[s.url("/café")]["status"] == 200
+
+
+def test_a_malformed_location_is_a_result_not_a_crash(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    s = make_site()
+    s.route("/bad", site.redirect("http://[::1"))
+    s.route("/fine", site.ok(b"fine"))
+    data = tmp_path / "crawl"
+    assert crawl(data, [s.url("/bad"), s.url("/fine")]) == 0
+    lines = index(data)
+    assert (lines[s.url("/bad")]["state"], lines[s.url("/bad")]["status"]) == ("done", 301)
+    assert "not followed" in lines[s.url("/bad")]["message"]
+    assert lines[s.url("/fine")]["state"] == "done"

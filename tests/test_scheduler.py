@@ -127,3 +127,31 @@ async def test_finishes_when_the_frontier_is_exhausted(tmp_path: Path) -> None:
         assert scheduler.finished
     finally:
         await frontier.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_in_place_retry_books_its_start(tmp_path: Path) -> None:
+    frontier = await _frontier(tmp_path, {"a.example": 2})
+    now = [100.0]
+    scheduler = Scheduler(
+        frontier,
+        PolitenessSettings(per_host_concurrency=2, delay=1.0),
+        FrontierSettings(),
+        clock=lambda: now[0],
+    )
+    send, receive = anyio.create_memory_object_stream[Entry](0)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run, send)
+            now[0] += 1
+            first = await receive.receive()
+            # The retry books the next start (1 s on); the scheduler may not hand it out too.
+            assert scheduler.reserve_start(first.host) == pytest.approx(1.0)
+            now[0] += 1
+            assert await _nothing_within(receive, 0.2)
+            now[0] += 1
+            await receive.receive()
+            scheduler.stop()
+    finally:
+        receive.close()
+        await frontier.aclose()

@@ -368,3 +368,8 @@ def test_host_of_separates_ports_of_one_host() -> None:
 
 def test_host_of_ipv6_with_port_is_unambiguous() -> None:
     assert host_of("http://[::1]:8080/") != host_of("http://[::1:8080]/")
+
+
+def test_a_trailing_dot_names_the_same_host() -> None:
+    assert host_of("http://example.com./x") == host_of("http://example.com/x") == "example.com"
+    assert canonical("http://Example.COM./x") == canonical("http://example.com/x")

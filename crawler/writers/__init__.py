@@ -6,6 +6,7 @@ transaction as the URL states; `recover` truncates anything past it on start-up.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -139,6 +140,13 @@ class Outputs:
         self._serial += 1
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
         self._open(f"{self._settings.output.prefix}-{stamp}-{self._serial:05d}")
+        if self._settings.storage.fsync:  # the new names must survive a power cut too
+            for directory in (self._warc_dir, self._index_dir):
+                fd = os.open(directory, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
 
     def _close_current(self, touched: dict[str, int]) -> None:
         if self._warc is not None and self._index is not None:
