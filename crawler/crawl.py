@@ -83,7 +83,11 @@ class Crawl:
         self._frontier = frontier
         self._data_dir = data_dir
         self._sink: OutputProcess | None = None
-        self._scheduler = Scheduler(frontier, settings.politeness, settings.frontier)
+        # A host is never blocked longer than any of its URLs would wait for the same header.
+        max_block = min(settings.politeness.max_retry_after, settings.retry.max_retry_after)
+        self._scheduler = Scheduler(
+            frontier, settings.politeness, settings.frontier, max_block=max_block
+        )
         self._workers_scope = anyio.CancelScope()
         self.interrupted: int | None = None
         self.committed = 0
@@ -128,7 +132,13 @@ class Crawl:
             else None
         )
         assert self._sink is not None, "recover() first"
-        writer = Writer(self._frontier, self._sink, settings.storage, self._on_commit)
+        writer = Writer(
+            self._frontier,
+            self._sink,
+            settings.storage,
+            self._on_commit,
+            self._scheduler.host_states,
+        )
         work_send, work_receive = anyio.create_memory_object_stream[Entry](0)
         result_send, result_receive = anyio.create_memory_object_stream[Outcome](
             settings.fetch.concurrency

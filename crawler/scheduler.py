@@ -19,6 +19,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from crawler.frontier import Frontier
 from crawler.models import Entry
+from crawler.politeness import HostState, Pace
 from crawler.settings import FrontierSettings, PolitenessSettings
 
 LOOKAHEAD = 30.0  # seconds of work buffered per host; the rest waits in the frontier
@@ -27,13 +28,13 @@ IDLE_POLL = 1.0  # longest sleep when nothing is claimable (new seeds may arrive
 
 @dataclass(slots=True)
 class HostSlot:
-    """A host's download slot: its queue, requests in flight and earliest next start."""
+    """A host's download slot: its queue, requests in flight, pace and earliest next start."""
 
+    pace: Pace
     queue: deque[Entry] = field(default_factory=deque)
     inflight: int = 0
     next_start: float = 0.0
     in_heap: bool = False
-    delay: float = 0.0  # politeness.delay, or more when robots.txt asks (Crawl-delay)
     last_start: float = 0.0
 
 
@@ -45,7 +46,9 @@ class Scheduler:
         settings: FrontierSettings,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        max_block: float | None = None,
     ) -> None:
+        self._max_block = max_block
         self._frontier = frontier
         self._politeness = politeness
         self._settings = settings
@@ -99,19 +102,43 @@ class Scheduler:
         now = self._clock()
         start = max(now, slot.next_start)
         slot.last_start = start
-        slot.next_start = start + slot.delay
+        slot.next_start = start + slot.pace.delay()
         return start - now
 
     def set_delay(self, host: str, delay: float) -> None:
         """Raise `host`'s delay (robots.txt Crawl-delay), never below politeness.delay."""
         slot = self._slots.get(host)
         if slot is not None:
-            slot.delay = max(self._politeness.delay, delay)
-            slot.next_start = max(slot.next_start, slot.last_start + slot.delay)
+            slot.pace.crawl_delay = delay
+            slot.next_start = max(slot.next_start, slot.last_start + slot.pace.delay())
 
     def delay_of(self, host: str) -> float:
         slot = self._slots.get(host)
-        return self._politeness.delay if slot is None else slot.delay
+        return self._politeness.delay if slot is None else slot.pace.delay()
+
+    def feedback(
+        self, host: str, status: int | None, retry_after: float | None, elapsed: float
+    ) -> None:
+        """How `host` answered (status None: a timeout or connection error): adapt its pace."""
+        slot = self._slots.get(host)
+        if slot is None:
+            return
+        if status is None:
+            slot.pace.on_error()
+        else:
+            slot.pace.on_response(status, retry_after, elapsed, self._wall())
+        self._hold(slot)
+
+    def _hold(self, slot: HostSlot) -> None:
+        """Apply the pace: the delay from the last start, and any blocked-until time."""
+        slot.next_start = max(slot.next_start, slot.last_start + slot.pace.delay())
+        blocked = slot.pace.blocked_until - self._wall()
+        if blocked > 0:
+            slot.next_start = max(slot.next_start, self._clock() + blocked)
+
+    def host_states(self) -> list[HostState]:
+        """Paces changed since the last call (the writer saves them with its batch)."""
+        return [slot.pace.state() for slot in self._slots.values() if slot.pace.dirty]
 
     def stop(self) -> None:
         """Stop handing out work (shutdown); buffered URLs are released by `leftovers`."""
@@ -127,12 +154,12 @@ class Scheduler:
         return keys
 
     # -- internals ------------------------------------------------------------------------
-    def _slot(self, host: str) -> HostSlot:
+    def _slot(self, host: str, saved: HostState | None = None) -> HostSlot:
         slot = self._slots.get(host)
         if slot is None:
-            slot = self._slots[host] = HostSlot(
-                next_start=self._start_floor, delay=self._politeness.delay
-            )
+            pace = Pace(host, self._politeness, saved, self._max_block)
+            slot = self._slots[host] = HostSlot(pace=pace, next_start=self._start_floor)
+            self._hold(slot)
         return slot
 
     def _push(self, host: str, slot: HostSlot) -> None:
@@ -158,9 +185,11 @@ class Scheduler:
         if not entries:
             self._claim_after = now + IDLE_POLL
             return
+        new_hosts = {e.host for e in entries if e.host not in self._slots}
+        saved = await self._frontier.host_states(list(new_hosts)) if new_hosts else {}
         overflow: list[int] = []
         for entry in entries:
-            slot = self._slot(entry.host)
+            slot = self._slot(entry.host, saved.get(entry.host))
             if len(slot.queue) >= self._host_cap:
                 overflow.append(entry.key)
                 continue
@@ -177,7 +206,7 @@ class Scheduler:
             for host in [
                 h
                 for h, s in self._slots.items()
-                if not s.queue and not s.inflight and s.next_start < now
+                if not s.queue and not s.inflight and s.next_start < now and not s.pace.dirty
             ]:
                 del self._slots[host]
 
@@ -194,7 +223,7 @@ class Scheduler:
             entry = slot.queue.popleft()
             self._buffered -= 1
             slot.inflight += 1
-            slot.next_start = now + slot.delay
+            slot.next_start = now + slot.pace.delay()
             self._push(host, slot)
             return entry
         return None
@@ -240,4 +269,4 @@ class Scheduler:
                 # The request starts now, not when it was picked: count the delay from here.
                 slot = self._slots[entry.host]
                 slot.last_start = self._clock()
-                slot.next_start = slot.last_start + slot.delay
+                slot.next_start = slot.last_start + slot.pace.delay()

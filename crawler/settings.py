@@ -56,6 +56,9 @@ class PolitenessSettings:
     per_host_concurrency: int = 2
     delay: float = 1.0
     max_crawl_delay: float = 30.0
+    max_delay: float = 60.0
+    max_retry_after: float = 3600.0
+    latency_factor: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,6 +141,9 @@ _RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("robots", "max_wait"): (lambda v: v >= 0, "a number of seconds >= 0"),
     ("robots", "retry_base"): (lambda v: v > 0, "a number of seconds > 0"),
     ("politeness", "max_crawl_delay"): (lambda v: v >= 0, "a number of seconds >= 0"),
+    ("politeness", "max_delay"): (lambda v: v >= 0, "a number of seconds >= 0"),
+    ("politeness", "max_retry_after"): (lambda v: v >= 0, "a number of seconds >= 0"),
+    ("politeness", "latency_factor"): (lambda v: 0 <= v <= 100, "a number from 0 to 100"),
     ("politeness", "per_host_concurrency"): (lambda v: v >= 1, "an integer >= 1"),
     ("politeness", "delay"): (lambda v: v >= 0, "a number of seconds >= 0"),
     ("retry", "max_attempts"): (lambda v: v >= 1, "an integer >= 1"),

@@ -10,11 +10,18 @@ from urllib.parse import urljoin
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from crawler.errors import ConnectionLost, FetchError, FetchTimeout, ProtocolError
+from crawler.errors import (
+    ConnectFailed,
+    ConnectionLost,
+    DeadlineExceeded,
+    FetchError,
+    FetchTimeout,
+    ProtocolError,
+)
 from crawler.fetcher import Fetcher
 from crawler.links import decode, extract, is_html
 from crawler.models import Entry, NewURL, Outcome, OutcomeKind, Response, State
-from crawler.retry import RETRYABLE_STATUSES, RetryPolicy, retry_in_place
+from crawler.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after, retry_in_place
 from crawler.robots import Robots
 from crawler.scheduler import Scheduler
 from crawler.scope import Scope
@@ -23,6 +30,8 @@ from crawler.urls import BadURL, canonical, host_of, url_key, validate
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_IN_PLACE_WAIT = 5.0  # an in-place retry never waits longer than this for politeness
+# Errors that say the host is struggling (slow it down); DNS or a blocked address do not.
+SLOWING_ERRORS = (FetchTimeout, ConnectFailed, ConnectionLost, DeadlineExceeded)
 
 log = structlog.get_logger("crawler.worker")
 
@@ -91,10 +100,16 @@ class Worker:
                 once, stale_connection, lambda: self._scheduler.reserve_start(entry.host)
             )
         except FetchError as exc:
+            if isinstance(exc, SLOWING_ERRORS):
+                self._scheduler.feedback(entry.host, None, None, self._clock() - started)
             outcome = self._judge_error(entry, exc, entry.attempts + tries)
         except Exception as exc:  # a bug must cost one URL, never the crawl
             outcome = self._crashed(entry, exc, entry.attempts + max(tries, 1))
         else:
+            retry_after = parse_retry_after(response.header("retry-after"), self._wall())
+            self._scheduler.feedback(
+                entry.host, response.status, retry_after, self._clock() - started
+            )
             try:
                 outcome = self._judge_response(entry, response, entry.attempts + tries)
                 outcome.payload_digest = digest

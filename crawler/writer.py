@@ -11,6 +11,7 @@ from anyio.abc import ObjectReceiveStream
 from crawler.errors import StorageError
 from crawler.frontier import CommitBatch, Deferred, Finished, Frontier
 from crawler.models import Outcome, OutcomeKind, State
+from crawler.politeness import HostState
 from crawler.settings import StorageSettings
 from crawler.writers import Sink
 
@@ -34,8 +35,10 @@ class Writer:
         sink: Sink,
         settings: StorageSettings,
         on_commit: Callable[[list[Outcome]], None],
+        host_states: Callable[[], list[HostState]] = list,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._host_states = host_states
         self._frontier = frontier
         self._sink = sink
         self._settings = settings
@@ -121,6 +124,7 @@ class Writer:
                 commit.deferred.append(
                     Deferred(o.entry.key, o.attempts, o.not_before, o.reason, o.status)
                 )
+        commit.hosts = self._host_states()
         with anyio.CancelScope(shield=True):
             await self._frontier.commit(commit)
         self._on_commit(batch)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from crawler.models import Entry, NewURL, State
+from crawler.politeness import HostState
 
 
 @dataclass(slots=True, frozen=True)
@@ -40,6 +41,7 @@ class CommitBatch:
     deferred: list[Deferred] = field(default_factory=list)
     discovered: list[NewURL] = field(default_factory=list)
     outputs: dict[str, int] = field(default_factory=dict)
+    hosts: list[HostState] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -110,5 +112,9 @@ class Frontier(Protocol):
         ...
 
     async def save_robots(self, record: RobotsRecord) -> None: ...
+
+    async def host_states(self, hosts: Sequence[str]) -> dict[str, HostState]:
+        """Saved adaptive politeness of these hosts (those that have any)."""
+        ...
 
     async def aclose(self) -> None: ...

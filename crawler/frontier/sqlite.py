@@ -17,6 +17,7 @@ import anyio
 from crawler.errors import StorageError
 from crawler.frontier import CommitBatch, Counts, HostCounts, RobotsRecord
 from crawler.models import Entry, NewURL, State
+from crawler.politeness import HostState
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -218,6 +219,11 @@ class SQLiteFrontier:
                 )
             if batch.outputs:
                 await db.executemany(_OUTPUT, list(batch.outputs.items()))
+            if batch.hosts:
+                await db.executemany(
+                    "INSERT OR REPLACE INTO hosts VALUES (?, ?, ?)",
+                    [(h.host, h.level, h.blocked_until) for h in batch.hosts],
+                )
 
     async def release(self, keys: Sequence[int], not_before: float = 0.0) -> None:
         if keys:
@@ -286,6 +292,18 @@ class SQLiteFrontier:
                 "INSERT OR REPLACE INTO robots VALUES (?, ?, ?, ?, ?)",
                 (record.host, record.body, record.status, record.expires_at, record.failing_since),
             )
+
+    async def host_states(self, hosts: Sequence[str]) -> dict[str, HostState]:
+        found: dict[str, HostState] = {}
+        unique = list(dict.fromkeys(hosts))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for host, level, blocked in await self._query(
+                f"SELECT host, level, blocked_until FROM hosts WHERE host IN ({marks})", chunk
+            ):
+                found[str(host)] = HostState(str(host), float(level), float(blocked))
+        return found
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
