@@ -1,0 +1,110 @@
+"""Adaptive per-host pace: unit rules, then what servers see (including across a restart)."""
+
+from __future__ import annotations
+
+import email.utils
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from crawler.politeness import DECAY_AFTER, HostState, Pace
+from crawler.settings import PolitenessSettings
+from tests import site
+from tests.crawling import cli_process, crawl, index, sets, write_seeds
+from tests.site import SiteFactory
+
+
+def _pace(**settings: float) -> Pace:
+    return Pace("h.example", PolitenessSettings(**settings), None)  # type: ignore[arg-type]
+
+
+def test_429_doubles_the_delay_up_to_the_cap_and_successes_bring_it_back() -> None:
+    pace = _pace(delay=1.0, max_delay=5.0)
+    assert pace.delay() == 1.0
+    pace.on_response(429, None, 0.1, now=0)
+    assert pace.delay() == 2.0
+    pace.on_response(503, None, 0.1, now=0)
+    assert pace.delay() == 4.0
+    pace.on_response(429, None, 0.1, now=0)
+    assert pace.delay() == 5.0  # capped
+    for _ in range(DECAY_AFTER):
+        pace.on_response(200, None, 0.1, now=0)
+    assert pace.level == 2.0
+    assert pace.dirty
+
+
+def test_errors_slow_down_more_gently_than_429() -> None:
+    pace = _pace(delay=1.0)
+    pace.on_error()
+    gentle = pace.delay()
+    pace = _pace(delay=1.0)
+    pace.on_response(429, None, 0.1, now=0)
+    assert 1.0 < gentle < pace.delay()
+
+
+def test_retry_after_blocks_the_host_capped() -> None:
+    pace = _pace(max_retry_after=60.0)
+    pace.on_response(429, 30.0, 0.1, now=1000.0)
+    assert pace.blocked_until == 1030.0
+    pace.on_response(503, 86400.0, 0.1, now=1000.0)
+    assert pace.blocked_until == 1060.0
+    assert pace.state() == HostState("h.example", 2.0, 1060.0)
+    assert not pace.dirty
+
+
+def test_latency_aware_pacing() -> None:
+    pace = _pace(delay=0.0, latency_factor=2.0)
+    for _ in range(50):
+        pace.on_response(200, None, 0.5, now=0)
+    assert pace.delay() == pytest.approx(1.0, rel=0.01)
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_retry_after_holds_the_whole_host_while_another_runs_at_full_speed(
+    tmp_path: Path, make_site: SiteFactory, form: str
+) -> None:
+    limited = make_site("127.0.0.1")
+    free = make_site("127.0.0.2")
+    value = "2" if form == "seconds" else email.utils.formatdate(time.time() + 3, usegmt=True)
+    limited.route("/first", site.sequence(site.retry_after(429, value), site.ok(b"ok")))
+    for i in range(3):
+        limited.route(f"/other{i}", site.ok(b"ok"))
+    for i in range(20):
+        free.route(f"/p{i}", site.ok(b"ok"))
+    urls = [limited.url("/first")] + [limited.url(f"/other{i}") for i in range(3)]
+    urls += [free.url(f"/p{i}") for i in range(20)]
+    data = tmp_path / "crawl"
+    assert crawl(data, urls, "politeness.per_host_concurrency=1") == 0
+    first = limited.hits_for("/first")[0].started
+    later = sorted(h.started for h in limited.hits if h.started > first)
+    assert later, "the limited host was never fetched again"
+    assert later[0] - first >= 1.9  # nothing to that host during its Retry-After
+    free_hits = sorted(h.started for h in free.hits)
+    assert free_hits[-1] - free_hits[0] < 1.0  # the other host was not held up
+    assert {line["state"] for line in index(data).values()} == {"done"}
+
+
+def test_a_restart_keeps_a_host_blocked(tmp_path: Path, make_site: SiteFactory) -> None:
+    s = make_site()
+    s.route("/first", site.retry_after(429, "4"))
+    s.route("/second", site.ok(b"ok"))
+    seeds = write_seeds(tmp_path / "seeds.txt", [s.url("/first"), s.url("/second")])
+    data = tmp_path / "crawl"
+    args = ("run", "--seeds", str(seeds), *sets("politeness.per_host_concurrency=1"))
+    proc = cli_process(data, *args)
+    deadline = time.monotonic() + 15
+    while not s.hits_for("/first") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)  # the 429 and the host's block are committed
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=10)
+    s.route("/first", site.ok(b"ok now"))
+    proc = cli_process(data, *args)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    blocked_at = s.hits_for("/first")[0].started
+    after = [h.started for h in s.hits if h.started > blocked_at]
+    assert after
+    assert min(after) - blocked_at >= 4.0 - 0.005
