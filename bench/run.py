@@ -156,7 +156,7 @@ def nginx_conf(prefix: Path, site: Path, hosts: int, port: int, workers: str) ->
     user = "user root;\n" if os.geteuid() == 0 else ""
     return f"""{user}daemon off;
 worker_processes {workers};
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile 16384;
 pid {prefix / "nginx.pid"};
 error_log {prefix / "logs" / "error.log"} warn;
 events {{ worker_connections 8192; multi_accept on; }}
@@ -169,7 +169,7 @@ http {{
     tcp_nodelay on;
     keepalive_timeout 120s;
     keepalive_requests 1000000;
-    open_file_cache max=100000 inactive=120s;
+    open_file_cache max=4096 inactive=120s;
 {temp}
 {servers}
 }}
