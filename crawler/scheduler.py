@@ -63,7 +63,6 @@ class Scheduler:
         self._stopping = False
         self._claim_after = 0.0
         self._overflow_until = 0.0
-        self._send_scope: anyio.CancelScope | None = None
         # Right after a start, a host may just have been hit by the previous process.
         self._start_floor = clock() + politeness.delay
         delay = politeness.delay
@@ -140,11 +139,14 @@ class Scheduler:
         """Paces changed since the last call (the writer saves them with its batch)."""
         return [slot.pace.state() for slot in self._slots.values() if slot.pace.dirty]
 
+    @property
+    def stopping(self) -> bool:
+        """After stop(): a URL handed out meanwhile must not be fetched (it is released)."""
+        return self._stopping
+
     def stop(self) -> None:
         """Stop handing out work (shutdown); buffered URLs are released by `leftovers`."""
         self._stopping = True
-        if self._send_scope is not None:
-            self._send_scope.cancel()  # a URL not yet taken by a worker stays unfetched
         self._wakeup.set()
 
     def leftovers(self) -> list[int]:
@@ -261,11 +263,7 @@ class Scheduler:
                         return
                     continue
                 self._inflight[entry.key] = entry
-                with anyio.CancelScope() as self._send_scope:
-                    await work.send(entry)
-                self._send_scope = None
-                if self._stopping:
-                    return  # `entry` stays in _inflight: released with the leftovers
+                await work.send(entry)
                 # The request starts now, not when it was picked: count the delay from here.
                 slot = self._slots[entry.host]
                 slot.last_start = self._clock()

@@ -66,6 +66,8 @@ class Worker:
     ) -> None:
         async with work, results:
             async for entry in work:
+                if self._scheduler.stopping:
+                    return  # shutting down: the entry is released with the leftovers
                 outcome = await self.attempt(entry)
                 await results.send(outcome)
                 self._scheduler.done(entry)
