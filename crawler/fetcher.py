@@ -276,7 +276,9 @@ class Fetcher:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def fetch(self, url: str, keep_decoded: bool = False) -> tuple[Response, str]:
+    async def fetch(
+        self, url: str, keep_decoded: bool = False, cap: int | None = None
+    ) -> tuple[Response, str]:
         """GET `url`; returns the response (body spooled, raw) and its payload digest.
 
         Raises a FetchError; its `fresh_connection` attribute says whether the attempt
@@ -287,7 +289,7 @@ class Fetcher:
         body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
         try:
             with anyio.fail_after(self._settings.deadline):
-                return await self._stream(url, body, keep_decoded)
+                return await self._stream(url, body, keep_decoded, cap)
         except TimeoutError:
             body.close()
             raise errors.DeadlineExceeded(
@@ -307,8 +309,10 @@ class Fetcher:
         finally:
             self._opened.reset(token)
 
-    async def _stream(self, url: str, body: Any, keep_decoded: bool) -> tuple[Response, str]:
-        cap = self._settings.max_body_bytes
+    async def _stream(
+        self, url: str, body: Any, keep_decoded: bool, cap: int | None
+    ) -> tuple[Response, str]:
+        cap = cap or self._settings.max_body_bytes
         async with self._client.stream("GET", url) as resp:
             if _UNSAFE_HEADER.search(b"".join(k + b":" + v for k, v in resp.headers.raw)):
                 # HTTP/2 headers are not validated by httpcore2; CR/LF/NUL would tear the

@@ -30,6 +30,7 @@ class NewURL:
     chain: str = ""
     discovered_from: str | None = None
     origin: str | None = None  # host of the seed it descends from (None: its own)
+    kind: str | None = None  # None: a page; "sitemap": a sitemap to read for URLs
 
 
 @dataclass(slots=True)
@@ -46,6 +47,7 @@ class Entry:
     discovered_from: str | None = None
     status: int | None = None  # the last HTTP status seen in an earlier attempt
     origin: str | None = None  # host of the seed it descends from (None: its own)
+    kind: str | None = None
 
     def chain_keys(self) -> list[int]:
         """Keys of the URLs of this entry's redirect chain, itself included."""

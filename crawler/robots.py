@@ -39,6 +39,7 @@ class RobotsDecision:
     fail: str | None = None
     fetched: bool = False  # robots.txt was fetched during this check (the slot is spent)
     crawl_delay: float | None = None
+    sitemaps: tuple[str, ...] = ()  # from a robots.txt fetched by this very check
 
 
 def product_token(user_agent: str) -> str:
@@ -89,22 +90,28 @@ class Robots:
                 )
             done = self._fetching[entry.host] = anyio.Event()
             try:
-                await self._fetch(entry, record)
+                sitemaps = await self._fetch(entry, record)
             except BlockedAddress:
                 return RobotsDecision(allowed=None, fail="blocked_address")
             finally:
                 del self._fetching[entry.host]
                 done.set()
             fetched = True
+            record, rules = await self._lookup(entry.host)
+            if record is not None and record.failing_since is None:
+                return self._decide(entry.url, rules, True, sitemaps)
 
-    def _decide(self, url: str, rules: Protego | None, fetched: bool) -> RobotsDecision:
+    def _decide(
+        self, url: str, rules: Protego | None, fetched: bool, sitemaps: tuple[str, ...] = ()
+    ) -> RobotsDecision:
         if rules is None:
-            return RobotsDecision(allowed=True, fetched=fetched)
+            return RobotsDecision(allowed=True, fetched=fetched, sitemaps=sitemaps)
         delay = rules.crawl_delay(self._token)
         return RobotsDecision(
             allowed=bool(rules.can_fetch(url, self._token)),
             fetched=fetched,
             crawl_delay=float(delay) if delay is not None else None,
+            sitemaps=sitemaps,
         )
 
     async def _lookup(self, host: str) -> tuple[RobotsRecord | None, Protego | None]:
@@ -125,7 +132,8 @@ class Robots:
             self._cache.popitem(last=False)
         return record, rules
 
-    async def _fetch(self, entry: Entry, previous: RobotsRecord | None) -> None:
+    async def _fetch(self, entry: Entry, previous: RobotsRecord | None) -> tuple[str, ...]:
+        """Fetch and store the host's robots.txt; returns the sitemaps it names."""
         parts = urlsplit(entry.url)
         url = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/robots.txt"
         now = self._wall()
@@ -158,4 +166,8 @@ class Robots:
         else:
             record = RobotsRecord(entry.host, body, status, now + self._settings.ttl, None)
         await self._frontier.save_robots(record)
-        self._remember(record)
+        _, rules = self._remember(record)
+        if failed:
+            return ()
+        listed = tuple(urljoin(url, s) for s in rules.sitemaps) if rules is not None else ()
+        return listed or (f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/sitemap.xml",)

@@ -41,6 +41,7 @@ class CrawlSettings:
     scope: str = "host"
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    sitemaps: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

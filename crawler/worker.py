@@ -10,6 +10,7 @@ from urllib.parse import urljoin
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from crawler import sitemaps
 from crawler.errors import (
     ConnectFailed,
     ConnectionLost,
@@ -87,6 +88,8 @@ class Worker:
         async def once() -> tuple[Response, str]:
             nonlocal tries
             tries += 1
+            if entry.kind == "sitemap":
+                return await self._fetcher.fetch(entry.url, True, sitemaps.MAX_BYTES)
             return await self._fetcher.fetch(entry.url, entry.depth < self._crawl.max_depth)
 
         def stale_connection(exc: BaseException) -> bool:
@@ -152,9 +155,13 @@ class Worker:
             )
         if decision.fetched:  # robots.txt used this request slot: the URL waits its turn
             not_before = self._wall() + self._scheduler.delay_of(entry.host)
-            return Outcome(
+            held = Outcome(
                 entry, OutcomeKind.DEFER, State.QUEUED, attempts, "robots_fetched", not_before
             )
+            if self._crawl.sitemaps and decision.sitemaps:
+                # The host names its sitemaps itself: they are read whatever the scope.
+                self._follow(entry, list(decision.sitemaps), held, 0, "sitemap", scoped=False)
+            return held
         return None
 
     def _judge_error(self, entry: Entry, exc: FetchError, attempts: int) -> Outcome:
@@ -206,8 +213,22 @@ class Worker:
             entry, OutcomeKind.TERMINAL, State.DONE, attempts, response=response, status=status
         )
         if 200 <= status < 300 and response.decoded is not None:
-            self._discover(entry, response, outcome)
+            if entry.kind == "sitemap":
+                self._read_sitemap(entry, response, outcome)
+            else:
+                self._discover(entry, response, outcome)
         return outcome
+
+    def _read_sitemap(self, entry: Entry, response: Response, outcome: Outcome) -> None:
+        """A sitemap's URLs enter at depth 1 (an index's sitemaps stay sitemaps)."""
+        found = sitemaps.parse(response.decoded or b"")
+        response.decoded = None
+        outcome.links_truncated = found.truncated
+        if found.error is not None:
+            outcome.message = f"sitemap not fully read: {found.error}"
+        kind = "sitemap" if found.index else None
+        depth = entry.depth if found.index else entry.depth + 1
+        self._follow(entry, found.urls, outcome, depth=depth, kind=kind)
 
     def _discover(self, entry: Entry, response: Response, outcome: Outcome) -> None:
         """Follow the page's links that are in scope (one depth further)."""
@@ -222,15 +243,27 @@ class Worker:
             x_robots_tag=response.header("x-robots-tag"),
         )
         response.decoded = None  # not needed any more: free it before the writer's queue
-        origin = entry.origin or entry.host
         outcome.links_truncated = found.truncated
-        for url in found.urls:
+        self._follow(entry, found.urls, outcome, depth=entry.depth + 1)
+
+    def _follow(
+        self,
+        entry: Entry,
+        urls: list[str],
+        outcome: Outcome,
+        depth: int,
+        kind: str | None = None,
+        scoped: bool = True,
+    ) -> None:
+        """Add the fetchable, in-scope `urls` to the outcome's new URLs."""
+        origin = entry.origin or entry.host
+        for url in urls:
             try:
                 key = url_key(canonical(validate(url)))
-            except BadURL:
+                host = host_of(url)
+            except ValueError:  # BadURL included
                 continue
-            host = host_of(url)
-            if not self._scope.allows(url, host, origin):
+            if scoped and not self._scope.allows(url, host, origin):
                 outcome.out_of_scope += 1
                 continue
             outcome.new_urls.append(
@@ -238,9 +271,10 @@ class Worker:
                     key=key,
                     url=url,
                     host=host,
-                    depth=entry.depth + 1,
+                    depth=depth,
                     discovered_from=entry.url,
                     origin=origin,
+                    kind=kind,
                 )
             )
         outcome.links = len(outcome.new_urls)

@@ -115,11 +115,11 @@ class Writer:
                 if outcome.response is not None:
                     outcome.response.close()
         for o in batch:
+            commit.discovered.extend(o.new_urls)
             if o.kind is OutcomeKind.TERMINAL:
                 commit.finished.append(
                     Finished(o.entry.key, o.state, o.reason, o.status, o.attempts, o.fetched_at)
                 )
-                commit.discovered.extend(o.new_urls)
             else:
                 commit.deferred.append(
                     Deferred(o.entry.key, o.attempts, o.not_before, o.reason, o.status)

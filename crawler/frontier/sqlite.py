@@ -23,14 +23,15 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 _INSERT = (
     "INSERT OR IGNORE INTO urls"
-    " (key, url, host, depth, redirects, chain, discovered_from, origin)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " (key, url, host, depth, redirects, chain, discovered_from, origin, kind)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _CLAIM = (
     "UPDATE urls SET state = 'leased', lease_until = ? WHERE key IN ("
     " SELECT key FROM urls WHERE state = 'queued' AND not_before <= ?"
     " ORDER BY not_before, key LIMIT ?)"
-    " RETURNING key, url, host, attempts, depth, redirects, chain, discovered_from, status, origin"
+    " RETURNING key, url, host, attempts, depth, redirects, chain, discovered_from, status,"
+    " origin, kind"
 )
 _FINISH = (
     "UPDATE urls SET state = ?, reason = ?, status = ?, attempts = ?, finished_at = ?,"
@@ -70,7 +71,17 @@ def _migrations() -> list[tuple[int, str, str]]:
 
 
 def _row(u: NewURL) -> tuple[object, ...]:
-    return (u.key, u.url, u.host, u.depth, u.redirects, u.chain, u.discovered_from, u.origin)
+    return (
+        u.key,
+        u.url,
+        u.host,
+        u.depth,
+        u.redirects,
+        u.chain,
+        u.discovered_from,
+        u.origin,
+        u.kind,
+    )
 
 
 def _statements(sql: str) -> list[str]:
@@ -171,10 +182,7 @@ class SQLiteFrontier:
 
     async def add(self, urls: Sequence[NewURL]) -> int:
         # Key order keeps the B-tree inserts local: much faster for large seed lists.
-        rows = sorted(
-            (u.key, u.url, u.host, u.depth, u.redirects, u.chain, u.discovered_from, u.origin)
-            for u in urls
-        )
+        rows = [_row(u) for u in sorted(urls, key=lambda u: u.key)]
         async with self._transaction() as db:
             before = db.total_changes
             await db.executemany(_INSERT, rows)
@@ -201,22 +209,7 @@ class SQLiteFrontier:
                     [(d.attempts, d.not_before, d.reason, d.status, d.key) for d in batch.deferred],
                 )
             if batch.discovered:
-                await db.executemany(
-                    _INSERT,
-                    [
-                        (
-                            u.key,
-                            u.url,
-                            u.host,
-                            u.depth,
-                            u.redirects,
-                            u.chain,
-                            u.discovered_from,
-                            u.origin,
-                        )
-                        for u in batch.discovered
-                    ],
-                )
+                await db.executemany(_INSERT, [_row(u) for u in batch.discovered])
             if batch.outputs:
                 await db.executemany(_OUTPUT, list(batch.outputs.items()))
             if batch.hosts:
