@@ -134,3 +134,29 @@ def test_crawl_delay_is_capped(tmp_path: Path, make_site: SiteFactory) -> None:
     starts = sorted(hit.started for hit in s.hits)
     assert starts[-1] - starts[0] < 5
     assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.3 - 0.005
+
+
+def test_wildcards_and_end_anchor(tmp_path: Path, make_site: SiteFactory) -> None:
+    s = make_site()
+    s.route("/robots.txt", site.ok(b"User-agent: *\nDisallow: /*.pdf$\nDisallow: /tmp*/x\n"))
+    urls = _pages(s, "/doc.pdf", "/doc.pdf?download=1", "/tmp1/x", "/tmp1/y")
+    data = tmp_path / "crawl"
+    assert crawl(data, urls, OBEY) == 0
+    states = {u: line["state"] for u, line in index(data).items()}
+    assert states == {
+        s.url("/doc.pdf"): "skipped",
+        s.url("/doc.pdf?download=1"): "done",
+        s.url("/tmp1/x"): "skipped",
+        s.url("/tmp1/y"): "done",
+    }
+
+
+def test_a_stalled_robots_txt_makes_urls_wait(tmp_path: Path, make_site: SiteFactory) -> None:
+    s = make_site()
+    s.route("/robots.txt", site.sequence(site.stall_headers(30), site.ok(b"User-agent: *\n")))
+    urls = _pages(s, "/a")
+    data = tmp_path / "crawl"
+    assert crawl(data, urls, OBEY, "fetch.read_timeout=0.3", "robots.retry_base=0.2") == 0
+    assert len(s.hits_for("/robots.txt")) == 2
+    line = index(data)[s.url("/a")]
+    assert (line["state"], line["attempts"]) == ("done", 1)
