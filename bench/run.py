@@ -6,6 +6,12 @@ with politeness opened up, measure wall time, child CPU time and peak RSS (media
 --repeat runs), do the same with a bare Scrapy spider (bench/scrapy_ref.py), time
 `crawler seed` on 1,000,000 URLs, then print a table and write results.json.
 
+Crawl mode (`--only crawl-mode`, also part of `all`): from one seed per host (its first
+page), both tools follow same-host links without a depth limit, robots.txt obeyed, state
+durable (the crawler's frontier database; Scrapy's JOBDIR). Measured over the pages
+reachable from the seeds, which are computed from the corpus and checked against what each
+tool fetched.
+
 All traffic stays on loopback. Every child process runs under a timeout.
 """
 
@@ -16,6 +22,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -35,7 +42,15 @@ BENCH_DIR = Path(__file__).resolve().parent
 CORPUS_VERSION = 1
 SEED_URLS = 1_000_000
 SEED_HOSTS = 1_000
-TARGETS = {"speedup": 1.5, "cpu_per_1000": 1.5, "rss_mb": 150, "seed_seconds": 20}
+CRAWL_MAX_DEPTH = 1000  # the most crawl.max_depth accepts: in effect unlimited here
+TARGETS = {
+    "speedup": 1.5,
+    "cpu_per_1000": 1.5,
+    "rss_mb": 150,
+    "seed_seconds": 20,
+    "crawl_speedup": 4.0,  # crawl mode: crawler pages/s over Scrapy's (JOBDIR, robots on)
+    "crawl_cpu_vs_bulk": 1.25,  # crawl mode CPU per page over our own bulk mode's
+}
 
 
 # --------------------------------------------------------------------------- corpus
@@ -130,6 +145,44 @@ def write_seeds(path: Path, pages: int, hosts: int, port: int, seed: int) -> lis
     return urls
 
 
+def write_crawl_seeds(path: Path, hosts: int, port: int) -> list[str]:
+    """One seed per host: its first page (page h is the first page of host h)."""
+    urls = [page_url(h, hosts, port) for h in range(hosts)]
+    path.write_text("\n".join(urls) + "\n", encoding="utf-8")
+    return urls
+
+
+HREF = re.compile(rb'href="([^"#]+)"')
+
+
+def reachable_pages(site: Path, hosts: int, port: int) -> list[str]:
+    """URLs reachable from each host's first page through same-host links (breadth first).
+
+    Read from the generated files, so it is what a crawler in host scope can find: the
+    links are random, and a page that no page of its host links to is never reached.
+    """
+    found = []
+    for h in range(hosts):
+        own = f"http://{host_ip(h)}:{port}"
+        seen = {h}
+        queue = [h]
+        while queue:
+            page = queue.pop()
+            body = (site / f"h{h}" / f"p{page}.html").read_bytes()
+            for raw in HREF.findall(body):
+                href = raw.decode()
+                if href.startswith(own + "/"):
+                    href = href[len(own) :]
+                if not (href.startswith("/p") and href.endswith(".html")):
+                    continue
+                target = int(href[2:-5])
+                if target not in seen:
+                    seen.add(target)
+                    queue.append(target)
+        found += [f"{own}/p{page}.html" for page in sorted(seen)]
+    return found
+
+
 def write_million_seeds(path: Path, seed: int) -> None:
     if path.exists():
         return
@@ -149,8 +202,12 @@ def nginx_conf(prefix: Path, site: Path, hosts: int, port: int, workers: str) ->
         f"    {kind}_temp_path {prefix / 'tmp' / kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
+    # No robots.txt in the corpus: a 404, which means "allow all" (RFC 9309) to both
+    # tools; not logged, so that error.log only shows real trouble.
+    robots = "location = /robots.txt { log_not_found off; }"
     servers = "\n".join(
-        f"    server {{ listen {host_ip(h)}:{port}; server_name _; root {site / f'h{h}'}; }}"
+        f"    server {{ listen {host_ip(h)}:{port}; server_name _; "
+        f"root {site / f'h{h}'}; {robots} }}"
         for h in range(hosts)
     )
     user = "user root;\n" if os.geteuid() == 0 else ""
@@ -289,7 +346,8 @@ def crawler_exe() -> Path:
     return Path(sys.executable).parent / "crawler"
 
 
-def check_index(data_dir: Path, seeds: list[str]) -> dict[str, Any]:
+def check_index(data_dir: Path, expected: list[str]) -> dict[str, Any]:
+    """Index lines by state; `missing`/`extra`: expected URLs without a line, and the reverse."""
     states: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     urls: set[str] = set()
@@ -303,21 +361,32 @@ def check_index(data_dir: Path, seeds: list[str]) -> dict[str, Any]:
                 if record.get("state") != "done":
                     reasons[f"{record.get('reason')}/{record.get('status')}"] += 1
                 urls.add(record.get("url"))
-    missing = len(set(seeds) - urls)
-    return {"lines": lines, "states": dict(states), "reasons": dict(reasons), "missing": missing}
+    missing = len(set(expected) - urls)
+    extra = len(urls - set(expected))
+    return {
+        "lines": lines,
+        "states": dict(states),
+        "reasons": dict(reasons),
+        "missing": missing,
+        "extra": extra,
+    }
 
 
-def run_crawler(args: argparse.Namespace, seeds_file: Path, seeds: list[str], i: int) -> Run:
-    data_dir = args.workdir / "runs" / f"crawler-{i}"
+def run_crawler(
+    args: argparse.Namespace, seeds_file: Path, expected: list[str], i: int, crawl: bool = False
+) -> Run:
+    """Bulk mode: fetch the seeds. Crawl mode: follow links from them (robots on by default).
+
+    Either way the index must hold one "done" line per expected URL and nothing else.
+    """
+    name = "crawler-crawl" if crawl else "crawler"
+    data_dir = args.workdir / "runs" / f"{name}-{i}"
     shutil.rmtree(data_dir, ignore_errors=True)
     per_host = -(-args.crawler_concurrency // args.hosts)
-    cmd = [
-        str(crawler_exe()),
-        "run",
-        "--data-dir",
-        str(data_dir),
-        "--seeds",
-        str(seeds_file),
+    cmd = [str(crawler_exe()), "run", "--data-dir", str(data_dir), "--seeds", str(seeds_file)]
+    if crawl:
+        cmd += ["--max-depth", str(CRAWL_MAX_DEPTH)]
+    cmd += [
         "--set",
         "politeness.delay=0",
         "--set",
@@ -330,12 +399,15 @@ def run_crawler(args: argparse.Namespace, seeds_file: Path, seeds: list[str], i:
         'log.level="warning"',
         "--quiet",
     ]
-    log = args.workdir / "runs" / f"crawler-{i}.log"
+    log = args.workdir / "runs" / f"{name}-{i}.log"
     run = measure(cmd, log, args.timeout)
     if run.exit_code == 0:
-        run.detail = check_index(data_dir, seeds)
+        run.detail = check_index(data_dir, expected)
         done = run.detail["states"].get("done", 0)
-        run.ok = run.detail["lines"] == len(seeds) == done and run.detail["missing"] == 0
+        run.ok = (
+            run.detail["lines"] == len(expected) == done
+            and run.detail["missing"] == run.detail["extra"] == 0
+        )
     if not run.ok:
         run.detail["log_tail"] = _tail(log)
     if not args.keep:
@@ -359,6 +431,60 @@ def run_scrapy(args: argparse.Namespace, seeds_file: Path, seeds: list[str], i: 
     if not run.ok:
         run.detail["log_tail"] = _tail(log)
     return run
+
+
+def run_scrapy_crawl(
+    args: argparse.Namespace, seeds_file: Path, expected: list[str], i: int
+) -> Run:
+    """Scrapy crawling from the same seeds (bench/scrapy_crawl_ref.py), JOBDIR fresh per run."""
+    stats_file = args.workdir / "runs" / f"scrapy-crawl-{i}.json"
+    stats_file.unlink(missing_ok=True)
+    jobdir = args.workdir / "runs" / f"scrapy-crawl-{i}.job"
+    shutil.rmtree(jobdir, ignore_errors=True)
+    cmd = [sys.executable, str(BENCH_DIR / "scrapy_crawl_ref.py"), str(seeds_file)]
+    cmd += [str(stats_file), "--jobdir", str(jobdir), "--concurrency", str(args.concurrency)]
+    log = args.workdir / "runs" / f"scrapy-crawl-{i}.log"
+    run = measure(cmd, log, args.timeout, cwd=args.workdir)
+    if run.exit_code == 0 and stats_file.exists():
+        stats = json.loads(stats_file.read_text())
+        fetched = stats.pop("bench/fetched_urls", [])
+        statuses = {
+            k.rsplit("/", 1)[1]: v
+            for k, v in stats.items()
+            if k.startswith("downloader/response_status_count/")
+        }
+        errors = {k: v for k, v in stats.items() if "exception" in k or k == "log_count/ERROR"}
+        run.detail = {
+            "responses_200": statuses.get("200", 0),
+            "statuses": statuses,  # robots.txt requests included (404 here)
+            "robots_requests": stats.get("robotstxt/request_count", 0),
+            "disk_queue_pushes": stats.get("scheduler/enqueued/disk", 0),
+            "dupefilter_filtered": stats.get("dupefilter/filtered", 0),
+            "missing": len(set(expected) - set(fetched)),
+            "extra": len(set(fetched) - set(expected)),
+            "errors": errors,
+        }
+        run.ok = (
+            statuses.get("200", 0) == len(fetched) == len(expected)
+            and run.detail["missing"] == run.detail["extra"] == 0
+            and run.detail["disk_queue_pushes"] > 0  # JOBDIR was in use
+        )
+    if not run.ok:
+        run.detail["log_tail"] = _tail(log)
+    if not args.keep:
+        shutil.rmtree(jobdir, ignore_errors=True)
+    return run
+
+
+def nginx_errors(error_log: Path, offset: int) -> dict[str, Any]:
+    """Lines nginx added to error.log since `offset`, by level, with a few samples."""
+    if not error_log.exists():
+        return {"lines": 0}
+    with error_log.open("rb") as fh:
+        fh.seek(offset)
+        new = fh.read().decode(errors="replace").splitlines()
+    levels = Counter(m.group(1) for line in new if (m := re.search(r"\[(\w+)\]", line)))
+    return {"lines": len(new), "levels": dict(levels), "samples": new[:5]}
 
 
 def run_seed(args: argparse.Namespace, million: Path, i: int) -> Run:
@@ -401,9 +527,10 @@ def _parse_json(text: str) -> Any:
 def summarise(runs: list[Run], pages: int) -> dict[str, Any]:
     good = [r for r in runs if r.ok]
     if not good:
-        return {"ok": False, "runs": [asdict(r) for r in runs]}
+        return {"ok": False, "pages": pages, "runs": [asdict(r) for r in runs]}
     return {
         "ok": len(good) == len(runs),
+        "pages": pages,
         "pages_per_s": statistics.median(pages / r.wall for r in good),
         "cpu_per_1000": statistics.median(r.cpu / pages * 1000 for r in good),
         "rss_mb": statistics.median(r.rss_mb for r in good),
@@ -417,6 +544,8 @@ CHECKS = [  # key in TARGETS, label, higher is better
     ("cpu_per_1000", "crawler CPU-s per 1000 pages", False),
     ("rss_mb", "crawler peak RSS (MB)", False),
     ("seed_seconds", f"crawler seed {SEED_URLS:,} URLs (s)", False),
+    ("crawl_speedup", "crawl mode: crawler/scrapy pages/s", True),
+    ("crawl_cpu_vs_bulk", "crawl mode CPU/page vs bulk (x)", False),
 ]
 
 
@@ -432,6 +561,12 @@ def add_checks(results: dict[str, Any]) -> list[str]:
         values["rss_mb"] = crawler["rss_mb"]
     if "wall_s" in seed:
         values["seed_seconds"] = seed["wall_s"]
+    crawl, scrapy_crawl = (results.get(k) or {} for k in ("crawler-crawl", "scrapy-crawl"))
+    if "pages_per_s" in crawl and "pages_per_s" in scrapy_crawl:
+        values["crawl_speedup"] = crawl["pages_per_s"] / scrapy_crawl["pages_per_s"]
+        values["crawl_cpu_ratio"] = crawl["cpu_per_1000"] / scrapy_crawl["cpu_per_1000"]
+    if "pages_per_s" in crawl and "pages_per_s" in crawler:
+        values["crawl_cpu_vs_bulk"] = crawl["cpu_per_1000"] / crawler["cpu_per_1000"]
     results["checks"] = values
     lines = []
     for key, label, higher in CHECKS:
@@ -443,21 +578,24 @@ def add_checks(results: dict[str, Any]) -> list[str]:
             lines.append(f"{label:<34}{value:>9.2f}   target {sign} {target:<5} {verdict}")
     if "cpu_ratio" in values:
         lines.append(f"{'crawler/scrapy CPU per page (x)':<34}{values['cpu_ratio']:>9.2f}")
+    if "crawl_cpu_ratio" in values:
+        label = "crawl mode: crawler/scrapy CPU/page"
+        lines.append(f"{label:<34}{values['crawl_cpu_ratio']:>9.2f}")
     return lines
 
 
 def print_table(results: dict[str, Any]) -> None:
-    print(f"\n{'':10}{'pages/s':>10}{'CPU-s/1000':>12}{'peak RSS MB':>13}{'wall s':>9}  runs ok")
-    for name in ("crawler", "scrapy"):
+    print(f"\n{'':14}{'pages/s':>8}{'CPU-s/1000':>12}{'peak RSS MB':>13}{'wall s':>9}  runs ok")
+    for name in ("crawler", "scrapy", "crawler-crawl", "scrapy-crawl"):
         s = results.get(name)
         if not s:
             continue
         ok = sum(r["ok"] for r in s["runs"])
         if "pages_per_s" not in s:
-            print(f"{name:10}{'failed':>10}  (see results.json){'':17}0/{len(s['runs'])}")
+            print(f"{name:14}{'failed':>8}  (see results.json){'':17}0/{len(s['runs'])}")
             continue
         print(
-            f"{name:10}{s['pages_per_s']:>10.0f}{s['cpu_per_1000']:>12.2f}"
+            f"{name:14}{s['pages_per_s']:>8.0f}{s['cpu_per_1000']:>12.2f}"
             f"{s['rss_mb']:>13.0f}{s['wall_s']:>9.1f}  {ok}/{len(s['runs'])}"
         )
     seed = results.get("seed")
@@ -490,7 +628,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=64,
         help="crawler's fetch.concurrency (64 is its best on 2 cores; more only adds CPU)",
     )
-    p.add_argument("--only", choices=["crawler", "scrapy", "seed", "all"], default="all")
+    p.add_argument(
+        "--only",
+        choices=["crawler", "scrapy", "seed", "crawl-mode", "all"],
+        default="all",
+        help="crawl-mode: both tools in crawl mode, plus the crawler in bulk mode (the CPU ratio)",
+    )
     p.add_argument("--workdir", type=Path, default=BENCH_DIR / "out")
     p.add_argument("--port", type=int, default=18080)
     p.add_argument("--seed", type=int, default=42, help="RNG seed for corpus and seed order")
@@ -517,17 +660,50 @@ def fetch_benchmarks(args: argparse.Namespace, results: dict[str, Any]) -> None:
     seeds_file = args.workdir / "seeds.txt"
     seeds = write_seeds(seeds_file, args.pages, args.hosts, args.port, args.seed)
     wanted = [n for n in ("crawler", "scrapy") if args.only in (n, "all")]
+    if args.only == "crawl-mode":
+        wanted = ["crawler"]  # the bulk figure for the CPU ratio, from this invocation
+    if args.only in ("crawl-mode", "all"):
+        wanted += ["crawler-crawl", "scrapy-crawl"]
+        crawl_seeds_file = args.workdir / "seeds-crawl.txt"
+        write_crawl_seeds(crawl_seeds_file, args.hosts, args.port)
+        reachable = reachable_pages(site, args.hosts, args.port)
+        results["crawl_mode"] = {
+            "seeds": args.hosts,
+            "reachable": len(reachable),
+            "unreachable": args.pages - len(reachable),
+            "bulk_figure": "crawler bulk-mode runs of this invocation",
+        }
+        print(
+            f"crawl mode: {args.hosts} seeds, {len(reachable)} of {args.pages} pages reachable "
+            "through same-host links"
+        )
+    runners = {
+        "crawler": (run_crawler, seeds_file, seeds),
+        "scrapy": (run_scrapy, seeds_file, seeds),
+    }
+    if "crawler-crawl" in wanted:
+        runners["crawler-crawl"] = (
+            lambda *a: run_crawler(*a, crawl=True),
+            crawl_seeds_file,
+            reachable,
+        )
+        runners["scrapy-crawl"] = (run_scrapy_crawl, crawl_seeds_file, reachable)
+    error_log = args.workdir / "nginx" / "logs" / "error.log"
     with nginx_running(args.workdir, site, args.hosts, args.port, args.nginx_workers):
+        offset = error_log.stat().st_size if error_log.exists() else 0
         for name in wanted:
-            runner = run_crawler if name == "crawler" else run_scrapy
+            runner, runner_seeds, expected = runners[name]
             runs = []
             for i in range(args.repeat):
-                run = runner(args, seeds_file, seeds, i)
-                print(f"{name} run {i + 1}/{args.repeat}: {describe(run, args.pages)}")
+                run = runner(args, runner_seeds, expected, i)
+                print(f"{name} run {i + 1}/{args.repeat}: {describe(run, len(expected))}")
                 if not run.ok:
                     print(json.dumps(run.detail, indent=1)[:3000])
                 runs.append(run)
-            results[name] = summarise(runs, args.pages)
+            results[name] = summarise(runs, len(expected))
+        results["nginx_errors"] = nginx_errors(error_log, offset)
+    if results["nginx_errors"]["lines"]:
+        print(f"nginx error.log: {json.dumps(results['nginx_errors'], indent=1)[:2000]}")
 
 
 def seed_benchmark(args: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -556,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only != "scrapy" and not crawler_exe().exists():
         print(f"error: {crawler_exe()} not found; pip install . into this venv", file=sys.stderr)
         return 2
-    if args.only in ("scrapy", "all") and importlib.util.find_spec("scrapy") is None:
+    if args.only in ("scrapy", "crawl-mode", "all") and importlib.util.find_spec("scrapy") is None:
         print("error: scrapy missing; pip install -r bench/requirements.txt", file=sys.stderr)
         return 2
     results: dict[str, Any] = {
@@ -572,7 +748,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.workdir / "results.json"
     out.write_text(json.dumps(results, indent=1))
     print(f"\nresults: {out}")
-    failed = [k for k in ("crawler", "scrapy", "seed") if k in results and not results[k]["ok"]]
+    names = ("crawler", "scrapy", "crawler-crawl", "scrapy-crawl", "seed")
+    failed = [k for k in names if k in results and not results[k]["ok"]]
     return 1 if failed else 0
 
 

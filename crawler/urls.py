@@ -15,7 +15,8 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # userinfo, no fragment, no percent-escapes and only characters that need no escaping.
 # For these, canonicalisation is the identity; everything else takes the w3lib path.
 _CANONICAL = re.compile(
-    r"(?P<origin>https?://(?P<host>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?))"
+    r"(?P<origin>(?P<scheme>https?)://(?P<host>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)"
+    r"(?::(?P<port>[1-9][0-9]{0,4}))?)"
     r"(?P<path>/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?(?P<query>\?[A-Za-z0-9._~!$&()*+,;=:@/?-]+)?"
 )
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
@@ -59,7 +60,7 @@ def canonical(url: str) -> str:
     percent-encoding normalised (unreserved characters decoded, escapes upper-cased),
     unsafe characters escaped by w3lib; the query keeps its order.
     """
-    match = _CANONICAL.fullmatch(url)
+    match = _fast(url)
     if match is not None:
         return _fast_canonical(url, match)
     safe = safe_url_string(url)
@@ -79,6 +80,17 @@ def canonical(url: str) -> str:
     return urlunsplit((scheme, netloc, path, query, ""))
 
 
+def _fast(url: str) -> re.Match[str] | None:
+    """A match when `url` is already canonical (a default port written out is not)."""
+    match = _CANONICAL.fullmatch(url)
+    if match is None or len(url) > MAX_URL_LENGTH:  # ASCII only: characters = bytes
+        return None
+    port = match.group("port")
+    if port is not None and (int(port) > 65535 or int(port) == DEFAULT_PORTS[match["scheme"]]):
+        return None
+    return match
+
+
 def _fast_canonical(url: str, match: re.Match[str]) -> str:
     if match.group("path") is not None:
         return url
@@ -87,9 +99,11 @@ def _fast_canonical(url: str, match: re.Match[str]) -> str:
 
 def identify(text: str) -> tuple[int, str]:
     """Validate `text` and return its (key, host): the one call on the seeding hot path."""
-    match = _CANONICAL.fullmatch(text)
-    if match is not None and len(text) <= MAX_URL_LENGTH:  # ASCII only: characters = bytes
-        return url_key(_fast_canonical(text, match)), match.group("host")
+    match = _fast(text)
+    if match is not None:
+        port = match.group("port")
+        host = match.group("host") if port is None else f"{match.group('host')}:{port}"
+        return url_key(_fast_canonical(text, match)), host
     validate(text)
     return url_key(canonical(text)), host_of(text)
 

@@ -27,7 +27,7 @@ from crawler.robots import Robots
 from crawler.scheduler import Scheduler
 from crawler.scope import Scope
 from crawler.settings import CrawlSettings
-from crawler.urls import BadURL, canonical, host_of, url_key, validate
+from crawler.urls import BadURL, canonical, host_of, identify, url_key, validate
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_IN_PLACE_WAIT = 5.0  # an in-place retry never waits longer than this for politeness
@@ -259,8 +259,7 @@ class Worker:
         origin = entry.origin or entry.host
         for url in urls:
             try:
-                key = url_key(canonical(validate(url)))
-                host = host_of(url)
+                key, host = identify(url)
             except ValueError:  # BadURL included
                 continue
             if scoped and not self._scope.allows(url, host, origin):
