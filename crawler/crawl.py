@@ -72,7 +72,6 @@ async def add_seeds(frontier: Frontier, paths: Sequence[str], report: SeedReport
 @dataclass(slots=True)
 class RunResult:
     interrupted: int | None  # the signal that stopped the run, if any
-    committed: int
 
 
 class Crawl:
@@ -90,7 +89,6 @@ class Crawl:
         )
         self._workers_scope = anyio.CancelScope()
         self.interrupted: int | None = None
-        self.committed = 0
 
     async def recover(self) -> None:
         """Make the output files agree with the database, and take back stale leases."""
@@ -102,7 +100,6 @@ class Crawl:
             log.info("leases_released", count=released)
 
     def _on_commit(self, batch: list[Outcome]) -> None:
-        self.committed += len(batch)
         self._scheduler.committed()
 
     async def _watch_signals(self) -> None:
@@ -180,4 +177,4 @@ class Crawl:
                 await self._frontier.release(self._scheduler.leftovers())
                 await fetcher.aclose()
                 await anyio.to_thread.run_sync(self._sink.close)
-        return RunResult(self.interrupted, self.committed)
+        return RunResult(self.interrupted)

@@ -15,9 +15,6 @@ class State(enum.StrEnum):
     SKIPPED = "skipped"
 
 
-TERMINAL_STATES = (State.DONE, State.FAILED, State.SKIPPED)
-
-
 @dataclass(slots=True, frozen=True)
 class NewURL:
     """A URL about to enter the frontier (from a seed file or a redirect)."""

@@ -27,7 +27,7 @@ from crawler.robots import Robots
 from crawler.scheduler import Scheduler
 from crawler.scope import Scope
 from crawler.settings import CrawlSettings
-from crawler.urls import BadURL, canonical, host_of, identify, url_key, validate
+from crawler.urls import identify
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_IN_PLACE_WAIT = 5.0  # an in-place retry never waits longer than this for politeness
@@ -300,8 +300,8 @@ class Worker:
             target = target.encode("latin-1").decode("utf-8")
         try:
             target = urljoin(entry.url, target)
-            key = url_key(canonical(validate(target)))
-        except (BadURL, ValueError) as exc:
+            key, host = identify(target)
+        except ValueError as exc:  # BadURL included
             # Still a result (done with its 3xx status); the target is just not followed.
             outcome = Outcome(
                 entry, OutcomeKind.TERMINAL, State.DONE, attempts, status=response.status
@@ -310,7 +310,6 @@ class Worker:
             outcome.message = f"redirect not followed: {exc}"
             outcome.redirect_to = target
             return outcome
-        host = host_of(target)
         # A seed's redirect chain may go anywhere (it names a new seed host); deeper pages'
         # redirects stay in the crawl's scope like their links.
         origin = host if entry.depth == 0 else (entry.origin or entry.host)
