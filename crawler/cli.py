@@ -62,7 +62,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             await crawl.recover()
             if args.seeds:
                 report = SeedReport()
-                await add_seeds(frontier, args.seeds, report)
+                await add_seeds(frontier, args.seeds, report, settings.crawl.sort_query)
                 _report(report)
             result = await crawl.run()
             counts = await frontier.counts()
@@ -78,7 +78,7 @@ async def _seed(args: argparse.Namespace, settings: Settings) -> int:
     frontier = await open_frontier(args.data_dir, settings)
     report = SeedReport()
     try:
-        await add_seeds(frontier, args.files, report)
+        await add_seeds(frontier, args.files, report, settings.crawl.sort_query)
     finally:
         await frontier.aclose()
     _report(report)

@@ -49,13 +49,18 @@ def exclusive(data_dir: Path) -> Iterator[None]:
 async def open_frontier(data_dir: Path, settings: Settings) -> SQLiteFrontier:
     await anyio.Path(data_dir).mkdir(parents=True, exist_ok=True)
     return await SQLiteFrontier.open(
-        data_dir / DB_NAME, fsync=settings.storage.fsync, busy_timeout=settings.storage.busy_timeout
+        data_dir / DB_NAME,
+        fsync=settings.storage.fsync,
+        busy_timeout=settings.storage.busy_timeout,
+        max_per_host=settings.crawl.max_pages_per_host,
     )
 
 
-async def add_seeds(frontier: Frontier, paths: Sequence[str], report: SeedReport) -> None:
+async def add_seeds(
+    frontier: Frontier, paths: Sequence[str], report: SeedReport, sort_query: bool = False
+) -> None:
     """Add seed files to the frontier in batches; parsing (in a thread) overlaps inserting."""
-    batches = read_seeds(paths, report)
+    batches = read_seeds(paths, report, sort_query=sort_query)
     send, receive = anyio.create_memory_object_stream[list[NewURL]](1)
 
     async def parse() -> None:

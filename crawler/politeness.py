@@ -9,8 +9,15 @@ time are saved in the crawl database, so a restart keeps them.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import socket
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
+import anyio
+
+from crawler.domains import hostname, registrable
 from crawler.settings import PolitenessSettings
 
 DECAY_AFTER = 10
@@ -87,3 +94,58 @@ class Pace:
     def on_error(self) -> None:
         """A timeout or connection error: slow down, more gently than for a 429."""
         self._slower(0.5)
+
+
+class BudgetKeys:
+    """Which politeness budget a host[:port] draws on (`politeness.key`).
+
+    `host`: its own. `domain`: one per registrable domain. `ip`: one per server address
+    (the first address DNS gives), so many names on one server share one budget; a name
+    that does not resolve keeps its own budget (its fetch will fail with the DNS error).
+    """
+
+    def __init__(self, mode: str, resolve_timeout: float = 5.0) -> None:
+        self._mode = mode
+        self._timeout = resolve_timeout
+        self._known: dict[str, str] = {}
+
+    def of(self, host: str) -> str:
+        if self._mode == "host":
+            return host
+        if self._mode == "domain":
+            return registrable(host)
+        return self._known.get(host, host)
+
+    async def learn(self, hosts: Iterable[str]) -> None:
+        """Resolve the hosts not yet known (mode `ip` only), a few at a time."""
+        if self._mode != "ip":
+            return
+        todo = [h for h in dict.fromkeys(hosts) if h not in self._known]
+        limit = anyio.CapacityLimiter(32)
+
+        async def resolve(host: str) -> None:
+            async with limit:
+                self._known[host] = await self._address(host)
+
+        async with anyio.create_task_group() as tg:
+            for host in todo:
+                tg.start_soon(resolve, host)
+
+    async def _address(self, host: str) -> str:
+        name = hostname(host)
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_address(name))
+        with anyio.move_on_after(self._timeout):
+            try:
+                infos = await anyio.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+            except (OSError, UnicodeError):  # socket.gaierror is an OSError
+                return host
+            if infos:
+                return str(infos[0][4][0])
+        return host
+
+    def forget(self, keys: Collection[str]) -> None:
+        """Drop what is known of hosts whose budget `keys` were evicted (DNS may change)."""
+        if self._known and keys:
+            for host in [h for h, k in self._known.items() if k in keys or h in keys]:
+                del self._known[host]

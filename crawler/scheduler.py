@@ -1,8 +1,10 @@
 """Scheduler: claims URLs from the frontier and hands them to workers as hosts allow.
 
 Politeness lives here: per host, at most `per_host_concurrency` requests in flight and
-request starts at least `delay` apart. Workers never wait for a host: they take whatever
-URL is ready next. URLs that cannot start soon go back to the frontier with `not_before`.
+request starts at least `delay` apart. "Host" is the politeness budget a URL's host draws on
+(`politeness.key`: the host itself, its registrable domain or its server's address).
+Workers never wait for a host: they take whatever URL is ready next. URLs that cannot start
+soon go back to the frontier with `not_before`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from crawler.frontier import Frontier
 from crawler.models import Entry
-from crawler.politeness import HostState, Pace
+from crawler.politeness import BudgetKeys, HostState, Pace
 from crawler.settings import FrontierSettings, PolitenessSettings
 
 LOOKAHEAD = 30.0  # seconds of work buffered per host; the rest waits in the frontier
@@ -54,7 +56,8 @@ class Scheduler:
         self._settings = settings
         self._clock = clock
         self._wall = wall
-        self._slots: dict[str, HostSlot] = {}
+        self._slots: dict[str, HostSlot] = {}  # by budget key
+        self._keys = BudgetKeys(politeness.key)
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
         self._buffered = 0
@@ -76,10 +79,11 @@ class Scheduler:
     def done(self, entry: Entry) -> None:
         """A worker is finished with `entry` (its outcome is on the way to the writer)."""
         self._inflight.pop(entry.key, None)
-        slot = self._slots.get(entry.host)
+        budget = self._keys.of(entry.host)
+        slot = self._slots.get(budget)
         if slot is not None:
             slot.inflight -= 1
-            self._push(entry.host, slot)
+            self._push(budget, slot)
         self._wakeup.set()
 
     def committed(self) -> None:
@@ -89,13 +93,13 @@ class Scheduler:
 
     def seconds_until_start(self, host: str) -> float:
         """How long before `host` may see another request start (for in-place retries)."""
-        slot = self._slots.get(host)
+        slot = self._slots.get(self._keys.of(host))
         return 0.0 if slot is None else max(0.0, slot.next_start - self._clock())
 
     def reserve_start(self, host: str) -> float:
         """Book `host`'s next request start (for an in-place retry); returns the seconds to
         wait for it. Booking and waiting are one step, so no other URL takes that start."""
-        slot = self._slots.get(host)
+        slot = self._slots.get(self._keys.of(host))
         if slot is None:
             return 0.0
         now = self._clock()
@@ -106,20 +110,20 @@ class Scheduler:
 
     def set_delay(self, host: str, delay: float) -> None:
         """Raise `host`'s delay (robots.txt Crawl-delay), never below politeness.delay."""
-        slot = self._slots.get(host)
+        slot = self._slots.get(self._keys.of(host))
         if slot is not None:
             slot.pace.crawl_delay = delay
             slot.next_start = max(slot.next_start, slot.last_start + slot.pace.delay())
 
     def delay_of(self, host: str) -> float:
-        slot = self._slots.get(host)
+        slot = self._slots.get(self._keys.of(host))
         return self._politeness.delay if slot is None else slot.pace.delay()
 
     def feedback(
         self, host: str, status: int | None, retry_after: float | None, elapsed: float
     ) -> None:
         """How `host` answered (status None: a timeout or connection error): adapt its pace."""
-        slot = self._slots.get(host)
+        slot = self._slots.get(self._keys.of(host))
         if slot is None:
             return
         if status is None:
@@ -156,22 +160,22 @@ class Scheduler:
         return keys
 
     # -- internals ------------------------------------------------------------------------
-    def _slot(self, host: str, saved: HostState | None = None) -> HostSlot:
-        slot = self._slots.get(host)
+    def _slot(self, budget: str, saved: HostState | None = None) -> HostSlot:
+        slot = self._slots.get(budget)
         if slot is None:
-            pace = Pace(host, self._politeness, saved, self._max_block)
-            slot = self._slots[host] = HostSlot(pace=pace, next_start=self._start_floor)
+            pace = Pace(budget, self._politeness, saved, self._max_block)
+            slot = self._slots[budget] = HostSlot(pace=pace, next_start=self._start_floor)
             self._hold(slot)
         return slot
 
-    def _push(self, host: str, slot: HostSlot) -> None:
+    def _push(self, budget: str, slot: HostSlot) -> None:
         if (
             slot.queue
             and not slot.in_heap
             and slot.inflight < self._politeness.per_host_concurrency
         ):
             self._seq += 1
-            heapq.heappush(self._heap, (slot.next_start, self._seq, host))
+            heapq.heappush(self._heap, (slot.next_start, self._seq, budget))
             slot.in_heap = True
 
     async def _refill(self) -> None:
@@ -187,17 +191,19 @@ class Scheduler:
         if not entries:
             self._claim_after = now + IDLE_POLL
             return
-        new_hosts = {e.host for e in entries if e.host not in self._slots}
-        saved = await self._frontier.host_states(list(new_hosts)) if new_hosts else {}
+        await self._keys.learn(e.host for e in entries)
+        budgets = [self._keys.of(e.host) for e in entries]
+        new = {b for b in budgets if b not in self._slots}
+        saved = await self._frontier.host_states(list(new)) if new else {}
         overflow: list[int] = []
-        for entry in entries:
-            slot = self._slot(entry.host, saved.get(entry.host))
+        for entry, budget in zip(entries, budgets, strict=True):
+            slot = self._slot(budget, saved.get(budget))
             if len(slot.queue) >= self._host_cap:
                 overflow.append(entry.key)
                 continue
             slot.queue.append(entry)
             self._buffered += 1
-            self._push(entry.host, slot)
+            self._push(budget, slot)
         if overflow:
             await self._frontier.release(overflow, not_before=wall + LOOKAHEAD)
             if 2 * len(overflow) > len(entries):
@@ -205,28 +211,30 @@ class Scheduler:
 
     def _evict_idle(self, now: float) -> None:
         if len(self._slots) > 4 * self._settings.claim_batch:
-            for host in [
-                h
-                for h, s in self._slots.items()
+            idle = {
+                b
+                for b, s in self._slots.items()
                 if not s.queue and not s.inflight and s.next_start < now and not s.pace.dirty
-            ]:
-                del self._slots[host]
+            }
+            for budget in idle:
+                del self._slots[budget]
+            self._keys.forget(idle)
 
     def _pop_ready(self, now: float) -> Entry | None:
         while self._heap and self._heap[0][0] <= now:
-            _, _, host = heapq.heappop(self._heap)
-            slot = self._slots[host]
+            _, _, budget = heapq.heappop(self._heap)
+            slot = self._slots[budget]
             slot.in_heap = False
             if not slot.queue or slot.inflight >= self._politeness.per_host_concurrency:
                 continue
             if slot.next_start > now:
-                self._push(host, slot)
+                self._push(budget, slot)
                 continue
             entry = slot.queue.popleft()
             self._buffered -= 1
             slot.inflight += 1
             slot.next_start = now + slot.pace.delay()
-            self._push(host, slot)
+            self._push(budget, slot)
             return entry
         return None
 
@@ -265,6 +273,6 @@ class Scheduler:
                 self._inflight[entry.key] = entry
                 await work.send(entry)
                 # The request starts now, not when it was picked: count the delay from here.
-                slot = self._slots[entry.host]
+                slot = self._slots[self._keys.of(entry.host)]
                 slot.last_start = self._clock()
                 slot.next_start = slot.last_start + slot.pace.delay()

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from functools import lru_cache
 
-from publicsuffixlist import PublicSuffixList
-
+from crawler.domains import registrable
 from crawler.settings import CrawlSettings
 
 
@@ -18,19 +15,6 @@ class Scope:
         self._mode = settings.scope
         self._include = [re.compile(r) for r in settings.include]
         self._exclude = [re.compile(r) for r in settings.exclude]
-        psl = PublicSuffixList() if self._mode == "domain" else None
-
-        @lru_cache(maxsize=65536)
-        def registrable(host: str) -> str:
-            """The registrable domain of a host[:port] key; an IP or a bare name: itself."""
-            name = host[1 : host.index("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
-            try:
-                ipaddress.ip_address(name)
-            except ValueError:
-                return (psl.privatesuffix(name) if psl else None) or name
-            return name
-
-        self._registrable = registrable
 
     def patterns_allow(self, url: str) -> bool:
         """Only the include/exclude regexes."""
@@ -41,6 +25,6 @@ class Scope:
     def allows(self, url: str, host: str, origin: str) -> bool:
         if self._mode == "host" and host != origin:
             return False
-        if self._mode == "domain" and self._registrable(host) != self._registrable(origin):
+        if self._mode == "domain" and registrable(host) != registrable(origin):
             return False
         return self.patterns_allow(url)

@@ -41,9 +41,9 @@ class SeedReport:
             self.examples.append(line)
 
 
-def parse_line(text: str) -> NewURL:
+def parse_line(text: str, sort_query: bool = False) -> NewURL:
     """One seed URL (already stripped) as a frontier entry, or BadURL."""
-    key, host = identify(text)
+    key, host = identify(text, sort_query)
     return NewURL(key=key, url=text, host=host)
 
 
@@ -70,7 +70,10 @@ def _lines(stream: IO[bytes], source: str, report: SeedReport) -> Iterator[tuple
 
 
 def read_seeds(
-    paths: Iterable[str], report: SeedReport, batch_size: int = 50_000
+    paths: Iterable[str],
+    report: SeedReport,
+    batch_size: int = 50_000,
+    sort_query: bool = False,
 ) -> Iterator[list[NewURL]]:
     """Yield batches of valid seed URLs from `paths`; bad lines go into `report`."""
     batch: list[NewURL] = []
@@ -85,7 +88,7 @@ def read_seeds(
             for number, text in _lines(stream, source, report):
                 report.read += 1
                 try:
-                    batch.append(parse_line(text))
+                    batch.append(parse_line(text, sort_query))
                 except BadURL as exc:
                     report.bad(BadLine(source, number, f"{exc}: {text[:200]!r}"))
                     continue

@@ -42,6 +42,8 @@ class CrawlSettings:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     sitemaps: bool = False
+    sort_query: bool = False
+    max_pages_per_host: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +62,7 @@ class PolitenessSettings:
     max_delay: float = 60.0
     max_retry_after: float = 3600.0
     latency_factor: float = 0.0
+    key: str = "host"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +137,7 @@ _RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("fetch", "max_redirects"): (lambda v: 0 <= v <= 100, "an integer from 0 to 100"),
     ("fetch", "ca_bundle"): (lambda v: v == "" or Path(v).is_file(), '"" or a readable PEM file'),
     ("crawl", "max_depth"): (lambda v: 0 <= v <= 1000, "an integer from 0 to 1000"),
+    ("crawl", "max_pages_per_host"): (lambda v: v >= 0, "an integer >= 0 (0: no limit)"),
     ("crawl", "max_links_per_page"): (lambda v: v >= 1, "an integer >= 1"),
     ("crawl", "scope"): (lambda v: v in ("host", "domain", "any"), "one of host, domain, any"),
     ("crawl", "include"): (lambda v: all(_is_regex(r) for r in v), "a list of valid regexes"),
@@ -145,6 +149,7 @@ _RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("politeness", "max_delay"): (lambda v: v >= 0, "a number of seconds >= 0"),
     ("politeness", "max_retry_after"): (lambda v: v >= 0, "a number of seconds >= 0"),
     ("politeness", "latency_factor"): (lambda v: 0 <= v <= 100, "a number from 0 to 100"),
+    ("politeness", "key"): (lambda v: v in ("host", "domain", "ip"), "one of host, domain, ip"),
     ("politeness", "per_host_concurrency"): (lambda v: v >= 1, "an integer >= 1"),
     ("politeness", "delay"): (lambda v: v >= 0, "a number of seconds >= 0"),
     ("retry", "max_attempts"): (lambda v: v >= 1, "an integer >= 1"),

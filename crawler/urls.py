@@ -53,16 +53,16 @@ def validate(text: str) -> str:
     return text
 
 
-def canonical(url: str) -> str:
+def canonical(url: str, sort_query: bool = False) -> str:
     """The form used for de-duplication; the URL fetched is always the one given.
 
     Lower-case scheme and host, default port and fragment dropped, empty path made "/",
     percent-encoding normalised (unreserved characters decoded, escapes upper-cased),
-    unsafe characters escaped by w3lib; the query keeps its order.
+    unsafe characters escaped by w3lib; the query keeps its order unless `sort_query`.
     """
     match = _fast(url)
     if match is not None:
-        return _fast_canonical(url, match)
+        return _fast_canonical(url, match, sort_query)
     safe = safe_url_string(url)
     parts = urlsplit(safe)
     scheme = parts.scheme.lower()
@@ -77,7 +77,14 @@ def canonical(url: str) -> str:
         netloc = f"{userinfo}@{netloc}"
     path = _ESCAPE.sub(_normalise_escape, parts.path) or "/"
     query = _ESCAPE.sub(_normalise_escape, parts.query)
+    if sort_query:
+        query = _sorted_query(query)
     return urlunsplit((scheme, netloc, path, query, ""))
+
+
+def _sorted_query(query: str) -> str:
+    """`b=2&a=1` and `a=1&b=2` are one URL (each pair is kept as written, duplicates too)."""
+    return "&".join(sorted(query.split("&"))) if "&" in query else query
 
 
 def _fast(url: str) -> re.Match[str] | None:
@@ -91,21 +98,25 @@ def _fast(url: str) -> re.Match[str] | None:
     return match
 
 
-def _fast_canonical(url: str, match: re.Match[str]) -> str:
+def _fast_canonical(url: str, match: re.Match[str], sort_query: bool = False) -> str:
+    query = match.group("query")
+    if sort_query and query is not None and "&" in query:
+        path = match.group("path") or "/"
+        return f"{match.group('origin')}{path}?{_sorted_query(query[1:])}"
     if match.group("path") is not None:
         return url
-    return f"{match.group('origin')}/{match.group('query') or ''}"
+    return f"{match.group('origin')}/{query or ''}"
 
 
-def identify(text: str) -> tuple[int, str]:
+def identify(text: str, sort_query: bool = False) -> tuple[int, str]:
     """Validate `text` and return its (key, host): the one call on the seeding hot path."""
     match = _fast(text)
     if match is not None:
         port = match.group("port")
         host = match.group("host") if port is None else f"{match.group('host')}:{port}"
-        return url_key(_fast_canonical(text, match)), host
+        return url_key(_fast_canonical(text, match, sort_query)), host
     validate(text)
-    return url_key(canonical(text)), host_of(text)
+    return url_key(canonical(text, sort_query)), host_of(text)
 
 
 def url_key(canonical_url: str) -> int:

@@ -259,7 +259,7 @@ class Worker:
         origin = entry.origin or entry.host
         for url in urls:
             try:
-                key, host = identify(url)
+                key, host = identify(url, self._crawl.sort_query)
             except ValueError:  # BadURL included
                 continue
             if scoped and not self._scope.allows(url, host, origin):
@@ -300,7 +300,7 @@ class Worker:
             target = target.encode("latin-1").decode("utf-8")
         try:
             target = urljoin(entry.url, target)
-            key, host = identify(target)
+            key, host = identify(target, self._crawl.sort_query)
         except ValueError as exc:  # BadURL included
             # Still a result (done with its 3xx status); the target is just not followed.
             outcome = Outcome(

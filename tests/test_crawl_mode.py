@@ -134,3 +134,27 @@ def test_include_and_exclude_patterns(tmp_path: Path, make_site: SiteFactory) ->
     )
     assert sorted(index(data)) == [s.url("/"), s.url("/docs/1")]
     assert index(data)[s.url("/")]["out_of_scope"] == 2
+
+
+def test_max_pages_per_host(tmp_path: Path, make_site: SiteFactory) -> None:
+    s = make_site()
+    s.route("/", site.ok(_page(*(f"/p{i}" for i in range(10)))))
+    s.route("*", site.ok(_page("/", "/more")))
+    data = tmp_path / "crawl"
+    assert crawl(data, [s.url("/")], "crawl.max_depth=3", "crawl.max_pages_per_host=4") == 0
+    assert sorted(index(data)) == sorted(s.url(p) for p in ("/", "/p0", "/p1", "/p2"))
+    assert sorted(h.path for h in s.hits) == ["/", "/p0", "/p1", "/p2"]
+
+
+def test_sort_query_fetches_one_of_each_reordered_url(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    s = make_site()
+    s.route("/", site.ok(_page("/q?a=1&b=2", "/q?b=2&a=1", "/q?a=1&b=3")))
+    s.route("*", site.ok(b"<html>leaf</html>"))
+    sorted_dir = tmp_path / "sorted"
+    assert crawl(sorted_dir, [s.url("/")], "crawl.max_depth=1", "crawl.sort_query=true") == 0
+    assert sorted(index(sorted_dir)) == sorted(s.url(p) for p in ("/", "/q?a=1&b=2", "/q?a=1&b=3"))
+    kept_dir = tmp_path / "kept"
+    assert crawl(kept_dir, [s.url("/")], "crawl.max_depth=1") == 0
+    assert len(index(kept_dir)) == 4  # by default the order makes a different URL

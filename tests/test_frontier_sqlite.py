@@ -540,3 +540,41 @@ async def test_concurrent_verbs_on_one_connection(frontier: SQLiteFrontier) -> N
         tg.start_soon(claimer)
     claimed.extend(e.key for e in await frontier.claim(1000, NOW, LEASE))
     assert len(claimed) == len(set(claimed)) == 250
+
+
+async def test_max_per_host_caps_discoveries_but_never_seeds(db_path: Path) -> None:
+    capped = await SQLiteFrontier.open(db_path, fsync=False, max_per_host=3)
+    try:
+        seeds = [_new(f"http://a.example/s{i}") for i in range(2)]
+        assert await capped.add(seeds) == 2
+        links = [_new(f"http://a.example/l{i}", discovered_from="x") for i in range(5)]
+        others = [_new(f"http://b.example/l{i}", discovered_from="x") for i in range(2)]
+        # A duplicate of a seed is not a new URL and must not use up the budget.
+        await capped.commit(CommitBatch(discovered=[seeds[0], *links, *others]))
+        assert await capped.add([_new(f"http://a.example/s{i}") for i in range(2, 6)]) == 4
+    finally:
+        await capped.aclose()
+    hosts = dict(_rows(db_path, "SELECT host, count(*) FROM urls GROUP BY host"))
+    assert hosts == {"a.example": 2 + 1 + 4, "b.example": 2}
+    kept = {r[0] for r in _rows(db_path, "SELECT url FROM urls WHERE url LIKE '%/l%'")}
+    assert "http://a.example/l0" in kept  # the first link found is the one kept
+    assert "http://a.example/l1" not in kept
+
+
+async def test_max_per_host_counts_what_earlier_runs_added(db_path: Path) -> None:
+    plain = await SQLiteFrontier.open(db_path, fsync=False)
+    try:
+        await plain.commit(
+            CommitBatch(
+                discovered=[_new(f"http://a.example/{i}", discovered_from="x") for i in range(3)]
+            )
+        )
+    finally:
+        await plain.aclose()
+    capped = await SQLiteFrontier.open(db_path, fsync=False, max_per_host=4)
+    try:
+        more = [_new(f"http://a.example/more{i}", discovered_from="x") for i in range(3)]
+        await capped.commit(CommitBatch(discovered=more))
+    finally:
+        await capped.aclose()
+    assert _rows(db_path, "SELECT count(*) FROM urls") == [(4,)]

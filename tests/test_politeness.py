@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import email.utils
+import itertools
 import signal
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from crawler.politeness import DECAY_AFTER, HostState, Pace
+from crawler.politeness import DECAY_AFTER, BudgetKeys, HostState, Pace
 from crawler.settings import PolitenessSettings
 from tests import site
 from tests.crawling import cli_process, crawl, index, sets, write_seeds
 from tests.site import SiteFactory
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 def _pace(**settings: float) -> Pace:
@@ -108,3 +115,49 @@ def test_a_restart_keeps_a_host_blocked(tmp_path: Path, make_site: SiteFactory) 
     after = [h.started for h in s.hits if h.started > blocked_at]
     assert after
     assert min(after) - blocked_at >= 4.0 - 0.005
+
+
+@pytest.mark.anyio
+async def test_budget_keys() -> None:
+    domain = BudgetKeys("domain")
+    assert domain.of("a.example.co.uk:8080") == domain.of("b.example.co.uk") == "example.co.uk"
+    assert domain.of("127.0.0.1:8080") == "127.0.0.1"
+    assert domain.of("[::1]:8080") == "::1"
+    host = BudgetKeys("host")
+    assert host.of("a.example.co.uk:8080") == "a.example.co.uk:8080"
+    ip = BudgetKeys("ip", resolve_timeout=5.0)
+    await ip.learn(["127.0.0.2:8080", "[::1]:81", "name.invalid"])
+    assert ip.of("127.0.0.2:8080") == "127.0.0.2"
+    assert ip.of("[::1]:81") == "::1"
+    assert ip.of("name.invalid") == "name.invalid"  # does not resolve: its own budget
+    assert ip.of("never.learnt") == "never.learnt"
+    ip.forget({"127.0.0.2"})
+    assert ip.of("127.0.0.2:8080") == "127.0.0.2:8080"
+
+
+def test_politeness_key_ip_gives_names_of_one_server_one_budget(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    if socket.getaddrinfo("localhost", None, type=socket.SOCK_STREAM)[0][4][0] != "127.0.0.1":
+        pytest.skip("localhost does not resolve to 127.0.0.1 first here")
+    s = make_site("127.0.0.1")
+    s.route("*", site.ok(b"ok"))
+    by_ip = [s.url(f"/ip{i}") for i in range(3)]
+    by_name = [s.url(f"/name{i}").replace("127.0.0.1", "localhost") for i in range(3)]
+    data = tmp_path / "crawl"
+    assert (
+        crawl(
+            data,
+            by_ip + by_name,
+            "politeness.key=ip",
+            "politeness.delay=0.3",
+            "politeness.per_host_concurrency=1",
+        )
+        == 0
+    )
+    starts = sorted(h.started for h in s.hits)
+    assert len(starts) == 6
+    assert {h.headers["host"].split(":")[0] for h in s.hits} == {"127.0.0.1", "localhost"}
+    # One budget for both names: every start is a delay after the one before.
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.25
+    assert s.max_in_flight == 1

@@ -155,3 +155,37 @@ async def test_an_in_place_retry_books_its_start(tmp_path: Path) -> None:
     finally:
         receive.close()
         await frontier.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("key", "shared"),
+    [("host", False), ("domain", True)],
+)
+async def test_politeness_key_domain_makes_hosts_share_one_budget(
+    tmp_path: Path, key: str, shared: bool
+) -> None:
+    frontier = await _frontier(tmp_path, {"a.example.co.uk": 1, "b.example.co.uk:8080": 1})
+    now = [1000.0]
+    scheduler = Scheduler(
+        frontier,
+        PolitenessSettings(per_host_concurrency=1, delay=10.0, key=key),
+        FrontierSettings(claim_batch=8),
+        clock=lambda: now[0],
+    )
+    send, receive = anyio.create_memory_object_stream[Entry](0)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run, send)
+            now[0] += 10  # past the restart floor
+            first = await receive.receive()
+            scheduler.done(first)
+            # One budget for the domain: the other host waits for the delay; two: it does not.
+            assert await _nothing_within(receive, 0.2) is shared
+            if shared:
+                now[0] += 10
+                await receive.receive()
+            scheduler.stop()
+    finally:
+        receive.close()
+        await frontier.aclose()

@@ -373,3 +373,29 @@ def test_host_of_ipv6_with_port_is_unambiguous() -> None:
 def test_a_trailing_dot_names_the_same_host() -> None:
     assert host_of("http://example.com./x") == host_of("http://example.com/x") == "example.com"
     assert canonical("http://Example.COM./x") == canonical("http://example.com/x")
+
+
+# -- crawl.sort_query -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("http://example.com/p?b=2&a=1", "http://example.com/p?a=1&b=2"),  # fast path
+        ("http://example.com?b=2&a=1", "http://example.com/?a=1&b=2"),
+        ("http://Example.com/p?b=%7e&a=1#x", "http://example.com/p?a=1&b=~"),  # w3lib path
+        ("http://example.com:8080/?z=1&a=1&z=0", "http://example.com:8080/?a=1&z=0&z=1"),
+    ],
+)
+def test_sort_query_makes_parameter_order_irrelevant(one: str, other: str) -> None:
+    assert identify(one, sort_query=True) == identify(other, sort_query=True)
+    assert identify(one) != identify(other)  # off by default: the order is kept
+
+
+def test_sort_query_keeps_each_pair_and_duplicates_as_written() -> None:
+    assert canonical("http://example.com/?b=2&a=&b=1", sort_query=True) == (
+        "http://example.com/?a=&b=1&b=2"
+    )
+    assert canonical("http://example.com/?only=1", sort_query=True) == (
+        "http://example.com/?only=1"
+    )

@@ -26,6 +26,23 @@ _INSERT = (
     " (key, url, host, depth, redirects, chain, discovered_from, origin, kind)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# With max_pages_per_host, this connection counts URLs per host as they are inserted (a
+# temporary trigger: no cost to crawls without the cap), and a discovered URL is added only
+# while its host has fewer than ?10.
+_COUNT_PER_HOST = (
+    "CREATE TEMP TABLE host_urls (host TEXT PRIMARY KEY, urls INTEGER NOT NULL) WITHOUT ROWID",
+    "INSERT INTO temp.host_urls (host, urls) SELECT host, count(*) FROM main.urls GROUP BY host",
+    # INSERT OR IGNORE fires it only for rows really inserted: duplicates do not count.
+    "CREATE TEMP TRIGGER urls_per_host AFTER INSERT ON main.urls BEGIN"
+    " INSERT INTO host_urls (host, urls) VALUES (NEW.host, 1)"
+    " ON CONFLICT (host) DO UPDATE SET urls = urls + 1; END",
+)
+_INSERT_CAPPED = (
+    "INSERT OR IGNORE INTO urls"
+    " (key, url, host, depth, redirects, chain, discovered_from, origin, kind)"
+    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9"
+    " WHERE coalesce((SELECT urls FROM temp.host_urls WHERE host = ?3), 0) < ?10"
+)
 _CLAIM = (
     "UPDATE urls SET state = 'leased', lease_until = ? WHERE key IN ("
     " SELECT key FROM urls WHERE state = 'queued' AND not_before <= ?"
@@ -101,14 +118,17 @@ def _statements(sql: str) -> list[str]:
 class SQLiteFrontier:
     """The frontier in one SQLite file. Every method is one short transaction."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, max_per_host: int = 0) -> None:
         self._db = db
         self._lock = anyio.Lock()
+        self._max_per_host = max_per_host
 
     @classmethod
     async def open(
-        cls, path: Path, *, fsync: bool = True, busy_timeout: float = 30.0
+        cls, path: Path, *, fsync: bool = True, busy_timeout: float = 30.0, max_per_host: int = 0
     ) -> SQLiteFrontier:
+        """Open (and migrate) the database. `max_per_host` > 0: discovered URLs are added
+        only while their host has fewer URLs than that (seeds are always added)."""
         try:
             db = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout)
         except sqlite3.Error as exc:
@@ -119,8 +139,12 @@ class SQLiteFrontier:
             await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             await db.execute("PRAGMA cache_size = -65536")
             await db.execute("PRAGMA temp_store = MEMORY")
-            frontier = cls(db)
+            frontier = cls(db, max_per_host)
             await frontier._migrate()
+            if max_per_host:
+                async with frontier._transaction() as tx:
+                    for statement in _COUNT_PER_HOST:
+                        await tx.execute(statement)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await db.close()  # else its thread keeps the process alive
@@ -184,9 +208,8 @@ class SQLiteFrontier:
         # Key order keeps the B-tree inserts local: much faster for large seed lists.
         rows = [_row(u) for u in sorted(urls, key=lambda u: u.key)]
         async with self._transaction() as db:
-            before = db.total_changes
-            await db.executemany(_INSERT, rows)
-            return db.total_changes - before
+            cursor = await db.executemany(_INSERT, rows)  # rowcount leaves out trigger rows
+            return max(cursor.rowcount, 0)
 
     async def claim(self, limit: int, now: float, lease_until: float) -> list[Entry]:
         async with self._transaction() as db, db.execute(_CLAIM, (lease_until, now, limit)) as c:
@@ -208,7 +231,10 @@ class SQLiteFrontier:
                     _DEFER,
                     [(d.attempts, d.not_before, d.reason, d.status, d.key) for d in batch.deferred],
                 )
-            if batch.discovered:
+            if batch.discovered and self._max_per_host:
+                cap = self._max_per_host
+                await db.executemany(_INSERT_CAPPED, [(*_row(u), cap) for u in batch.discovered])
+            elif batch.discovered:
                 await db.executemany(_INSERT, [_row(u) for u in batch.discovered])
             if batch.outputs:
                 await db.executemany(_OUTPUT, list(batch.outputs.items()))
