@@ -1,4 +1,5 @@
-"""Command line: `crawler run | seed | status` (exit 0 done, 2 usage, 3 storage, 130/143 signal)."""
+"""Command line: `crawler run | serve | seed | status`
+(exit 0 done, 2 usage, 3 storage, 130/143 stopped by SIGINT/SIGTERM)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import anyio
 import structlog
 
-from crawler import __version__, logs, status
+from crawler import __version__, daemon, logs, status
 from crawler.crawl import Crawl, add_seeds, exclusive, open_frontier
 from crawler.errors import ConfigError, StopCrawl
 from crawler.seeds import SeedReport, seed_files_exist
@@ -39,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", action="append", default=[], help="seed file (.gz, - for stdin)")
     run.add_argument("--quiet", action="store_true", help="only warnings and errors")
     run.add_argument("--max-depth", type=int, help="follow links this deep (sets crawl.max_depth)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
+    srv = sub.add_parser("serve", parents=[common], help="run forever: inbox, HTTP API and metrics")
+    srv.add_argument("--seeds", action="append", default=[], help="seed file (.gz, - for stdin)")
     seed = sub.add_parser("seed", parents=[common], help="add URLs to a crawl's frontier")
     seed.add_argument("files", nargs="+", help="seed files (.gz accepted, - for stdin)")
     stat = sub.add_parser("status", parents=[common], help="counts by state, reason and host")
@@ -58,19 +62,24 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     with exclusive(args.data_dir):
         frontier = await open_frontier(args.data_dir, settings)
         try:
-            crawl = Crawl(args.data_dir, settings, frontier)
+            serving = args.command == "serve"
+            bar = not serving and not args.quiet and not args.no_progress and sys.stderr.isatty()
+            crawl = Crawl(args.data_dir, settings, frontier, forever=serving, progress_bar=bar)
             await crawl.recover()
             if args.seeds:
                 report = SeedReport()
                 await add_seeds(frontier, args.seeds, report, settings.crawl.sort_query)
                 _report(report)
-            result = await crawl.run()
+            if serving:
+                interrupted = await daemon.serve(crawl, frontier, args.data_dir, settings)
+            else:
+                interrupted = (await crawl.run()).interrupted
             counts = await frontier.counts()
         finally:
             await frontier.aclose()
-    log.info("finished" if result.interrupted is None else "interrupted", **counts.states)
-    if result.interrupted is not None:
-        return 128 + result.interrupted
+    log.info("finished" if interrupted is None else "interrupted", **counts.states)
+    if interrupted is not None:
+        return 128 + interrupted
     return 0
 
 
@@ -108,11 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config, assignments)
         level = "warning" if getattr(args, "quiet", False) else settings.log.level
         logs.configure(level, settings.log.format)
-        files = args.seeds if args.command == "run" else getattr(args, "files", [])
+        files = args.seeds if args.command in ("run", "serve") else getattr(args, "files", [])
         missing = seed_files_exist(files)
         if missing:
             raise ConfigError(f"seed file not found: {', '.join(missing)}")
-        command = {"run": _run, "seed": _seed, "status": _status}[args.command]
+        command = {"run": _run, "serve": _run, "seed": _seed, "status": _status}[args.command]
         return anyio.run(command, args, settings)
     except (StopCrawl, KeyboardInterrupt, BaseExceptionGroup) as exc:
         error = _stop_error(exc)

@@ -1,14 +1,16 @@
-"""Composition root: builds the pipeline for one data directory and runs it to the end."""
+"""Composition root: builds the pipeline for one data directory and runs it (to the end of
+the frontier for `run`, until a signal for `serve`)."""
 
 from __future__ import annotations
 
 import fcntl
 import os
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import structlog
@@ -18,7 +20,9 @@ from crawler.fetcher import Fetcher
 from crawler.frontier import Frontier
 from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.guard import AddressGuard
+from crawler.metrics import Metrics
 from crawler.models import Entry, NewURL, Outcome
+from crawler.progress import Tally, log_summaries, show_bar
 from crawler.retry import RetryPolicy
 from crawler.robots import Robots
 from crawler.scheduler import Scheduler
@@ -30,6 +34,8 @@ from crawler.writer import Writer
 from crawler.writers.process import OutputProcess
 
 DB_NAME = "crawl.db"
+
+Service = Callable[[], Coroutine[Any, Any, None]]  # runs alongside the crawl until cancelled
 
 log = structlog.get_logger("crawler")
 
@@ -80,20 +86,33 @@ class RunResult:
 
 
 class Crawl:
-    """One `crawler run`: recover, then fetch until the frontier is exhausted or a signal."""
+    """One crawl process: recover, then fetch until the frontier is exhausted (or, with
+    `forever`, until a signal), with optional services (API, inbox) running alongside."""
 
-    def __init__(self, data_dir: Path, settings: Settings, frontier: Frontier) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        settings: Settings,
+        frontier: Frontier,
+        *,
+        forever: bool = False,
+        progress_bar: bool = False,
+    ) -> None:
         self._settings = settings
         self._frontier = frontier
         self._data_dir = data_dir
         self._sink: OutputProcess | None = None
+        self._progress_bar = progress_bar
         # A host is never blocked longer than any of its URLs would wait for the same header.
         max_block = min(settings.politeness.max_retry_after, settings.retry.max_retry_after)
-        self._scheduler = Scheduler(
-            frontier, settings.politeness, settings.frontier, max_block=max_block
+        self.scheduler = Scheduler(
+            frontier, settings.politeness, settings.frontier, max_block=max_block, forever=forever
         )
         self._workers_scope = anyio.CancelScope()
         self.interrupted: int | None = None
+        self.metrics = Metrics()
+        self.tally: Tally | None = None  # set when run() starts
+        self.storage_problem: str | None = None  # why output cannot be written now
 
     async def recover(self) -> None:
         """Make the output files agree with the database, and take back stale leases."""
@@ -104,8 +123,20 @@ class Crawl:
         if released:
             log.info("leases_released", count=released)
 
-    def _on_commit(self, batch: list[Outcome]) -> None:
-        self._scheduler.committed()
+    def _on_commit(self, batch: list[Outcome], added: int) -> None:
+        self.scheduler.committed()
+        if self.tally is not None:
+            self.tally.committed(batch, added)
+        for outcome in batch:
+            self.metrics.record(outcome)
+
+    def _on_stall(self, problem: str | None) -> None:
+        """The writer cannot write (disk full, read-only) or can again: hold the claims."""
+        self.storage_problem = problem
+        if problem is None:
+            self.scheduler.resume("storage")
+        else:
+            self.scheduler.pause("storage")
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -116,11 +147,15 @@ class Crawl:
                 self.interrupted = signum
                 grace = self._settings.shutdown.grace_seconds
                 log.warning("stopping", signal=signum, grace_seconds=grace)
-                self._scheduler.stop()
+                self.scheduler.stop()
                 self._workers_scope.deadline = anyio.current_time() + grace
 
-    async def run(self) -> RunResult:
+    async def run(
+        self, services: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+    ) -> RunResult:
+        """Crawl; `services` run alongside until the crawl ends (they are then cancelled)."""
         settings = self._settings
+        self.tally = Tally(await self._frontier.counts(top_hosts=0))
         fetcher = Fetcher(
             settings.fetch,
             AddressGuard(settings.network.allowed_networks),
@@ -139,7 +174,9 @@ class Crawl:
             self._sink,
             settings.storage,
             self._on_commit,
-            self._scheduler.host_states,
+            self.scheduler.host_states,
+            on_stall=self._on_stall,
+            give_up=lambda: self.interrupted is not None,
         )
         work_send, work_receive = anyio.create_memory_object_stream[Entry](0)
         result_send, result_receive = anyio.create_memory_object_stream[Outcome](
@@ -157,14 +194,19 @@ class Crawl:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._watch_signals)
                 outer.start_soon(run_writer)
+                outer.start_soon(log_summaries, self.tally, settings.log.summary_seconds)
+                if self._progress_bar:
+                    outer.start_soon(show_bar, self.tally)
+                for service in services:
+                    outer.start_soon(service)
                 with self._workers_scope:
                     async with anyio.create_task_group() as inner:
-                        inner.start_soon(self._scheduler.run, work_send)
+                        inner.start_soon(self.scheduler.run, work_send)
                         for _ in range(settings.fetch.concurrency):
                             worker = Worker(
                                 fetcher,
                                 policy,
-                                self._scheduler,
+                                self.scheduler,
                                 settings.fetch.max_redirects,
                                 settings.crawl,
                                 scope,
@@ -179,7 +221,10 @@ class Crawl:
                 outer.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                await self._frontier.release(self._scheduler.leftovers())
+                try:
+                    await self._frontier.release(self.scheduler.leftovers())
+                except StorageError as exc:  # a full disk: the next start releases them
+                    log.warning("release_failed", error=str(exc))
                 await fetcher.aclose()
                 await anyio.to_thread.run_sync(self._sink.close)
         return RunResult(self.interrupted)

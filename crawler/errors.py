@@ -4,6 +4,7 @@
     ├── StopCrawl                 the crawl cannot go on: exit with a code
     │   ├── ConfigError           bad settings or arguments (exit 2)
     │   └── StorageError          database or output files unusable (exit 3)
+    │       └── OutOfSpace        disk full or read-only: wait and try again
     └── FetchError                one URL's attempt failed; `reason` is machine-readable
         ├── RetryableFetchError   worth another attempt later (defer to the frontier)
         │   ├── DnsError              reason "dns"
@@ -23,6 +24,8 @@ Foreign exceptions (httpx2, OS) are translated into this tree at one boundary, t
 """
 
 from __future__ import annotations
+
+import errno
 
 
 class CrawlerError(Exception):
@@ -45,6 +48,13 @@ class StorageError(StopCrawl):
     """The frontier database or the output files cannot be used."""
 
     exit_code = 3
+
+
+class OutOfSpace(StorageError):
+    """The disk is full (or the volume read-only): nothing was made durable; try again later."""
+
+
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 class FetchError(CrawlerError):

@@ -17,8 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
+import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
+from crawler.errors import OutOfSpace
 from crawler.frontier import Frontier
 from crawler.models import Entry
 from crawler.politeness import BudgetKeys, HostState, Pace
@@ -26,6 +28,8 @@ from crawler.settings import FrontierSettings, PolitenessSettings
 
 LOOKAHEAD = 30.0  # seconds of work buffered per host; the rest waits in the frontier
 IDLE_POLL = 1.0  # longest sleep when nothing is claimable (new seeds may arrive)
+
+log = structlog.get_logger("crawler.scheduler")
 
 
 @dataclass(slots=True)
@@ -49,7 +53,10 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         max_block: float | None = None,
+        forever: bool = False,
     ) -> None:
+        self._forever = forever  # serve: an empty frontier means "wait for more", not "done"
+        self._paused: set[str] = set()
         self._max_block = max_block
         self._frontier = frontier
         self._politeness = politeness
@@ -139,9 +146,38 @@ class Scheduler:
         if blocked > 0:
             slot.next_start = max(slot.next_start, self._clock() + blocked)
 
+    def pace_of(self, host: str) -> dict[str, float | int] | None:
+        """The politeness state of `host`'s budget, when it is active in this process."""
+        slot = self._slots.get(self._keys.of(host))
+        if slot is None:
+            return None
+        return {
+            "delay": round(slot.pace.delay(), 3),
+            "backoff_level": slot.pace.level,
+            "blocked_until": slot.pace.blocked_until,
+            "in_flight": slot.inflight,
+            "buffered": len(slot.queue),
+        }
+
     def host_states(self) -> list[HostState]:
         """Paces changed since the last call (the writer saves them with its batch)."""
         return [slot.pace.state() for slot in self._slots.values() if slot.pace.dirty]
+
+    def pause(self, reason: str) -> None:
+        """Hand out nothing new until every reason given is resumed (in-flight URLs finish)."""
+        self._paused.add(reason)
+
+    def resume(self, reason: str) -> None:
+        self._paused.discard(reason)
+        self._wakeup.set()
+
+    @property
+    def paused(self) -> list[str]:
+        return sorted(self._paused)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
 
     @property
     def stopping(self) -> bool:
@@ -185,9 +221,14 @@ class Scheduler:
         if now < self._overflow_until and self._buffered:
             return  # the last claim was mostly one busy host's overflow: don't churn
         wall = self._wall()
-        entries = await self._frontier.claim(
-            self._settings.claim_batch, wall, wall + self._settings.lease_seconds
-        )
+        try:
+            entries = await self._frontier.claim(
+                self._settings.claim_batch, wall, wall + self._settings.lease_seconds
+            )
+        except OutOfSpace as exc:  # the writer reports it; claim again a little later
+            log.warning("claim_failed", error=str(exc))
+            self._claim_after = now + IDLE_POLL
+            return
         if not entries:
             self._claim_after = now + IDLE_POLL
             return
@@ -205,7 +246,16 @@ class Scheduler:
             self._buffered += 1
             self._push(budget, slot)
         if overflow:
-            await self._frontier.release(overflow, not_before=wall + LOOKAHEAD)
+            try:
+                await self._frontier.release(overflow, not_before=wall + LOOKAHEAD)
+            except OutOfSpace:  # keep them buffered instead: over the cap, never lost
+                for entry in entries:
+                    if entry.key in overflow:
+                        budget = self._keys.of(entry.host)
+                        self._slots[budget].queue.append(entry)
+                        self._buffered += 1
+                        self._push(budget, self._slots[budget])
+                return
             if 2 * len(overflow) > len(entries):
                 self._overflow_until = now + LOOKAHEAD / 2
 
@@ -240,7 +290,12 @@ class Scheduler:
 
     async def _idle(self) -> None:
         """Nothing to hand out now: end the crawl if nothing is left, else wait a little."""
-        if not self._buffered and not self._inflight and not await self._frontier.has_pending():
+        if (
+            not self._forever
+            and not self._buffered
+            and not self._inflight
+            and not await self._frontier.has_pending()
+        ):
             self.finished = True
             return
         timeout = IDLE_POLL
@@ -261,6 +316,11 @@ class Scheduler:
         """Hand URLs to workers until the frontier is exhausted or `stop` is called."""
         async with work:
             while not self._stopping:
+                if self._paused:
+                    with anyio.move_on_after(IDLE_POLL):
+                        await self._wakeup.wait()
+                    self._wakeup = anyio.Event()
+                    continue
                 await self._refill()
                 now = self._clock()
                 entry = self._pop_ready(now)

@@ -1,11 +1,11 @@
-"""Seed lists: read URL files (plain, .gz or stdin), validate each line, report bad ones."""
+"""Seed lists: read URL files (plain, .gz or stdin) or text, validate each line, report bad ones."""
 
 from __future__ import annotations
 
 import gzip
 import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -14,12 +14,13 @@ from crawler.models import NewURL
 from crawler.urls import BadURL, identify
 
 MAX_REPORTED = 10
+MAX_QUOTED = 200  # characters of a bad line quoted in its reason
 
 
 @dataclass(slots=True)
 class BadLine:
     source: str
-    line: int
+    line: int  # 0: the file as a whole (cannot open, cannot read further)
     reason: str
 
     def __str__(self) -> str:
@@ -28,23 +29,50 @@ class BadLine:
 
 @dataclass(slots=True)
 class SeedReport:
-    """What reading seeds produced: counts, plus the first few bad lines."""
+    """What reading seeds produced: counts, plus the first few bad lines.
+
+    `on_bad`, if set, is also given every bad line (e.g. to list them all in a file)."""
 
     read: int = 0
     added: int = 0
     invalid: int = 0
     examples: list[BadLine] = field(default_factory=list)
+    on_bad: Callable[[BadLine], None] | None = field(default=None, compare=False, repr=False)
 
     def bad(self, line: BadLine) -> None:
         self.invalid += 1
         if len(self.examples) < MAX_REPORTED:
             self.examples.append(line)
+        if self.on_bad is not None:
+            self.on_bad(line)
 
 
 def parse_line(text: str, sort_query: bool = False) -> NewURL:
     """One seed URL (already stripped) as a frontier entry, or BadURL."""
     key, host = identify(text, sort_query)
     return NewURL(key=key, url=text, host=host)
+
+
+def parse_text(
+    text: str, sort_query: bool = False, source: str = "<request>"
+) -> tuple[list[NewURL], SeedReport]:
+    """Newline-separated seed URLs (e.g. a request body) as frontier entries, and a report."""
+    report = SeedReport()
+    numbered = enumerate(text.removeprefix("\ufeff").split("\n"), start=1)
+    lines = ((n, line.strip()) for n, line in numbered)
+    wanted = ((n, line) for n, line in lines if line and not line.startswith("#"))
+    return list(_parse(wanted, source, report, sort_query)), report
+
+
+def _parse(
+    lines: Iterable[tuple[int, str]], source: str, report: SeedReport, sort_query: bool
+) -> Iterator[NewURL]:
+    for number, text in lines:
+        report.read += 1
+        try:
+            yield parse_line(text, sort_query)
+        except BadURL as exc:
+            report.bad(BadLine(source, number, f"{exc}: {text[:MAX_QUOTED]!r}"))
 
 
 def _open(path: str) -> IO[bytes]:
@@ -61,7 +89,9 @@ def _lines(stream: IO[bytes], source: str, report: SeedReport) -> Iterator[tuple
             try:
                 text = raw.decode("utf-8-sig").strip()
             except UnicodeDecodeError:
-                report.bad(BadLine(source, number, "not valid UTF-8"))
+                report.read += 1
+                quoted = raw.strip()[:MAX_QUOTED]
+                report.bad(BadLine(source, number, f"not valid UTF-8: {quoted!r}"))
                 continue
             if text and not text.startswith("#"):
                 yield number, text
@@ -74,7 +104,7 @@ def read_seeds(
     report: SeedReport,
     batch_size: int = 50_000,
     sort_query: bool = False,
-) -> Iterator[list[NewURL]]:
+) -> Generator[list[NewURL], None, None]:
     """Yield batches of valid seed URLs from `paths`; bad lines go into `report`."""
     batch: list[NewURL] = []
     for path in paths:
@@ -85,13 +115,8 @@ def read_seeds(
             report.bad(BadLine(source, 0, f"cannot open: {exc.strerror}"))
             continue
         try:
-            for number, text in _lines(stream, source, report):
-                report.read += 1
-                try:
-                    batch.append(parse_line(text, sort_query))
-                except BadURL as exc:
-                    report.bad(BadLine(source, number, f"{exc}: {text[:200]!r}"))
-                    continue
+            for url in _parse(_lines(stream, source, report), source, report, sort_query):
+                batch.append(url)
                 if len(batch) >= batch_size:
                     yield batch
                     batch = []

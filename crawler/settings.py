@@ -108,6 +108,17 @@ class ShutdownSettings:
 class LogSettings:
     level: str = "info"
     format: str = "auto"
+    summary_seconds: float = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceSettings:
+    listen: str = "127.0.0.1:8080"
+    token: str = ""
+    min_free_bytes: int = 1024**3
+    max_request_bytes: int = 16 * 1024 * 1024
+    inbox_interval: float = 1.0
+    inbox_settle_seconds: float = 2.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +134,7 @@ class Settings:
     frontier: FrontierSettings = field(default_factory=FrontierSettings)
     shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
 
 
 # (section, key) -> (predicate, what the value must be)
@@ -173,6 +185,12 @@ _RULES: dict[tuple[str, str], tuple[Any, str]] = {
         "one of debug, info, warning, error",
     ),
     ("log", "format"): (lambda v: v in ("auto", "json", "console"), "one of auto, json, console"),
+    ("log", "summary_seconds"): (lambda v: v >= 0, "a number of seconds >= 0 (0: none)"),
+    ("service", "listen"): (lambda v: _is_listen(v), "HOST:PORT (an IP address, port 0-65535)"),
+    ("service", "min_free_bytes"): (lambda v: v >= 0, "an integer >= 0"),
+    ("service", "max_request_bytes"): (lambda v: v >= 1024, "an integer >= 1024"),
+    ("service", "inbox_interval"): (lambda v: v > 0, "a number of seconds > 0"),
+    ("service", "inbox_settle_seconds"): (lambda v: v >= 0, "a number of seconds >= 0"),
     ("network", "allowed_networks"): (lambda v: all(_is_network(n) for n in v), "a list of CIDRs"),
 }
 
@@ -192,6 +210,27 @@ def _is_proxy(text: str) -> bool:
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    """`127.0.0.1:8080` or `[::1]:8080` -> (host, port); raises ValueError."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise ValueError(text)
+    host = host.removeprefix("[").removesuffix("]")
+    ipaddress.ip_address(host)
+    number = int(port)
+    if not 0 <= number <= 65535:
+        raise ValueError(text)
+    return host, number
+
+
+def _is_listen(text: str) -> bool:
+    try:
+        split_listen(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_network(text: str) -> bool:

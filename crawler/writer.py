@@ -6,16 +6,20 @@ import time
 from collections.abc import Callable
 
 import anyio
+import structlog
 from anyio.abc import ObjectReceiveStream
 
-from crawler.errors import StorageError
+from crawler.errors import FULL_ERRNOS, OutOfSpace, StorageError
 from crawler.frontier import CommitBatch, Deferred, Finished, Frontier
 from crawler.models import Outcome, OutcomeKind, State
 from crawler.politeness import HostState
 from crawler.settings import StorageSettings
-from crawler.writers import Sink
+from crawler.writers import Sink, WriteResult
 
 MAX_BATCH_BYTES = 64 * 1024 * 1024  # bodies in one batch: bounds the memory a batch holds
+RETRY_FULL_DISK = 5.0  # seconds between attempts to write or commit while the disk is full
+
+log = structlog.get_logger("crawler.writer")
 
 
 def _body_bytes(batch: list[Outcome]) -> int:
@@ -27,6 +31,10 @@ class Writer:
 
     A URL becomes final in the frontier only in the transaction that also records the new
     committed length of the output files, so a crash at any point loses or repeats nothing.
+
+    A full disk (or read-only volume) does not end the crawl: the batch is held, the output
+    files are cut back to their committed length, and writing is tried again every
+    RETRY_FULL_DISK seconds; meanwhile `stalled` says why and `on_stall` is told.
     """
 
     def __init__(
@@ -34,10 +42,17 @@ class Writer:
         frontier: Frontier,
         sink: Sink,
         settings: StorageSettings,
-        on_commit: Callable[[list[Outcome]], None],
+        on_commit: Callable[[list[Outcome], int], None],
         host_states: Callable[[], list[HostState]] = list,
         clock: Callable[[], float] = time.monotonic,
+        on_stall: Callable[[str | None], None] = lambda _: None,
+        retry_after: float = RETRY_FULL_DISK,
+        give_up: Callable[[], bool] = lambda: False,
     ) -> None:
+        self._give_up = give_up
+        self._on_stall = on_stall
+        self._retry_after = retry_after
+        self.stalled: str | None = None
         self._host_states = host_states
         self._frontier = frontier
         self._sink = sink
@@ -99,7 +114,7 @@ class Writer:
         commit = CommitBatch()
         try:
             if final:
-                result = await anyio.to_thread.run_sync(self._sink.write, final)
+                result = await self._write(final)
                 commit.outputs = result.touched
                 for position, message in result.failed.items():
                     outcome = final[position]
@@ -108,8 +123,9 @@ class Writer:
                         "warc_error",
                         message,
                     )
-        except OSError as exc:
-            raise StorageError(f"cannot write output: {exc}") from exc
+        except OSError as exc:  # an in-process sink (tests) raises the OS error itself
+            kind = OutOfSpace if exc.errno in FULL_ERRNOS else StorageError
+            raise kind(f"cannot write output: {exc}") from exc
         finally:
             for outcome in final:
                 if outcome.response is not None:
@@ -125,6 +141,42 @@ class Writer:
                     Deferred(o.entry.key, o.attempts, o.not_before, o.reason, o.status)
                 )
         commit.hosts = self._host_states()
-        with anyio.CancelScope(shield=True):
-            await self._frontier.commit(commit)
-        self._on_commit(batch)
+        while True:
+            try:
+                with anyio.CancelScope(shield=True):
+                    added = await self._frontier.commit(commit)
+                break
+            except OutOfSpace as exc:
+                await self._stall(exc)
+        self._unstall()
+        self._on_commit(batch, added)
+
+    async def _write(self, final: list[Outcome]) -> WriteResult:
+        while True:
+            try:
+                return await anyio.to_thread.run_sync(self._sink.write, final)
+            except OutOfSpace as exc:
+                await self._stall(exc)
+                # Cut the files back to what is committed: the retry rewrites the batch whole.
+                committed = await self._frontier.committed_outputs()
+                try:
+                    await anyio.to_thread.run_sync(self._sink.recover, committed)
+                except OutOfSpace as again:
+                    log.warning("output_recover_failed", error=str(again))
+
+    async def _stall(self, exc: OutOfSpace) -> None:
+        """Wait for space, or raise `exc` when stopping (the batch stays uncommitted: its
+        URLs are fetched again after a restart, nothing is lost or written twice)."""
+        if self._give_up():
+            raise exc
+        if self.stalled is None:
+            log.error("storage_full", error=str(exc), retry_seconds=self._retry_after)
+        self.stalled = str(exc)
+        self._on_stall(self.stalled)
+        await anyio.sleep(self._retry_after)
+
+    def _unstall(self) -> None:
+        if self.stalled is not None:
+            log.warning("storage_writable_again")
+            self.stalled = None
+            self._on_stall(None)

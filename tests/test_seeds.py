@@ -17,6 +17,7 @@ from crawler.seeds import (
     BadLine,
     SeedReport,
     parse_line,
+    parse_text,
     read_seeds,
     seed_files_exist,
 )
@@ -236,3 +237,47 @@ def test_gz_seed_file_is_closed(tmp_path: Path) -> None:
         batches, _ = _read([path])
     assert _urls(batches) == ["http://a.example/"]
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_parse_text_reads_a_request_body() -> None:
+    body = (
+        "\ufeff# from the API\r\nhttp://a.example/?b=2&a=1\r\n\r\n  not a url\nhttps://b.example/\n"
+    )
+    urls, report = parse_text(body)
+    assert [u.url for u in urls] == ["http://a.example/?b=2&a=1", "https://b.example/"]
+    assert urls[0] == parse_line("http://a.example/?b=2&a=1")
+    assert (report.read, report.added, report.invalid) == (3, 0, 1)
+    assert report.examples == [BadLine("<request>", 4, report.examples[0].reason)]
+    assert report.examples[0].reason.endswith(": 'not a url'")
+    assert parse_text("") == ([], SeedReport())
+
+
+def test_parse_text_sort_query_and_source() -> None:
+    [plain], _ = parse_text("http://a.example/?b=2&a=1")
+    [other], _ = parse_text("http://a.example/?a=1&b=2")
+    assert plain.key != other.key
+    [plain], _ = parse_text("http://a.example/?b=2&a=1", sort_query=True)
+    [other], _ = parse_text("http://a.example/?a=1&b=2", sort_query=True)
+    assert plain.key == other.key
+    _, report = parse_text("bad", source="POST /seeds")
+    assert str(report.examples[0]) == f"POST /seeds:1: {report.examples[0].reason}"
+
+
+def test_on_bad_sees_every_bad_line(tmp_path: Path) -> None:
+    lines = [f"gopher://bad.example/{i}" for i in range(25)] + ["http://good.example/"]
+    path = _write(tmp_path / "seeds.txt", lines)
+    seen: list[BadLine] = []
+    report = SeedReport(on_bad=seen.append)
+    batches = list(read_seeds([path], report))
+    assert _urls(batches) == ["http://good.example/"]
+    assert len(report.examples) == MAX_REPORTED
+    assert [b.line for b in seen] == list(range(1, 26))
+    assert report == SeedReport(read=26, invalid=25, examples=seen[:MAX_REPORTED])
+
+
+def test_undecodable_lines_count_as_read_and_are_quoted(tmp_path: Path) -> None:
+    path = _write(tmp_path / "seeds.txt", b"http://a.example/\n\xff\xfe oops\n")
+    batches, report = _read([path])
+    assert _urls(batches) == ["http://a.example/"]
+    assert (report.read, report.invalid) == (2, 1)
+    assert report.examples[0].reason == r"not valid UTF-8: b'\xff\xfe oops'"

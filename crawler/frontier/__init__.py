@@ -81,8 +81,9 @@ class Frontier(Protocol):
         """Lease up to `limit` queued URLs whose `not_before` has passed."""
         ...
 
-    async def commit(self, batch: CommitBatch) -> None:
-        """Apply a writer flush atomically: terminal states, deferrals, new URLs, offsets."""
+    async def commit(self, batch: CommitBatch) -> int:
+        """Apply a writer flush atomically: terminal states, deferrals, new URLs, offsets.
+        Returns how many of the discovered URLs were new."""
         ...
 
     async def release(self, keys: Sequence[int], not_before: float = 0.0) -> None:

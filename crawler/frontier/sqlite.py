@@ -14,7 +14,7 @@ from typing import Any
 import aiosqlite
 import anyio
 
-from crawler.errors import StorageError
+from crawler.errors import OutOfSpace, StorageError
 from crawler.frontier import CommitBatch, Counts, HostCounts, RobotsRecord
 from crawler.models import Entry, NewURL, State
 from crawler.politeness import HostState
@@ -101,6 +101,14 @@ def _row(u: NewURL) -> tuple[object, ...]:
     )
 
 
+def _storage_error(exc: sqlite3.Error, what: str) -> StorageError:
+    """A disk that is full (or read-only) is worth waiting for; anything else is not."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY):
+        return OutOfSpace(f"{what}: {exc}")
+    return StorageError(f"{what}: {exc}")
+
+
 def _statements(sql: str) -> list[str]:
     """Split a migration file into statements (executescript would commit on its own)."""
     statements: list[str] = []
@@ -182,20 +190,27 @@ class SQLiteFrontier:
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise StorageError(f"frontier database: {exc}") from exc
+                raise _storage_error(exc, "frontier database") from exc
             try:
                 yield self._db
             except BaseException as exc:
                 with anyio.CancelScope(shield=True):
-                    await self._db.execute("ROLLBACK")
+                    await self._rollback()
                 if isinstance(exc, sqlite3.Error):
-                    raise StorageError(f"frontier database: {exc}") from exc
+                    raise _storage_error(exc, "frontier database") from exc
                 raise
             try:
                 with anyio.CancelScope(shield=True):
                     await self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise StorageError(f"frontier commit failed: {exc}") from exc
+                with anyio.CancelScope(shield=True):
+                    await self._rollback()
+                raise _storage_error(exc, "frontier commit failed") from exc
+
+    async def _rollback(self) -> None:
+        """Roll back if a transaction is still open (SQLite may have ended it itself)."""
+        if self._db.in_transaction:
+            await self._db.execute("ROLLBACK")
 
     async def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
@@ -216,7 +231,8 @@ class SQLiteFrontier:
             rows = await c.fetchall()
         return [Entry(*row) for row in rows]
 
-    async def commit(self, batch: CommitBatch) -> None:
+    async def commit(self, batch: CommitBatch) -> int:
+        added = 0
         async with self._transaction() as db:
             if batch.finished:
                 await db.executemany(
@@ -233,9 +249,11 @@ class SQLiteFrontier:
                 )
             if batch.discovered and self._max_per_host:
                 cap = self._max_per_host
-                await db.executemany(_INSERT_CAPPED, [(*_row(u), cap) for u in batch.discovered])
+                rows = [(*_row(u), cap) for u in batch.discovered]
+                added = max((await db.executemany(_INSERT_CAPPED, rows)).rowcount, 0)
             elif batch.discovered:
-                await db.executemany(_INSERT, [_row(u) for u in batch.discovered])
+                rows = [_row(u) for u in batch.discovered]
+                added = max((await db.executemany(_INSERT, rows)).rowcount, 0)
             if batch.outputs:
                 await db.executemany(_OUTPUT, list(batch.outputs.items()))
             if batch.hosts:
@@ -243,6 +261,7 @@ class SQLiteFrontier:
                     "INSERT OR REPLACE INTO hosts VALUES (?, ?, ?)",
                     [(h.host, h.level, h.blocked_until) for h in batch.hosts],
                 )
+        return added
 
     async def release(self, keys: Sequence[int], not_before: float = 0.0) -> None:
         if keys:
@@ -284,18 +303,22 @@ class SQLiteFrontier:
             )
         }
         columns = ", ".join(f"sum(state = '{s.value}')" for s in State)
-        hosts = [
-            HostCounts(
-                host=str(row[0]),
-                total=int(row[1]),
-                states={s.value: int(n) for s, n in zip(State, row[2:], strict=True)},
-            )
-            for row in await self._query(
-                f"SELECT host, count(*), {columns} FROM urls GROUP BY host"
-                " ORDER BY count(*) DESC, host LIMIT ?",
-                (top_hosts,),
-            )
-        ]
+        hosts = (
+            []
+            if not top_hosts
+            else [
+                HostCounts(
+                    host=str(row[0]),
+                    total=int(row[1]),
+                    states={s.value: int(n) for s, n in zip(State, row[2:], strict=True)},
+                )
+                for row in await self._query(
+                    f"SELECT host, count(*), {columns} FROM urls GROUP BY host"
+                    " ORDER BY count(*) DESC, host LIMIT ?",
+                    (top_hosts,),
+                )
+            ]
+        )
         return Counts(total=sum(states.values()), states=states, reasons=reasons, hosts=hosts)
 
     async def robots(self, host: str) -> RobotsRecord | None:

@@ -6,6 +6,7 @@ transaction as the URL states; `recover` truncates anything past it on start-up.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -97,7 +98,15 @@ class Outputs:
         return path.relative_to(self._root).as_posix()
 
     def recover(self, committed: dict[str, int]) -> None:
-        """Truncate every output file to its committed length; drop uncommitted files."""
+        """Truncate every output file to its committed length; drop uncommitted files.
+
+        Also after a failed write (disk full): what the open files hold beyond their
+        committed length is thrown away with them."""
+        for current in (self._warc, self._index):
+            if current is not None:
+                with contextlib.suppress(OSError):  # its unflushed tail is not wanted
+                    current.close()
+        self._warc = self._index = None
         self._warc_dir.mkdir(parents=True, exist_ok=True)
         self._index_dir.mkdir(parents=True, exist_ok=True)
         files = sorted(

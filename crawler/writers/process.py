@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler import logs
-from crawler.errors import StorageError
+from crawler.errors import FULL_ERRNOS, OutOfSpace, StorageError
 from crawler.models import Outcome
 from crawler.settings import Settings
 from crawler.writers import Outputs, WriteResult
@@ -66,6 +66,8 @@ def _serve(conn: Connection, data_dir: Path, settings: Settings) -> None:
                         reply = outputs.write(argument)
                     else:
                         return
+                except OSError as exc:
+                    conn.send(("oserror", (exc.errno, f"{type(exc).__name__}: {exc}")))
                 except Exception as exc:
                     conn.send(("error", f"{type(exc).__name__}: {exc}"))
                 else:
@@ -112,6 +114,11 @@ class OutputProcess:
             status, reply = self._conn.recv()
         except (EOFError, OSError) as exc:
             raise StorageError(f"the output process died: {exc!r}") from exc
+        if status == "oserror":
+            number, message = reply
+            if number in FULL_ERRNOS:
+                raise OutOfSpace(f"cannot write output: {message}")
+            raise StorageError(f"cannot write output: {message}")
         if status != "ok":
             raise StorageError(f"cannot write output: {reply}")
         return reply

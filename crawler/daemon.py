@@ -1,0 +1,174 @@
+"""`crawler serve`: the crawl runs forever, fed by the inbox and the HTTP API.
+
+The crawl, the API (hypercorn), the inbox watcher and the disk-space watcher share one
+event loop. New URLs are picked up within the scheduler's idle poll (a second).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from crawler import status
+from crawler.crawl import Crawl
+from crawler.errors import StorageError
+from crawler.frontier import Counts, Frontier
+from crawler.inbox import Inbox
+from crawler.models import NewURL
+from crawler.seeds import parse_line
+from crawler.service import Api, serve_api
+from crawler.settings import Settings
+from crawler.urls import BadURL
+
+DISK_CHECK_SECONDS = 2.0
+COUNTS_MAX_AGE = 5.0  # /status and /metrics share one frontier count for this long
+MAX_ERRORS_SHOWN = 10
+
+log = structlog.get_logger("crawler.service")
+
+
+class ServiceBackend:
+    """What the API sees of the running crawl."""
+
+    def __init__(
+        self, crawl: Crawl, frontier: Frontier, data_dir: Path, settings: Settings
+    ) -> None:
+        self._crawl = crawl
+        self._frontier = frontier
+        self._data_dir = data_dir
+        self._settings = settings
+        self._counts: tuple[float, Counts] | None = None
+        self._counts_lock = anyio.Lock()
+
+    async def _fresh_counts(self) -> Counts:
+        async with self._counts_lock:
+            now = time.monotonic()
+            if self._counts is None or now - self._counts[0] > COUNTS_MAX_AGE:
+                self._counts = (now, await self._frontier.counts(top_hosts=10))
+            return self._counts[1]
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self._data_dir).free
+
+    async def status(self) -> dict[str, Any]:
+        counts = await self._fresh_counts()
+        scheduler = self._crawl.scheduler
+        tally = self._crawl.tally
+        result = status.as_dict(counts)
+        for host in result["hosts"]:
+            host["politeness"] = scheduler.pace_of(host["host"])
+        result.update(
+            rates=tally.rates() if tally else {},
+            in_flight=scheduler.inflight,
+            paused=scheduler.paused,
+            storage_problem=self._crawl.storage_problem,
+        )
+        return result
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        free = await anyio.to_thread.run_sync(self.free_bytes)
+        try:
+            await self._frontier.next_due()
+            database = "ok"
+        except StorageError as exc:
+            database = str(exc)
+        writer = self._crawl.storage_problem or "ok"
+        disk = "ok" if free >= self._settings.service.min_free_bytes else "low"
+        checks = {"database": database, "writer": writer, "disk": disk, "free_bytes": free}
+        return all(v == "ok" for v in (database, writer, disk)), checks
+
+    async def metrics(self) -> tuple[bytes, str]:
+        metrics = self._crawl.metrics
+        metrics.set_frontier(await self._fresh_counts())
+        metrics.set_inflight(self._crawl.scheduler.inflight)
+        return metrics.render()
+
+    async def add_urls(self, lines: list[str]) -> dict[str, Any]:
+        sort_query = self._settings.crawl.sort_query
+        urls: list[NewURL] = []
+        errors: list[str] = []
+        invalid = 0
+        for number, raw in enumerate(lines, start=1):
+            text = raw.strip()
+            if not text or text.startswith("#"):
+                continue
+            try:
+                urls.append(parse_line(text, sort_query))
+            except BadURL as exc:
+                invalid += 1
+                if len(errors) < MAX_ERRORS_SHOWN:
+                    errors.append(f"line {number}: {exc}: {text[:200]!r}")
+        accepted = await self._frontier.add(urls) if urls else 0
+        self._seeded(accepted)
+        log.info("seeds_posted", accepted=accepted, duplicate=len(urls) - accepted, invalid=invalid)
+        return {
+            "accepted": accepted,
+            "duplicate": len(urls) - accepted,
+            "invalid": invalid,
+            "errors": errors,
+        }
+
+    def _seeded(self, added: int) -> None:
+        if self._crawl.tally is not None:
+            self._crawl.tally.seeded(added)
+        self._crawl.scheduler.committed()  # new work: claim now, not at the next poll
+        self._counts = None
+
+    def pause(self) -> None:
+        log.info("paused")
+        self._crawl.scheduler.pause("api")
+
+    def resume(self) -> None:
+        log.info("resumed")
+        self._crawl.scheduler.resume("api")
+
+    async def watch_disk(self) -> None:
+        """Below service.min_free_bytes: stop claiming (before the disk is full) until above."""
+        low = False
+        while True:
+            free = await anyio.to_thread.run_sync(self.free_bytes)
+            if free < self._settings.service.min_free_bytes and not low:
+                low = True
+                log.error("disk_space_low", free_bytes=free)
+                self._crawl.scheduler.pause("disk")
+            elif free >= self._settings.service.min_free_bytes and low:
+                low = False
+                log.warning("disk_space_ok", free_bytes=free)
+                self._crawl.scheduler.resume("disk")
+            await anyio.sleep(DISK_CHECK_SECONDS)
+
+    async def watch_inbox(self) -> None:
+        inbox = Inbox(
+            self._data_dir / "inbox",
+            self._frontier,
+            sort_query=self._settings.crawl.sort_query,
+            settle_seconds=self._settings.service.inbox_settle_seconds,
+        )
+        while True:
+            for ingested in await inbox.scan():
+                self._seeded(ingested.added)
+            await anyio.sleep(self._settings.service.inbox_interval)
+
+
+async def serve(crawl: Crawl, frontier: Frontier, data_dir: Path, settings: Settings) -> int | None:
+    """Run the crawl with the API, inbox and disk watchers; returns the stopping signal."""
+    backend = ServiceBackend(crawl, frontier, data_dir, settings)
+    api = Api(backend, settings.service)
+    shutdown = anyio.Event()
+
+    def started(addresses: list[str]) -> None:
+        log.info("listening", addresses=addresses)
+
+    async with anyio.create_task_group() as tg:
+        # The API outlives the crawl by a moment: it stops cleanly once the crawl is done.
+        tg.start_soon(serve_api, api, settings.service.listen, started, shutdown)
+        try:
+            result = await crawl.run([backend.watch_inbox, backend.watch_disk])
+        finally:
+            shutdown.set()
+    return result.interrupted

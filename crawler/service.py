@@ -1,0 +1,222 @@
+"""The HTTP API of `crawler serve`: a small ASGI app, served by hypercorn in the crawl's loop.
+
+    GET  /healthz   liveness: the process answers
+    GET  /readyz    database open, writer healthy, disk space above service.min_free_bytes
+    GET  /status    `crawler status --json` plus rates, pause state and busiest hosts' pace
+    GET  /metrics   Prometheus text format
+    POST /seeds     newline-separated URLs, or a JSON list of them
+    POST /pause     stop handing out URLs (in-flight ones finish)
+    POST /resume
+
+POST endpoints need `Authorization: Bearer <service.token>` when a token is set; without a
+token they are refused unless the listener is on a loopback address.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol
+
+import anyio
+import structlog
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from crawler.settings import ServiceSettings, split_listen
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_URLS_PER_POST = 1_000_000
+
+log = structlog.get_logger("crawler.service")
+
+
+class Backend(Protocol):
+    """What the API needs from the running crawl."""
+
+    async def status(self) -> dict[str, Any]: ...
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]: ...
+
+    async def metrics(self) -> tuple[bytes, str]: ...
+
+    async def add_urls(self, lines: list[str]) -> dict[str, Any]: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Api:
+    """The ASGI application."""
+
+    def __init__(self, backend: Backend, settings: ServiceSettings) -> None:
+        self._backend = backend
+        self._settings = settings
+        host, _ = split_listen(settings.listen)
+        self._loopback_only = ipaddress.ip_address(host).is_loopback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        try:
+            status, body, content_type = await self._route(method, path, scope, receive)
+        except BadRequest as exc:
+            status, body, content_type = exc.status, _json({"error": str(exc)}), JSON
+        except Exception:  # a bug answers 500; the crawl goes on
+            log.exception("api_error", method=method, path=path)
+            status, body, content_type = 500, _json({"error": "internal error"}), JSON
+        headers = [(b"content-type", content_type.encode()), (b"cache-control", b"no-store")]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _route(
+        self, method: str, path: str, scope: Scope, receive: Receive
+    ) -> tuple[int, bytes, str]:
+        backend = self._backend
+        if method in ("GET", "HEAD"):
+            if path == "/healthz":
+                return 200, _json({"ok": True}), JSON
+            if path == "/readyz":
+                ready, checks = await backend.readiness()
+                return (200 if ready else 503), _json({"ready": ready, **checks}), JSON
+            if path == "/status":
+                return 200, _json(await backend.status()), JSON
+            if path == "/metrics":
+                body, content_type = await backend.metrics()
+                return 200, body, content_type
+        elif method == "POST" and path in ("/seeds", "/pause", "/resume"):
+            self._authorise(scope)
+            if path == "/pause":
+                backend.pause()
+                return 200, _json({"paused": True}), JSON
+            if path == "/resume":
+                backend.resume()
+                return 200, _json({"paused": False}), JSON
+            lines = _urls(await self._body(scope, receive), _header(scope, b"content-type"))
+            return 200, _json(await backend.add_urls(lines)), JSON
+        if path in ("/healthz", "/readyz", "/status", "/metrics", "/seeds", "/pause", "/resume"):
+            raise BadRequest(405, f"{method} not allowed on {path}")
+        raise BadRequest(404, f"no such endpoint: {path}")
+
+    def _authorise(self, scope: Scope) -> None:
+        token = self._settings.token
+        if not token:
+            if self._loopback_only:
+                return
+            raise BadRequest(403, "set service.token to allow changes on a non-loopback listener")
+        given = _header(scope, b"authorization") or ""
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            value.strip().encode(), token.encode()
+        ):
+            raise BadRequest(401, "missing or wrong bearer token")
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self._settings.max_request_bytes
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise BadRequest(413, f"request body over {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequest(400, "client went away")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BadRequest(413, f"request body over {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+JSON = "application/json"
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value).encode() + b"\n"
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _urls(body: bytes, content_type: str | None) -> list[str]:
+    """The URLs of a POST /seeds body: a JSON list of strings, or one URL per line."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest(400, "body is not UTF-8") from None
+    is_json = (content_type or "").split(";")[0].strip().lower() == JSON
+    if is_json or text.lstrip().startswith("["):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BadRequest(400, f"body is not valid JSON: {exc}") from None
+        if not isinstance(value, list):
+            raise BadRequest(400, "JSON body must be a list of URLs")
+        lines = [item if isinstance(item, str) else json.dumps(item) for item in value]
+    else:
+        lines = text.splitlines()
+    if len(lines) > MAX_URLS_PER_POST:
+        raise BadRequest(413, f"more than {MAX_URLS_PER_POST} URLs in one request")
+    return lines
+
+
+async def serve_api(
+    api: Api, listen: str, started: Callable[[list[str]], None], shutdown: anyio.Event
+) -> None:
+    """Serve `api` on `listen` until `shutdown` is set; `started` gets the bound addresses."""
+    host, port = split_listen(listen)
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 1.0
+    config.keep_alive_timeout = 5.0
+    config.h11_max_incomplete_size = 64 * 1024
+
+    async def shutdown_trigger() -> None:
+        await shutdown.wait()
+
+    # hypercorn reports the sockets it bound only in its log; we open them ourselves so the
+    # bound port (0 = any) is known: a test or a supervisor reads it from the log line.
+    sockets = config.create_sockets().insecure_sockets
+    for sock in sockets:
+        sock.listen(config.backlog)  # accepting (queued) before we say we are listening
+    bound = [f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in sockets]
+    config.bind = [f"fd://{s.detach()}" for s in sockets]  # hypercorn owns (and closes) them
+    started(bound)
+    await serve(api, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]

@@ -1,0 +1,327 @@
+"""`crawler serve` as a real subprocess: HTTP API, inbox, pause, SIGTERM, a full disk."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests import site
+from tests.crawling import index, index_lines, sets, warc_records
+from tests.site import SiteFactory
+
+pytestmark = pytest.mark.slow
+
+
+class Service:
+    """A `crawler serve` process; its log is read (and kept) by a thread."""
+
+    def __init__(self, data_dir: Path, *assignments: str) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        args = sets("service.listen=127.0.0.1:0", 'log.level="info"', *assignments)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "crawler", "serve", "--data-dir", str(data_dir), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        self.log: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._listening = threading.Event()
+        self.base = ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._listening.wait(20):
+            self.proc.kill()
+            raise AssertionError("serve did not start:\n" + "".join(self.raw))
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace")
+            self.raw.append(line)
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                self.log.append(event)
+                if event.get("event") == "listening":
+                    self.base = f"http://{event['addresses'][0]}"
+                    self._listening.set()
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        request = urllib.request.Request(
+            self.base + path, data=body, method=method, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def json(self, method: str, path: str, body: bytes | None = None, **headers: str) -> Any:
+        status, data = self.call(method, path, body, headers)
+        assert status == 200, (status, data)
+        return json.loads(data)
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.json("GET", "/status")
+            if predicate(current):
+                return current
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; last status {current}")
+            time.sleep(0.2)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self.close()
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._reader.join(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def services() -> Iterator[list[Service]]:
+    started: list[Service] = []
+    yield started
+    for service in started:
+        service.close()
+
+
+def _done(n: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda s: s["states"]["done"] + s["states"]["failed"] + s["states"]["skipped"] >= n
+
+
+def test_seeds_by_http_status_and_metrics(
+    tmp_path: Path, make_site: SiteFactory, services: list[Service]
+) -> None:
+    s = make_site()
+    s.route("*", site.ok(b"<html>page</html>"))
+    svc = Service(tmp_path / "crawl")
+    services.append(svc)
+    assert svc.json("GET", "/healthz") == {"ok": True}
+    assert svc.json("GET", "/readyz")["ready"] is True
+    text = "\n".join([s.url("/a"), s.url("/b"), "", "# comment", "not a url", s.url("/a")])
+    answer = svc.json("POST", "/seeds", text.encode())
+    assert answer["accepted"] == 2
+    assert answer["duplicate"] == 1
+    assert answer["invalid"] == 1
+    assert "line 5" in answer["errors"][0]
+    posted = json.dumps([s.url("/c"), s.url("/b"), 42]).encode()
+    answer = svc.json("POST", "/seeds", posted, **{"Content-Type": "application/json"})
+    assert (answer["accepted"], answer["duplicate"], answer["invalid"]) == (1, 1, 1)
+
+    status = svc.wait_for(_done(3))
+    assert status["states"]["done"] == 3
+    assert status["hosts"][0]["host"] == s.base_url.split("//")[1]
+    assert "politeness" in status["hosts"][0]
+    assert "pages_per_second" in status["rates"]
+
+    code, body = svc.call("GET", "/metrics")
+    assert code == 200
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    done = [
+        sample.value
+        for sample in families["crawler_attempts"].samples
+        if sample.name == "crawler_attempts_total" and sample.labels.get("outcome") == "done"
+    ]
+    assert done == [3.0]
+    assert svc.stop() == 143
+    assert sorted(index(tmp_path / "crawl")) == sorted(s.url(p) for p in ("/a", "/b", "/c"))
+
+
+def test_mutating_endpoints_need_the_token(
+    tmp_path: Path, make_site: SiteFactory, services: list[Service]
+) -> None:
+    svc = Service(tmp_path / "crawl", 'service.token="s3cret"')
+    services.append(svc)
+    seeds = b"http://127.0.0.1:9/x"
+    assert svc.call("POST", "/seeds", seeds)[0] == 401
+    assert svc.call("POST", "/pause", b"", {"Authorization": "Bearer wrong"})[0] == 401
+    assert svc.call("POST", "/seeds", seeds, {"Authorization": "Basic s3cret"})[0] == 401
+    assert svc.call("POST", "/pause", b"", {"Authorization": "Bearer s3cret"})[0] == 200
+    assert svc.call("GET", "/status")[0] == 200  # reading needs no token
+    assert "s3cret" not in "".join(svc.raw)  # never logged
+
+
+def test_bad_and_oversized_bodies(tmp_path: Path, services: list[Service]) -> None:
+    svc = Service(tmp_path / "crawl", "service.max_request_bytes=2048")
+    services.append(svc)
+    assert svc.call("POST", "/seeds", b"[not json", {"Content-Type": "application/json"})[0] == 400
+    assert (
+        svc.call("POST", "/seeds", b'{"url": "x"}', {"Content-Type": "application/json"})[0] == 400
+    )
+    assert svc.call("POST", "/seeds", b"\xff\xfe\xfa")[0] == 400
+    assert svc.call("POST", "/seeds", b"http://127.0.0.1:9/x\n" * 500)[0] == 413
+    assert svc.call("GET", "/nowhere")[0] == 404
+    assert svc.call("GET", "/seeds")[0] == 405
+    assert svc.json("GET", "/healthz") == {"ok": True}  # still serving
+    assert svc.json("GET", "/status")["total"] == 0  # nothing was added by a bad request
+
+
+def test_concurrent_posts_add_each_url_once(
+    tmp_path: Path, make_site: SiteFactory, services: list[Service]
+) -> None:
+    s = make_site()
+    s.route("*", site.ok(b"ok"))
+    svc = Service(tmp_path / "crawl")
+    services.append(svc)
+    svc.json("POST", "/pause")
+    answers: list[dict[str, Any]] = []
+
+    def post(offset: int) -> None:
+        urls = "\n".join(s.url(f"/p{i}") for i in range(offset, offset + 100))
+        answers.append(svc.json("POST", "/seeds", urls.encode()))
+
+    threads = [threading.Thread(target=post, args=(n * 50,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    unique = 7 * 50 + 100  # offsets 0, 50, ... 350 with 100 URLs each
+    assert sum(a["accepted"] for a in answers) == unique
+    assert sum(a["duplicate"] for a in answers) == 800 - unique
+    time.sleep(1.5)
+    assert s.hits == []  # paused: nothing fetched
+    svc.json("POST", "/resume")
+    svc.wait_for(_done(unique))
+    assert svc.stop() == 143
+    assert len(index(tmp_path / "crawl")) == unique
+
+
+def test_inbox_files_are_ingested_once_and_a_part_file_waits(
+    tmp_path: Path, make_site: SiteFactory, services: list[Service]
+) -> None:
+    s = make_site()
+    s.route("*", site.ok(b"ok"))
+    data = tmp_path / "crawl"
+    inbox = data / "inbox"
+    inbox.mkdir(parents=True)
+    svc = Service(data, "service.inbox_settle_seconds=0.3", "service.inbox_interval=0.2")
+    services.append(svc)
+    part = inbox / "batch.txt.part"
+    part.write_text(s.url("/1") + "\n")
+    time.sleep(1.5)
+    assert svc.json("GET", "/status")["total"] == 0  # still being written: not read
+    with open(part, "a") as handle:
+        handle.write(s.url("/2") + "\nhttp://\n")
+    part.rename(inbox / "batch.txt")
+    status = svc.wait_for(_done(2))
+    assert status["total"] == 2
+    assert (inbox / "rejected" / "batch.txt").exists()  # one bad line: kept for a look
+    assert "line 3" in (inbox / "rejected" / "batch.txt.errors.txt").read_text()
+    (inbox / "again.txt").write_text(s.url("/1") + "\n" + s.url("/3") + "\n")
+    svc.wait_for(_done(3))
+    assert (inbox / "done" / "again.txt").exists()
+    assert svc.stop() == 143
+    assert sorted(h.path for h in s.hits) == ["/1", "/2", "/3"]
+
+
+def test_sigterm_releases_slow_fetches_and_restart_fetches_them_once(
+    tmp_path: Path, make_site: SiteFactory, services: list[Service]
+) -> None:
+    s = make_site()
+    slow_paths = [f"/slow{i}" for i in range(3)]
+    for path in slow_paths:
+        s.route(path, site.sequence(site.slow(30), site.ok(b"second time")))
+    s.route("*", site.ok(b"ok"))
+    data = tmp_path / "crawl"
+    svc = Service(data, "shutdown.grace_seconds=1")
+    services.append(svc)
+    urls = [s.url(p) for p in slow_paths] + [s.url(f"/fast{i}") for i in range(5)]
+    svc.json("POST", "/seeds", "\n".join(urls).encode())
+    svc.wait_for(_done(5))
+    deadline = time.monotonic() + 10
+    while len([h for h in s.hits if h.path.startswith("/slow")]) < 3:
+        assert time.monotonic() < deadline, "slow fetches never started"
+        time.sleep(0.05)
+    assert svc.stop(timeout=20) == 143
+    lines = index_lines(data)
+    assert sorted(line["url"] for line in lines) == sorted(urls[3:])  # slow ones not failed
+
+    again = Service(data)
+    services.append(again)
+    again.wait_for(_done(8))
+    assert again.stop() == 143
+    assert sorted(index(data)) == sorted(urls)
+    assert all(line["state"] == "done" for line in index(data).values())
+    assert all(line["attempts"] == 1 for line in index(data).values())  # none was charged
+    responses = [r["url"] for r in warc_records(data) if r["type"] == "response"]
+    assert sorted(responses) == sorted(urls)
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    return result.returncode == 0
+
+
+def test_a_full_disk_holds_the_crawl_and_it_resumes_when_space_returns(
+    tmp_path: Path, make_site: SiteFactory, services: list[Service]
+) -> None:
+    volume = tmp_path / "volume"
+    if not _mount_tmpfs(volume, "3m"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        s = make_site()
+        pages = 40
+        for i in range(pages):
+            s.route(f"/p{i}", site.ok(os.urandom(150_000), content_type="application/pdf"))
+        data = volume / "crawl"
+        svc = Service(data, "service.min_free_bytes=0", "fetch.concurrency=2")
+        services.append(svc)
+        urls = [s.url(f"/p{i}") for i in range(pages)]
+        svc.json("POST", "/seeds", "\n".join(urls).encode())
+        deadline = time.monotonic() + 30
+        while True:
+            code, body = svc.call("GET", "/readyz")
+            if code == 503:
+                break
+            assert time.monotonic() < deadline, "the disk never filled up"
+            time.sleep(0.2)
+        assert json.loads(body)["writer"] != "ok"
+        held = svc.json("GET", "/status")
+        assert held["states"]["done"] < pages
+        assert held["storage_problem"]
+        subprocess.run(["mount", "-o", "remount,size=64m", str(volume)], check=True)
+        svc.wait_for(_done(pages), timeout=60)
+        assert svc.json("GET", "/readyz")["ready"] is True
+        assert svc.stop() == 143
+        lines = index(data)  # one line per URL: nothing written twice
+        assert sorted(lines) == sorted(urls)
+        assert {line["state"] for line in lines.values()} == {"done"}
+        responses = [r["url"] for r in warc_records(data) if r["type"] == "response"]
+        assert sorted(responses) == sorted(urls)
+    finally:
+        for service in services:
+            service.close()
+        subprocess.run(["umount", "-l", str(volume)], capture_output=True)
