@@ -115,6 +115,15 @@ class Scheduler:
         slot.next_start = start + slot.pace.delay()
         return start - now
 
+    def started(self, host: str) -> None:
+        """A request to `host` goes out now: the delay counts from here, not from the
+        hand-off (a busy event loop can make the two differ)."""
+        slot = self._slots.get(self._keys.of(host))
+        if slot is not None:
+            now = self._clock()
+            slot.last_start = max(slot.last_start, now)
+            slot.next_start = max(slot.next_start, now + slot.pace.delay())
+
     def set_delay(self, host: str, delay: float) -> None:
         """Raise `host`'s delay (robots.txt Crawl-delay), never below politeness.delay."""
         slot = self._slots.get(self._keys.of(host))

@@ -88,6 +88,7 @@ class Worker:
         async def once() -> tuple[Response, str]:
             nonlocal tries
             tries += 1
+            self._scheduler.started(entry.host)
             if entry.kind == "sitemap":
                 return await self._fetcher.fetch(entry.url, True, sitemaps.MAX_BYTES)
             return await self._fetcher.fetch(entry.url, entry.depth < self._crawl.max_depth)
