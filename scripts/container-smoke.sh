@@ -210,8 +210,6 @@ if [ "$MODE" = serve ]; then
     ENVS+=(--health-cmd "python -c \"import urllib.request; urllib.request.urlopen('$API/healthz', timeout=4)\"")
   fi
 else
-  # Until the service section exists, `crawler run` rejects the image's CRAWLER_SERVICE__LISTEN.
-  ENVS+=(--unsetenv CRAWLER_SERVICE__LISTEN)
   ARGS=(run --data-dir /data --seeds /data/seeds.txt)
 fi
 expected=$PAGES
@@ -243,6 +241,9 @@ if [ "$MODE" = serve ]; then
   wait_done "$expected" 180
   find "$DATA/inbox/done" -name '*batch-b*' 2>/dev/null | grep -q . \
     || die "inbox/batch-b.txt was not moved to inbox/done/"
+  metrics=$(python3 -c "import urllib.request; print(urllib.request.urlopen('$API/metrics', timeout=5).read().decode())")
+  grep -E '^crawler_attempts_total\{outcome="done"\} [1-9]' <<<"$metrics" \
+    || die "/metrics does not count the fetched pages"
   stop_expect_143
 else
   code=$(pm wait "$CTR") # `crawler run` ends by itself once no URL is left
