@@ -106,7 +106,12 @@ class Crawl:
         # A host is never blocked longer than any of its URLs would wait for the same header.
         max_block = min(settings.politeness.max_retry_after, settings.retry.max_retry_after)
         self.scheduler = Scheduler(
-            frontier, settings.politeness, settings.frontier, max_block=max_block, forever=forever
+            frontier,
+            settings.politeness,
+            settings.frontier,
+            max_block=max_block,
+            forever=forever,
+            profiles=settings.profiles,
         )
         self._workers_scope = anyio.CancelScope()
         self.interrupted: int | None = None
@@ -159,7 +164,13 @@ class Crawl:
         fetcher = Fetcher(
             settings.fetch,
             AddressGuard(settings.network.allowed_networks),
-            per_host_connections=settings.politeness.per_host_concurrency,
+            per_host_connections=max(
+                [settings.politeness.per_host_concurrency]
+                + [p.per_host_concurrency or 0 for p in settings.profiles.all]
+            ),
+            profiles=settings.profiles,
+            store_credentials=settings.output.store_credentials,
+            cookie_store=self._frontier,
         )
         policy = RetryPolicy(settings.retry)
         scope = Scope(settings.crawl)

@@ -7,6 +7,7 @@
     │       └── OutOfSpace        disk full or read-only: wait and try again
     └── FetchError                one URL's attempt failed; `reason` is machine-readable
         ├── RetryableFetchError   worth another attempt later (defer to the frontier)
+        │   ├── AuthFailed            reason "auth"
         │   ├── DnsError              reason "dns"
         │   ├── ConnectFailed         reason "connect"
         │   ├── FetchTimeout          reason "timeout"
@@ -65,6 +66,12 @@ class FetchError(CrawlerError):
 
 class RetryableFetchError(FetchError):
     """Another attempt later may succeed."""
+
+
+class AuthFailed(RetryableFetchError):
+    """Credentials could not be obtained (e.g. the OAuth2 token endpoint failed)."""
+
+    reason = "auth"
 
 
 class DnsError(RetryableFetchError):

@@ -142,7 +142,9 @@ class Robots:
         failed = False
         try:
             for _ in range(MAX_HOPS + 1):
-                response, _digest = await self._fetcher.fetch(url, keep_decoded=True)
+                response, _digest = await self._fetcher.fetch(
+                    url, keep_decoded=True, credentials=False
+                )
                 status = response.status
                 location = response.header("location")
                 data = response.decoded or b""

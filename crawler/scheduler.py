@@ -9,6 +9,7 @@ soon go back to the frontier with `not_before`.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import time
@@ -24,6 +25,7 @@ from crawler.errors import OutOfSpace
 from crawler.frontier import Frontier
 from crawler.models import Entry
 from crawler.politeness import BudgetKeys, HostState, Pace
+from crawler.profiles import Profiles
 from crawler.settings import FrontierSettings, PolitenessSettings
 
 LOOKAHEAD = 30.0  # seconds of work buffered per host; the rest waits in the frontier
@@ -37,6 +39,7 @@ class HostSlot:
     """A host's download slot: its queue, requests in flight, pace and earliest next start."""
 
     pace: Pace
+    limit: int  # requests in flight at most (per_host_concurrency, or a profile's)
     queue: deque[Entry] = field(default_factory=deque)
     inflight: int = 0
     next_start: float = 0.0
@@ -54,7 +57,9 @@ class Scheduler:
         wall: Callable[[], float] = time.time,
         max_block: float | None = None,
         forever: bool = False,
+        profiles: Profiles | None = None,
     ) -> None:
+        self._profiles = profiles or Profiles()
         self._forever = forever  # serve: an empty frontier means "wait for more", not "done"
         self._paused: set[str] = set()
         self._max_block = max_block
@@ -205,20 +210,31 @@ class Scheduler:
         return keys
 
     # -- internals ------------------------------------------------------------------------
-    def _slot(self, budget: str, saved: HostState | None = None) -> HostSlot:
+    def _settings_for(self, host: str) -> PolitenessSettings:
+        """politeness.*, with the delay / concurrency of a profile matching `host`."""
+        profile = self._profiles.for_host(host) if self._profiles else None
+        if profile is None or (profile.delay is None and profile.per_host_concurrency is None):
+            return self._politeness
+        return dataclasses.replace(
+            self._politeness,
+            delay=self._politeness.delay if profile.delay is None else profile.delay,
+            per_host_concurrency=profile.per_host_concurrency
+            or self._politeness.per_host_concurrency,
+        )
+
+    def _slot(self, budget: str, host: str, saved: HostState | None = None) -> HostSlot:
         slot = self._slots.get(budget)
         if slot is None:
-            pace = Pace(budget, self._politeness, saved, self._max_block)
-            slot = self._slots[budget] = HostSlot(pace=pace, next_start=self._start_floor)
+            settings = self._settings_for(host)
+            pace = Pace(budget, settings, saved, self._max_block)
+            slot = self._slots[budget] = HostSlot(
+                pace=pace, limit=settings.per_host_concurrency, next_start=self._start_floor
+            )
             self._hold(slot)
         return slot
 
     def _push(self, budget: str, slot: HostSlot) -> None:
-        if (
-            slot.queue
-            and not slot.in_heap
-            and slot.inflight < self._politeness.per_host_concurrency
-        ):
+        if slot.queue and not slot.in_heap and slot.inflight < slot.limit:
             self._seq += 1
             heapq.heappush(self._heap, (slot.next_start, self._seq, budget))
             slot.in_heap = True
@@ -247,7 +263,7 @@ class Scheduler:
         saved = await self._frontier.host_states(list(new)) if new else {}
         overflow: list[int] = []
         for entry, budget in zip(entries, budgets, strict=True):
-            slot = self._slot(budget, saved.get(budget))
+            slot = self._slot(budget, entry.host, saved.get(budget))
             if len(slot.queue) >= self._host_cap:
                 overflow.append(entry.key)
                 continue
@@ -284,7 +300,7 @@ class Scheduler:
             _, _, budget = heapq.heappop(self._heap)
             slot = self._slots[budget]
             slot.in_heap = False
-            if not slot.queue or slot.inflight >= self._politeness.per_host_concurrency:
+            if not slot.queue or slot.inflight >= slot.limit:
                 continue
             if slot.next_start > now:
                 self._push(budget, slot)

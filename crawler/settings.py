@@ -14,6 +14,7 @@ from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
 from crawler.errors import ConfigError
+from crawler.profiles import Profiles, load_profiles
 
 ENV_PREFIX = "CRAWLER_"
 
@@ -83,6 +84,7 @@ class OutputSettings:
     warc_max_bytes: int = 1024**3
     gzip_level: int = 4
     prefix: str = "crawler"
+    store_credentials: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,6 +137,8 @@ class Settings:
     shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
     log: LogSettings = field(default_factory=LogSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    # [[profile]] tables (config file only): not a section; see crawler/profiles.py.
+    profiles: Profiles = field(default_factory=Profiles, compare=False, repr=False)
 
 
 # (section, key) -> (predicate, what the value must be)
@@ -307,7 +311,7 @@ def _set_layer(assignments: Sequence[str]) -> dict[str, dict[str, Any]]:
     return layer
 
 
-def _build(raw: Mapping[str, Mapping[str, Any]]) -> Settings:
+def _build(raw: Mapping[str, Mapping[str, Any]], profiles: Profiles | None = None) -> Settings:
     sections: dict[str, Any] = {}
     section_types = get_type_hints(Settings)
     for section, values in raw.items():
@@ -326,7 +330,7 @@ def _build(raw: Mapping[str, Mapping[str, Any]]) -> Settings:
                 raise ConfigError(f"{path} = {value!r}: must be {rule[1]}")
             kwargs[key] = coerced
         sections[section] = cls(**kwargs)
-    return Settings(**sections)
+    return Settings(**sections, profiles=profiles or Profiles())
 
 
 def load_settings(
@@ -336,6 +340,8 @@ def load_settings(
 ) -> Settings:
     """Defaults < config file < CRAWLER_SECTION__KEY variables < --set section.key=value."""
     raw: dict[str, dict[str, Any]] = {}
+    profiles: Profiles | None = None
+    env = os.environ if environ is None else environ
     if config_file is not None:
         try:
             layer = tomllib.loads(config_file.read_text(encoding="utf-8"))
@@ -343,10 +349,11 @@ def load_settings(
             raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from exc
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
+        profiles = load_profiles(layer.pop("profile", None), env)
         _merge(raw, layer, str(config_file))
-    _merge(raw, _env_layer(os.environ if environ is None else environ), "environment")
+    _merge(raw, _env_layer(env), "environment")
     _merge(raw, _set_layer(assignments), "--set")
-    return _build(raw)
+    return _build(raw, profiles)
 
 
 def with_overrides(settings: Settings, section: str, **values: Any) -> Settings:

@@ -298,6 +298,8 @@ def _dataclass_defaults() -> dict[str, dict[str, Any]]:
     result: dict[str, dict[str, Any]] = {}
     defaults = Settings()
     for section in dataclasses.fields(Settings):
+        if section.name == "profiles":  # [[profile]] tables: a commented example, no defaults
+            continue
         value = getattr(defaults, section.name)
         result[section.name] = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     return result

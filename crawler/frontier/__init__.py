@@ -102,6 +102,14 @@ class Frontier(Protocol):
         """Whether any URL is queued or leased."""
         ...
 
+    async def load_cookies(self, profile: str) -> str | None:
+        """The saved cookie jar (JSON) of a fetch profile, if any."""
+        ...
+
+    async def save_cookies(self, profile: str, jar: str) -> None:
+        """Replace the saved cookie jar of a fetch profile."""
+        ...
+
     async def committed_outputs(self) -> dict[str, int]:
         """Output file (relative path) -> length known to be committed."""
         ...

@@ -335,6 +335,14 @@ class SQLiteFrontier:
                 (record.host, record.body, record.status, record.expires_at, record.failing_since),
             )
 
+    async def load_cookies(self, profile: str) -> str | None:
+        rows = await self._query("SELECT jar FROM cookies WHERE profile = ?", (profile,))
+        return str(rows[0][0]) if rows else None
+
+    async def save_cookies(self, profile: str, jar: str) -> None:
+        async with self._transaction() as db:
+            await db.execute("INSERT OR REPLACE INTO cookies VALUES (?, ?)", (profile, jar))
+
     async def host_states(self, hosts: Sequence[str]) -> dict[str, HostState]:
         found: dict[str, HostState] = {}
         unique = list(dict.fromkeys(hosts))
