@@ -5,13 +5,14 @@ from __future__ import annotations
 import codecs
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
 
-from selectolax.lexbor import LexborHTMLParser
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+from crawler.urls import Resolver
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _FOLLOWED_REL = frozenset({"alternate", "next", "prev", "canonical"})
-_SELECTOR = "base[href], meta, a[href], area[href], link[href], frame[src], iframe[src]"
+_SELECTOR = "a[href], area[href], link[href], frame[src], iframe[src], meta, base[href]"
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9._:-]+)", re.I)
 _REFRESH_URL = re.compile(r"^\s*[\d.]*\s*[;,]?\s*(?:url\s*=\s*)?[\"']?([^\"']*)", re.I)
@@ -52,9 +53,20 @@ def decode(body: bytes, content_type: str | None) -> str:
     """Text of an HTML body: BOM, HTTP charset, <meta charset>, then UTF-8; never raises.
 
     The BOM wins over the HTTP charset, as in browsers (WHATWG encoding sniffing)."""
+    markup = source(body, content_type)
+    return markup if isinstance(markup, str) else markup.decode("utf-8", errors="replace")
+
+
+def source(body: bytes, content_type: str | None) -> str | bytes:
+    """An HTML body as `extract` takes it, with the charset `decode` would choose.
+
+    A UTF-8 body stays bytes (BOM removed): the parser decodes UTF-8 itself, invalid bytes
+    to U+FFFD as `decode` does, so it is not decoded to text only to be encoded back. A body
+    in any other charset is decoded to text."""
     for bom, name in _BOMS:
         if body.startswith(bom):
-            return body[len(bom) :].decode(name, errors="replace")
+            body = body[len(bom) :]
+            return body if name == "utf-8" else body.decode(name, errors="replace")
     declared = _CHARSET.search(content_type or "")
     codec = _codec(declared.group(1) if declared else None)
     if codec is None:
@@ -62,28 +74,12 @@ def decode(body: bytes, content_type: str | None) -> str:
         codec = _codec(meta.group(1).decode("ascii") if meta else None)
         if codec is not None and codec.startswith("utf-16"):
             codec = "utf-8"  # a page whose bytes we can read as ASCII is not UTF-16
+    if codec is None or codec == "utf-8":
+        return body
     try:
-        return body.decode(codec or "utf-8", errors="replace")
+        return body.decode(codec, errors="replace")
     except (LookupError, ValueError):
-        return body.decode("utf-8", errors="replace")
-
-
-def _absolute(base: str, href: str) -> str | None:
-    href = href.strip()
-    if not href or href.startswith("#"):
-        return None
-    try:
-        url = urljoin(base, href)
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None  # javascript:, mailto:, data:, tel:, ...
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        return None
-    return url.split("#", 1)[0]
+        return body  # a codec that cannot read text (base64, idna, ...): UTF-8
 
 
 def _nofollow(directives: str) -> bool:
@@ -92,55 +88,80 @@ def _nofollow(directives: str) -> bool:
 
 
 def extract(
-    text: str,
+    text: str | bytes,
     page_url: str,
     *,
     max_links: int,
     obey_rel_nofollow: bool = True,
     x_robots_tag: str | None = None,
 ) -> Links:
-    """Links of an HTML document whose (final) URL is `page_url`."""
+    """Links of an HTML document (text, or UTF-8 bytes) whose (final) URL is `page_url`."""
     found = Links()
     if x_robots_tag and _nofollow(x_robots_tag.lower()):
         found.nofollow = True
         return found
-    tree = LexborHTMLParser(text)
-    for meta in tree.css("meta[name]"):
-        content = (meta.attributes.get("content") or "").lower()
-        if (meta.attributes.get("name") or "").lower() == "robots" and _nofollow(content):
-            found.nofollow = True
-            return found
-    first_base = tree.css_first("base[href]")
-    base_href = first_base.attributes.get("href") if first_base is not None else None
-    base = (_absolute(page_url, base_href) if base_href else None) or page_url
+    nodes = LexborHTMLParser(text).css(_SELECTOR)
+    resolver = _resolver(nodes, page_url)
+    if resolver is None:
+        found.nofollow = True
+        return found
+    join = resolver.join
     seen: set[str] = set()
-    for node in tree.css(_SELECTOR):
-        attrs = node.attributes
-        tag = node.tag
-        href: str | None = None
-        if tag == "base":
-            continue
-        if tag == "meta":
-            content = attrs.get("content") or ""
-            if (attrs.get("http-equiv") or "").lower() == "refresh":
-                match = _REFRESH_URL.match(content)
-                href = match.group(1) if match else None
-        elif tag == "link":
-            rels = set((attrs.get("rel") or "").lower().split())
-            if rels & _FOLLOWED_REL and "stylesheet" not in rels:
-                href = attrs.get("href")
-        elif tag in ("frame", "iframe"):
-            href = attrs.get("src")
-        else:  # a, area
-            if obey_rel_nofollow and "nofollow" in (attrs.get("rel") or "").lower().split():
-                continue
-            href = attrs.get("href")
-        url = _absolute(base, href) if href else None
+    urls = found.urls
+    for node in nodes:
+        href = _href(node, obey_rel_nofollow)
+        url = join(href) if href else None
         if url is None or url in seen:
             continue
-        if len(found.urls) >= max_links:
+        if len(urls) >= max_links:
             found.truncated = True
             break
         seen.add(url)
-        found.urls.append(url)
+        urls.append(url)
     return found
+
+
+def _resolver(nodes: list[LexborNode], page_url: str) -> Resolver | None:
+    """What the page's links resolve against (its first <base href>); None: meta nofollow."""
+    base: Resolver | None = None
+    for node in nodes:
+        tag = node.tag
+        if tag == "meta":
+            attrs = node.attributes
+            if (attrs.get("name") or "").lower() == "robots" and _nofollow(
+                (attrs.get("content") or "").lower()
+            ):
+                return None
+        elif tag == "base" and base is None:
+            page = Resolver(page_url)
+            href = node.attributes.get("href")
+            base_url = page.join(href) if href else None
+            base = Resolver(base_url) if base_url else page
+    return base or Resolver(page_url)
+
+
+def _href(node: LexborNode, obey_rel_nofollow: bool) -> str | None:
+    """The link of an element the selector found, None when it is not followed."""
+    attrs = node.attributes
+    tag = node.tag
+    if tag == "a" or tag == "area":
+        if obey_rel_nofollow and "rel" in attrs and _has_nofollow(attrs["rel"]):
+            return None
+        return attrs.get("href")
+    if tag == "meta":
+        if (attrs.get("http-equiv") or "").lower() != "refresh":
+            return None
+        match = _REFRESH_URL.match(attrs.get("content") or "")
+        return match.group(1) if match else None
+    if tag == "link":
+        rels = set((attrs.get("rel") or "").lower().split())
+        if not rels & _FOLLOWED_REL or "stylesheet" in rels:
+            return None
+        return attrs.get("href")
+    if tag == "frame" or tag == "iframe":
+        return attrs.get("src")
+    return None  # <base>
+
+
+def _has_nofollow(rel: str | None) -> bool:
+    return rel is not None and "nofollow" in rel.lower().split()

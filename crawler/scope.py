@@ -15,6 +15,7 @@ class Scope:
         self._mode = settings.scope
         self._include = [re.compile(r) for r in settings.include]
         self._exclude = [re.compile(r) for r in settings.exclude]
+        self._unfiltered = not (self._include or self._exclude)
 
     def patterns_allow(self, url: str) -> bool:
         """Only the include/exclude regexes."""
@@ -23,8 +24,9 @@ class Scope:
         return not any(r.search(url) for r in self._exclude)
 
     def allows(self, url: str, host: str, origin: str) -> bool:
-        if self._mode == "host" and host != origin:
-            return False
-        if self._mode == "domain" and registrable(host) != registrable(origin):
-            return False
-        return self.patterns_allow(url)
+        if host != origin:  # a host is always in its own host's (and domain's) scope
+            if self._mode == "host":
+                return False
+            if self._mode == "domain" and registrable(host) != registrable(origin):
+                return False
+        return self._unfiltered or self.patterns_allow(url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from w3lib.url import safe_url_string
 
@@ -22,6 +22,31 @@ _CANONICAL = re.compile(
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
+# Shapes of link that `Resolver` joins by concatenation, each chosen so that urljoin would
+# return the very same string: no whitespace or control characters (urlsplit strips or drops
+# some), no ";" in a path (urlparse splits off "params" and drops an empty one), no "."/".."
+# segment (urljoin removes them), no empty query ("?" alone is dropped). Anything else, or
+# any doubt, takes urljoin. The fragment is dropped either way.
+_P = r"[^\x00-\x20\x7f#?;/]"  # a character of a path segment
+_SEG = rf"(?!\.){_P}*"  # a segment that is neither "." nor ".." (nor starts with ".")
+_QUERY = r"(?:\?[^\x00-\x20\x7f#]+)?"
+_FRAGMENT = r"(?:#.*)?"
+_ABSOLUTE_LINK = re.compile(
+    rf"(?P<url>https?://[A-Za-z0-9.-]+(?::(?P<port>[0-9]{{1,5}}))?(?:/[^\x00-\x20\x7f#?;]*)?"
+    rf"{_QUERY}){_FRAGMENT}",
+    re.S,
+)
+_ROOTED_LINK = re.compile(rf"(?P<url>(?:/{_SEG})+{_QUERY}){_FRAGMENT}", re.S)  # not "//"
+_RELATIVE_LINK = re.compile(  # no ":" before the first "/" (it would be a scheme), no "//"
+    rf"(?P<url>(?!\.)[^\x00-\x20\x7f#?;/:]+(?:/(?!\.){_P}+)*/?{_QUERY}){_FRAGMENT}", re.S
+)
+_QUERY_LINK = re.compile(rf"(?P<url>\?[^\x00-\x20\x7f#]+){_FRAGMENT}", re.S)
+_BASE = re.compile(
+    r"(?P<origin>https?://[A-Za-z0-9.-]+(?::(?P<port>[0-9]{1,5}))?)"
+    r"(?P<path>/[^\x00-\x20\x7f#?;]*)?(?:[?#].*)?",
+    re.S,
+)
 
 
 class BadURL(ValueError):
@@ -110,13 +135,86 @@ def _fast_canonical(url: str, match: re.Match[str], sort_query: bool = False) ->
 
 def identify(text: str, sort_query: bool = False) -> tuple[int, str]:
     """Validate `text` and return its (key, host): the one call on the seeding hot path."""
+    canonical_url, host = locate(text, sort_query)
+    return url_key(canonical_url), host
+
+
+def locate(text: str, sort_query: bool = False) -> tuple[str, str]:
+    """Validate `text` and return its (canonical URL, host): `identify` before the key.
+
+    For a caller that may drop the URL by its host (scope) without paying for its key."""
     match = _fast(text)
     if match is not None:
         port = match.group("port")
         host = match.group("host") if port is None else f"{match.group('host')}:{port}"
-        return url_key(_fast_canonical(text, match, sort_query)), host
+        return _fast_canonical(text, match, sort_query), host
     validate(text)
-    return url_key(canonical(text, sort_query)), host_of(text)
+    return canonical(text, sort_query), host_of(text)
+
+
+class Resolver:
+    """Absolute http(s) URLs of the links of one page, as `urljoin(base, href)` gives them.
+
+    The common shapes of link (absolute, "/rooted", "relative/path", "?query") are joined
+    by string concatenation when the base allows it; every other link takes urljoin.
+    """
+
+    __slots__ = ("_dir", "_origin", "_path", "base")
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self._origin: str | None = None
+        self._path = self._dir = ""
+        match = _BASE.fullmatch(base)
+        if match is None or int(match["port"] or 0) > 65535:
+            return  # userinfo, IPv6, odd characters, bad port: urljoin for every link
+        self._origin = match["origin"]
+        self._path = match["path"] or ""
+        directory = self._path[: self._path.rfind("/") + 1] or "/"
+        # urljoin merges a relative path into the base's directory, dropping its empty and
+        # dot segments: concatenation is only right when it has none.
+        if "//" not in directory and "/./" not in directory and "/../" not in directory:
+            self._dir = directory
+
+    def join(self, href: str) -> str | None:
+        """The URL `href` names, without its fragment; None unless http(s) with a host."""
+        href = href.strip()
+        if not href or href[0] == "#":
+            return None
+        first = href[0]
+        if first == "h" and href.startswith(("http://", "https://")):
+            match = _ABSOLUTE_LINK.fullmatch(href)
+            if match is not None and int(match["port"] or 0) <= 65535:
+                return match["url"]
+            return _join(self.base, href)
+        origin = self._origin
+        if origin is None:
+            return _join(self.base, href)
+        if first == "/":
+            if href[1:2] != "/" and (match := _ROOTED_LINK.fullmatch(href)) is not None:
+                return origin + match["url"]
+        elif first == "?":
+            if (match := _QUERY_LINK.fullmatch(href)) is not None:
+                return origin + self._path + match["url"]
+        elif self._dir and (match := _RELATIVE_LINK.fullmatch(href)) is not None:
+            return origin + self._dir + match["url"]
+        return _join(self.base, href)
+
+
+def _join(base: str, href: str) -> str | None:
+    """The general case of `Resolver.join`: urljoin, then the checks."""
+    try:
+        url = urljoin(base, href)
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None  # javascript:, mailto:, data:, tel:, ...
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return None
+    return url.split("#", 1)[0]
 
 
 def url_key(canonical_url: str) -> int:

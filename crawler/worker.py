@@ -20,14 +20,14 @@ from crawler.errors import (
     ProtocolError,
 )
 from crawler.fetcher import Fetcher
-from crawler.links import decode, extract, is_html
+from crawler.links import extract, is_html, source
 from crawler.models import Entry, NewURL, Outcome, OutcomeKind, Response, State
 from crawler.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after, retry_in_place
 from crawler.robots import Robots
 from crawler.scheduler import Scheduler
 from crawler.scope import Scope
 from crawler.settings import CrawlSettings
-from crawler.urls import identify
+from crawler.urls import identify, locate, url_key
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_IN_PLACE_WAIT = 5.0  # an in-place retry never waits longer than this for politeness
@@ -237,7 +237,7 @@ class Worker:
         if not is_html(response.header("content-type"), body):
             return
         found = extract(
-            decode(body, response.header("content-type")),
+            source(body, response.header("content-type")),
             entry.url,
             max_links=self._crawl.max_links_per_page,
             obey_rel_nofollow=self._crawl.obey_rel_nofollow,
@@ -258,17 +258,20 @@ class Worker:
     ) -> None:
         """Add the fetchable, in-scope `urls` to the outcome's new URLs."""
         origin = entry.origin or entry.host
+        sort_query = self._crawl.sort_query
+        allows = self._scope.allows
+        new_urls = outcome.new_urls
         for url in urls:
             try:
-                key, host = identify(url, self._crawl.sort_query)
+                canonical_url, host = locate(url, sort_query)
             except ValueError:  # BadURL included
                 continue
-            if scoped and not self._scope.allows(url, host, origin):
+            if scoped and not allows(url, host, origin):
                 outcome.out_of_scope += 1
-                continue
-            outcome.new_urls.append(
+                continue  # dropped before it costs a key
+            new_urls.append(
                 NewURL(
-                    key=key,
+                    key=url_key(canonical_url),
                     url=url,
                     host=host,
                     depth=depth,
@@ -277,7 +280,7 @@ class Worker:
                     kind=kind,
                 )
             )
-        outcome.links = len(outcome.new_urls)
+        outcome.links = len(new_urls)
 
     def _final(
         self, entry: Entry, response: Response, attempts: int, reason: str, message: str | None

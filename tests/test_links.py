@@ -6,7 +6,7 @@ import codecs
 
 import pytest
 
-from crawler.links import Links, decode, extract, is_html
+from crawler.links import Links, decode, extract, is_html, source
 
 PAGE = "http://a.example/dir/page.html"
 
@@ -225,6 +225,60 @@ def test_decode_of_an_unknown_or_unusable_charset_never_raises(charset: str, whe
     body = f'<html><head>{meta}</head><body><a href="/x">x</a></body></html>'.encode()
     text = decode(body + b"\xe9", content_type)
     assert links(text) == ["http://a.example/x"]
+
+
+# -- source: what extract is given (UTF-8 stays bytes) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ('<a href="/straße">s</a>'.encode(), None),
+        ('<a href="/straße">s</a>'.encode(), "text/html; charset=utf-8"),
+        ('<meta charset="utf-8"><a href="/straße">s</a>'.encode(), None),
+        (codecs.BOM_UTF8 + '<a href="/straße">s</a>'.encode(), "text/html; charset=latin-1"),
+        (b'<meta charset="utf-16"><a href="/x">x</a>', None),
+        (b'<a href="/x">x</a>', "text/html; charset=base64"),
+    ],
+)
+def test_source_keeps_a_utf8_body_as_bytes_without_its_bom(
+    body: bytes, content_type: str | None
+) -> None:
+    markup = source(body, content_type)
+    assert markup == body.removeprefix(codecs.BOM_UTF8)
+    assert links(markup) == links(decode(body, content_type))
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ('<a href="/дом">д</a>'.encode("cp1251"), "text/html; charset=windows-1251"),
+        ('<meta charset="koi8-r"><a href="/дом">д</a>'.encode("koi8-r"), None),
+        (codecs.BOM_UTF16_LE + '<a href="/дом">д</a>'.encode("utf-16-le"), "text/html"),
+    ],
+)
+def test_source_decodes_a_body_in_another_charset(body: bytes, content_type: str | None) -> None:
+    assert source(body, content_type) == decode(body, content_type)
+    assert links(source(body, content_type)) == ["http://a.example/дом"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"caf\xe9",  # latin-1 in a UTF-8 page
+        b"\xff\xfe\xc3(",
+        b"\xed\xa0\x80",  # an encoded surrogate
+        b"\xf0\x9f\x98",  # a truncated 4-byte sequence
+        b"\xc0\xaf\xf4\x90\x80\x80",  # overlong, past U+10FFFF
+        b"a\x00b",
+        "\U0001f600 é €".encode(),
+    ],
+)
+def test_extract_reads_utf8_bytes_as_decode_does(raw: bytes) -> None:
+    # The parser replaces invalid UTF-8 exactly as bytes.decode(errors="replace") does.
+    body = b"<p>" + raw + b'</p><a href="/' + raw + b'">x</a><iframe src="' + raw + b'">'
+    assert links(source(body, None)) == links(decode(body, None))
+    assert links(body) == links(body.decode("utf-8", errors="replace"))
 
 
 # -- extract: which elements ------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import re
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 
@@ -10,9 +12,11 @@ from crawler.urls import (
     _CANONICAL,
     MAX_URL_LENGTH,
     BadURL,
+    Resolver,
     canonical,
     host_of,
     identify,
+    locate,
     url_key,
     validate,
 )
@@ -399,3 +403,210 @@ def test_sort_query_keeps_each_pair_and_duplicates_as_written() -> None:
     assert canonical("http://example.com/?only=1", sort_query=True) == (
         "http://example.com/?only=1"
     )
+
+
+# -- Resolver: links joined by concatenation agree with urljoin --------------------------------
+
+
+def _reference_join(base: str, href: str) -> str | None:
+    """What link extraction did before the fast paths: urljoin, then the same checks."""
+    href = href.strip()
+    if not href or href.startswith("#"):
+        return None
+    try:
+        url = urljoin(base, href)
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return url.split("#", 1)[0]
+
+
+def _identified(url: str | None) -> tuple[int, str] | str | None:
+    """(key, host) of a joined URL, "bad" when identify rejects it."""
+    if url is None:
+        return None
+    try:
+        return identify(url)
+    except BadURL:
+        return "bad"
+
+
+BASES = [
+    "http://a.example/dir/page.html",
+    "http://a.example/dir/",
+    "http://a.example",
+    "http://a.example/",
+    "https://a.example/dir/page.html?q=1#top",
+    "http://a.example?q=1",
+    "http://127.0.0.1:18080/p1.html",
+    "http://a.example:80/dir/page",
+    "https://a.example:8443/x/y/",
+    "http://A.Example/Dir/Page",
+    # bases that rule out some or all of the fast paths
+    "HTTP://a.example/dir/page",
+    "http://user:pw@a.example/dir/page",
+    "http://[::1]:8080/dir/page",
+    "http://a.example:99999/dir/page",
+    "http://a.example/a//b/page",
+    "http://a.example/./a/page",
+    "http://a.example/a/../b/page",
+    "http://a.example/a/b/..",
+    "http://a.example/d;p/x;q",
+    "http://a.example/d é/page",
+    "http://bücher.example/dir/page",
+]
+
+HREFS = [
+    # absolute
+    "http://b.example/x",
+    "https://b.example/x?y=1#z",
+    "http://b.example",
+    "http://b.example?x=1",
+    "http://b.example:8080/x",
+    "http://b.example:99999/x",
+    "http://b.example:/x",
+    "http://B.EXAMPLE/X",
+    "HTTP://b.example/x",
+    "http://user@b.example/x",
+    "http://[::1]/x",
+    "http://[::1/x",
+    "http://b.example/a/../b/./c",
+    "http://b.example/x;p",
+    "http://b.example/x;",
+    "http://b.example/x?",
+    "http://b.example/x#",
+    "http://b.example/é?é=é",
+    "http://b.example/a b",
+    "http:relative",
+    "https:x",
+    "http://",
+    # network-path
+    "//b.example/x",
+    "//b.example:8080/x?q#f",
+    "///x",
+    # rooted
+    "/",
+    "/x",
+    "/p14600.html",
+    "/a/b/c?d=e&f=g#h",
+    "/a//b",
+    "/a/./b",
+    "/a/../b",
+    "/..",
+    "/.",
+    "/.hidden",
+    "/x?",
+    "/x?#f",
+    "/x#",
+    "/x;p",
+    "/x;",
+    "/a b",
+    "/дом",
+    "/caf%C3%A9",
+    "/x\ty",
+    "/x\ny#f",
+    "/x#a\nb",
+    " /x ",
+    "/x?q=a b",
+    "/x?q=\u00e9",
+    # query and fragment only
+    "?q",
+    "?q=1&r=2#f",
+    "?",
+    "?#f",
+    "#f",
+    "#",
+    "",
+    "   ",
+    # relative
+    "x",
+    "x/",
+    "other.html",
+    "sub/x?y#z",
+    "./x",
+    "../x",
+    "../../../../x",
+    "a/./b",
+    "a/../b",
+    "a//b",
+    "a/.",
+    "a/..",
+    ".hidden",
+    "x:y",
+    "a/b:c",
+    "h",
+    "home.html",
+    "héllo/wörld",
+    "x;p",
+    "a b",
+    # not http(s)
+    "javascript:void(0)",
+    "mailto:x@y.example",
+    "data:text/html,<a>",
+    "ftp://b.example/",
+    "tel:+44",
+]
+
+
+@pytest.mark.parametrize("base", BASES)
+@pytest.mark.parametrize("href", HREFS)
+def test_resolver_agrees_with_urljoin(base: str, href: str) -> None:
+    got = Resolver(base).join(href)
+    want = _reference_join(base, href)
+    assert got == want
+    assert _identified(got) == _identified(want)
+
+
+@pytest.mark.parametrize(
+    ("base", "href", "expected"),
+    [
+        ("http://a.example/d/p", "/x", "http://a.example/x"),
+        ("http://a.example/d/p", "/x?q=1#f", "http://a.example/x?q=1"),
+        ("http://a.example:8080/d/p", "/x", "http://a.example:8080/x"),
+        ("http://A.Example/d/p", "/x", "http://A.Example/x"),
+        ("http://a.example/d/p", "/a//b", "http://a.example/a//b"),
+        ("http://a.example/d/p", "/дом", "http://a.example/дом"),
+        ("http://a.example/d/p", "http://b.example:81/x#f", "http://b.example:81/x"),
+        ("https://a.example/d/p", "http://b.example/x", "http://b.example/x"),
+        ("http://a.example/d/p", "x/y?q", "http://a.example/d/x/y?q"),
+        ("http://a.example", "x", "http://a.example/x"),
+        ("http://a.example/d/p?old", "?new#f", "http://a.example/d/p?new"),
+        ("http://a.example?old", "?new", "http://a.example?new"),
+    ],
+)
+def test_resolver_joins_common_links_without_urljoin(
+    base: str, href: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_urljoin(*args: object) -> None:
+        raise AssertionError("took the urljoin path")
+
+    monkeypatch.setattr("crawler.urls._join", no_urljoin)
+    assert Resolver(base).join(href) == expected
+
+
+def test_resolver_agrees_with_urljoin_on_random_links() -> None:
+    rng = random.Random(20240601)
+    pieces = [*"ab/.?#;:%@ é\t-_~=&h", "http://", "https://", "//", "..", "./", ":80", "[::1]"]
+    for base in BASES:
+        resolver = Resolver(base)
+        for _ in range(300):
+            href = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 7)))
+            href = rng.choice(["", "/", "?", "x/", "http://b.example/"]) + href
+            assert resolver.join(href) == _reference_join(base, href), (base, href)
+
+
+@pytest.mark.parametrize("url", [u for u in URLS if _valid(u)])
+@pytest.mark.parametrize("sort_query", [False, True])
+def test_locate_is_identify_before_the_key(url: str, sort_query: bool) -> None:
+    canonical_url, host = locate(url, sort_query)
+    assert (url_key(canonical_url), host) == identify(url, sort_query)
+    assert canonical_url == canonical(url, sort_query)
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/", "http:///x", "http://example.com/a b"])
+def test_locate_rejects_what_identify_rejects(url: str) -> None:
+    with pytest.raises(BadURL):
+        locate(url)
