@@ -18,6 +18,7 @@ from crawler.writers import Sink, WriteResult
 
 MAX_BATCH_BYTES = 64 * 1024 * 1024  # bodies in one batch: bounds the memory a batch holds
 RETRY_FULL_DISK = 5.0  # seconds between attempts to write or commit while the disk is full
+KNOWN_KEYS = 500_000  # discovered URL keys remembered as already in the frontier (~30 MB)
 
 log = structlog.get_logger("crawler.writer")
 
@@ -50,6 +51,9 @@ class Writer:
         give_up: Callable[[], bool] = lambda: False,
     ) -> None:
         self._give_up = give_up
+        # Most links a crawl finds are already in the frontier: remembering the keys of the
+        # ones committed saves the database from inserting (and ignoring) them again.
+        self._known: set[int] = set()
         self._on_stall = on_stall
         self._retry_after = retry_after
         self.stalled: str | None = None
@@ -130,8 +134,14 @@ class Writer:
             for outcome in final:
                 if outcome.response is not None:
                     outcome.response.close()
+        known = self._known
+        if len(known) > KNOWN_KEYS:
+            known.clear()  # bounded memory; forgetting only costs some ignored inserts
         for o in batch:
-            commit.discovered.extend(o.new_urls)
+            for new in o.new_urls:
+                if new.key not in known:
+                    known.add(new.key)  # also drops repeats within the batch
+                    commit.discovered.append(new)
             if o.kind is OutcomeKind.TERMINAL:
                 commit.finished.append(
                     Finished(o.entry.key, o.state, o.reason, o.status, o.attempts, o.fetched_at)
