@@ -1,0 +1,349 @@
+"""Fetcher: pooled httpx2 clients; streams a response with caps and maps errors to ours.
+
+This package is the only importer of httpx2/httpcore2 (transport.py: connecting and pools;
+auth.py: profile credentials and cookies). httpx2 is the maintained continuation of httpx
+(same API): its connection pool stays fast at hundreds of concurrent requests where httpx
+0.28's slows down sharply (see README).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import re
+import ssl
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any
+
+import anyio
+import httpx2
+
+from crawler import errors
+from crawler.decoding import BodyDecoder
+from crawler.fetcher.auth import (
+    ClientCredentials,
+    CookieStore,
+    auth_for,
+    jar_from,
+    jar_json,
+    profile_key,
+)
+from crawler.fetcher.transport import (
+    ACCEPT_ENCODING,
+    KEEPALIVE_SECONDS,
+    GuardedBackend,
+    PerOriginTransport,
+    PoolTransport,
+    proxy_from,
+    translate,
+)
+from crawler.guard import AddressGuard
+from crawler.models import Response
+from crawler.profiles import Profile, Profiles, Transport
+from crawler.settings import FetchSettings
+
+SPOOL_BYTES = 256 * 1024
+_UNSAFE_HEADER = re.compile(rb"[\r\n\x00]")
+REDACTED = "[redacted]"
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization"})
+
+
+def payload_digest(sha1: Any) -> str:
+    return "sha1:" + base64.b32encode(sha1.digest()).decode("ascii")
+
+
+class Fetcher:
+    """Fetches one URL at a time per call; share one instance between all workers.
+
+    One pooled client serves every URL whose transport settings (proxy, TLS material) are
+    the top-level ones; each profile that needs another transport gets a client of its own,
+    created on first use and reused. Headers, credentials, cookies and timeouts are per
+    request, so they never need a client of their own.
+    """
+
+    def __init__(
+        self,
+        settings: FetchSettings,
+        guard: AddressGuard,
+        per_host_connections: int = 8,
+        profiles: Profiles | None = None,
+        store_credentials: bool = False,
+        cookie_store: CookieStore | None = None,
+    ) -> None:
+        self._settings = settings
+        self._guard = guard
+        self._per_host = per_host_connections
+        self._profiles = profiles or Profiles()
+        self._store_credentials = store_credentials
+        self._cookie_store = cookie_store
+        self._jars: dict[str, httpx2.Cookies] = {}
+        self._jar_lock = anyio.Lock()
+        self._auths = {p.index: auth_for(p.auth) for p in self._profiles.all}
+        self._opened: ContextVar[list[str] | None] = ContextVar("opened", default=None)
+        self._default = Transport(proxy=proxy_from(settings), ca_bundle=settings.ca_bundle)
+        self._clients: dict[Transport, httpx2.AsyncClient] = {}
+        self._timeout = httpx2.Timeout(
+            connect=settings.connect_timeout,
+            read=settings.read_timeout,
+            write=settings.read_timeout,
+            pool=settings.deadline,
+        )
+        self._client = self._client_for_transport(self._default)
+        for auth in self._auths.values():
+            if isinstance(auth, ClientCredentials):
+                token_url = auth._spec.token_url  # its own host's transport, no credentials
+                token_profile = self._profiles.match(token_url)
+                auth.client = self._client_for_transport(self._transport_of(token_profile))
+
+    def _transport_of(self, profile: Profile | None) -> Transport:
+        if profile is None:
+            return self._default
+        own = profile.transport
+        return dataclasses.replace(
+            own,
+            proxy=own.proxy or self._default.proxy,
+            ca_bundle=own.ca_bundle or self._default.ca_bundle,
+        )
+
+    def _client_for_transport(self, spec: Transport) -> httpx2.AsyncClient:
+        client = self._clients.get(spec)
+        if client is not None:
+            return client
+        settings = self._settings
+        backend = GuardedBackend(None if spec.proxy else self._guard, self._opened)
+        if spec.verify:
+            ssl_context = ssl.create_default_context(cafile=spec.ca_bundle or None)
+        else:
+            ssl_context = ssl.create_default_context()
+            ssl_context.check_hostname = False
+            ssl_context.verify_mode = ssl.CERT_NONE
+        if spec.client_cert:
+            ssl_context.load_cert_chain(
+                spec.client_cert, spec.client_key or None, password=spec.key_password or None
+            )
+        pool_settings: dict[str, Any] = {
+            "max_connections": self._per_host,
+            "max_keepalive_connections": self._per_host,
+            "keepalive_expiry": KEEPALIVE_SECONDS,
+            "http1": True,
+            "http2": settings.http2,
+            "network_backend": backend,
+        }
+        proxy = spec.proxy
+        transport = PerOriginTransport(
+            lambda: PoolTransport(pool_settings, proxy, ssl_context), max_idle=settings.concurrency
+        )
+        client = httpx2.AsyncClient(
+            transport=transport,
+            timeout=self._timeout,
+            follow_redirects=False,
+            trust_env=False,
+            # A bulk fetcher keeps no cookies: a shared jar would grow with every site
+            # that sets one (memory must not depend on the crawl's size) and leak them
+            # between unrelated URLs of a host.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+            headers={
+                "User-Agent": settings.user_agent,
+                "Accept": "*/*",
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
+        )
+        self._clients[spec] = client
+        return client
+
+    @property
+    def clients(self) -> int:
+        """HTTP clients made so far (one per distinct transport)."""
+        return len(self._clients)
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+
+    async def _jar(self, profile: Profile) -> httpx2.Cookies:
+        key = profile_key(profile)
+        jar = self._jars.get(key)
+        if jar is None:
+            async with self._jar_lock:
+                jar = self._jars.get(key)
+                if jar is None:
+                    saved = (
+                        await self._cookie_store.load_cookies(key) if self._cookie_store else None
+                    )
+                    jar = self._jars[key] = jar_from(saved)
+        return jar
+
+    def _request(
+        self, url: str, profile: Profile | None, credentials: bool
+    ) -> tuple[httpx2.AsyncClient, httpx2.Request, httpx2.Auth | None, float]:
+        client = self._client_for_transport(self._transport_of(profile))
+        deadline = self._settings.deadline
+        if profile is None:
+            return client, client.build_request("GET", url, timeout=self._timeout), None, deadline
+        deadline = profile.timeout("deadline") or deadline
+        timeout = httpx2.Timeout(
+            connect=profile.timeout("connect_timeout") or self._timeout.connect,
+            read=profile.timeout("read_timeout") or self._timeout.read,
+            write=profile.timeout("write_timeout") or self._timeout.write,
+            pool=profile.timeout("pool_timeout") or self._timeout.pool,
+        )
+        headers: dict[str, str] = {}
+        auth = None
+        if credentials:
+            headers.update(profile.headers)
+            if profile.user_agent:
+                headers["User-Agent"] = profile.user_agent
+            auth = self._auths.get(profile.index)
+        return (
+            client,
+            client.build_request("GET", url, headers=headers, timeout=timeout),
+            auth,
+            deadline,
+        )
+
+    async def fetch(
+        self,
+        url: str,
+        keep_decoded: bool = False,
+        cap: int | None = None,
+        credentials: bool = True,
+    ) -> tuple[Response, str]:
+        """GET `url`; returns the response (body spooled, raw) and its payload digest.
+
+        The first profile matching `url` sets the transport, and unless `credentials` is
+        false (robots.txt) also its headers, auth and cookies.
+
+        Raises a FetchError; its `fresh_connection` attribute says whether the attempt
+        opened a new connection (a failure on a reused one deserves a quick retry).
+        """
+        opened: list[str] = []
+        token = self._opened.set(opened)
+        body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+        deadline = self._settings.deadline
+        try:
+            profile = self._profiles.match(url)
+            client, request, auth, deadline = self._request(url, profile, credentials)
+            jar = await self._jar(profile) if profile and profile.cookies and credentials else None
+            with anyio.fail_after(deadline):
+                return await self._stream(
+                    client, request, auth, jar, profile, body, keep_decoded, cap
+                )
+        except TimeoutError:
+            body.close()
+            raise errors.DeadlineExceeded(
+                f"not complete within the deadline of {deadline}s"
+            ) from None
+        except httpx2.InvalidURL as exc:  # not an HTTPError: raised while building the request
+            body.close()
+            raise errors.InvalidURL(str(exc)) from exc
+        except httpx2.HTTPError as exc:
+            body.close()
+            error = translate(exc)
+            error.fresh_connection = bool(opened)  # type: ignore[attr-defined]
+            raise error from exc
+        except BaseException:
+            body.close()
+            raise
+        finally:
+            self._opened.reset(token)
+
+    @asynccontextmanager
+    async def _send(
+        self,
+        client: httpx2.AsyncClient,
+        request: httpx2.Request,
+        auth: httpx2.Auth | None,
+        jar: httpx2.Cookies | None,
+        profile: Profile | None,
+    ) -> AsyncIterator[httpx2.Response]:
+        if jar is not None:
+            jar.set_cookie_header(request)
+        resp = await client.send(request, auth=auth or httpx2.USE_CLIENT_DEFAULT, stream=True)
+        try:
+            if jar is not None and profile is not None and "set-cookie" in resp.headers:
+                before = jar_json(jar)
+                jar.extract_cookies(resp)
+                after = jar_json(jar)
+                if after != before and self._cookie_store is not None:
+                    await self._cookie_store.save_cookies(profile_key(profile), after)
+            yield resp
+        finally:
+            await resp.aclose()
+
+    def _request_headers(self, request: httpx2.Request) -> list[tuple[str, str]]:
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        if self._store_credentials:
+            return headers
+        return [(k, REDACTED if k.lower() in CREDENTIAL_HEADERS else v) for k, v in headers]
+
+    async def _stream(
+        self,
+        client: httpx2.AsyncClient,
+        request: httpx2.Request,
+        auth: httpx2.Auth | None,
+        jar: httpx2.Cookies | None,
+        profile: Profile | None,
+        body: Any,
+        keep_decoded: bool,
+        cap: int | None,
+    ) -> tuple[Response, str]:
+        cap = cap or self._settings.max_body_bytes
+        async with self._send(client, request, auth, jar, profile) as resp:
+            if _UNSAFE_HEADER.search(b"".join(k + b":" + v for k, v in resp.headers.raw)):
+                # HTTP/2 headers are not validated by httpcore2; CR/LF/NUL would tear the
+                # WARC record apart (lines injected into its header block).
+                raise errors.ProtocolError("response header with CR, LF or NUL")
+            stream = resp.extensions.get("network_stream")
+            peer = stream.get_extra_info("server_addr") if stream is not None else None
+            decoder = BodyDecoder(resp.headers.get("content-encoding"), cap, keep_decoded)
+            sha1 = hashlib.sha1()
+            wire = 0
+            truncated = False
+            encoding_error = None
+            try:
+                async for chunk in resp.aiter_raw():
+                    if wire + len(chunk) > cap:
+                        chunk = chunk[: cap - wire]
+                        truncated = True
+                    body.write(chunk)
+                    sha1.update(chunk)
+                    wire += len(chunk)
+                    if not decoder.feed(chunk):
+                        truncated = True
+                    if truncated:
+                        break
+                if not truncated:
+                    decoder.finish()
+            except errors.BadContentEncoding as exc:
+                encoding_error = str(exc)
+            body.seek(0)
+            decoded: bytes | None = None
+            if keep_decoded and encoding_error is None and decoder.verifiable:
+                if decoder.kept is not None and decoder.compressed:
+                    decoded = bytes(decoder.kept)
+                else:
+                    decoded = body.read()
+                    body.seek(0)
+            request = resp.request
+            response = Response(
+                status=resp.status_code,
+                reason_phrase=resp.reason_phrase,
+                http_version=resp.http_version,
+                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.headers.raw],
+                request_headers=self._request_headers(request),
+                method=request.method,
+                target=request.url.raw_path.decode("ascii", "replace"),
+                body=body,
+                wire_bytes=wire,
+                decoded_bytes=decoder.decoded,
+                truncated=truncated,
+                peer=str(peer[0]) if peer else None,
+                encoding_error=encoding_error,
+                decoded=decoded,
+            )
+            return response, payload_digest(sha1)

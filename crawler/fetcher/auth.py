@@ -1,0 +1,152 @@
+"""Credentials of fetch profiles as httpx2 sees them: auth flows (bearer, OAuth2 client
+credentials; basic and digest are httpx2's own) and cookie jars kept across restarts."""
+
+from __future__ import annotations
+
+import base64
+import http.cookiejar
+import json
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import anyio
+import httpx2
+
+from crawler import errors
+from crawler.fetcher.transport import translate
+from crawler.profiles import AuthSpec, Profile
+
+TOKEN_MARGIN = 30.0  # an OAuth2 token is renewed when less than min(this, 10%) of it is left
+
+
+class Bearer(httpx2.Auth):
+    def __init__(self, token: str) -> None:
+        self._header = f"Bearer {token}"
+
+    def auth_flow(self, request: httpx2.Request) -> Any:
+        request.headers["Authorization"] = self._header
+        yield request
+
+
+class ClientCredentials(httpx2.Auth):
+    """OAuth2 client credentials (RFC 6749 4.4): one token shared by all requests, fetched
+    once for many concurrent requests, renewed before it expires and once after a 401."""
+
+    def __init__(self, spec: AuthSpec, clock: Callable[[], float] = time.monotonic) -> None:
+        self._spec = spec
+        self._clock = clock
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self._lock = anyio.Lock()
+        self.client: httpx2.AsyncClient | None = None  # sends the token requests
+        self.fetched = 0
+
+    def _token_request(self) -> httpx2.Request:
+        form = {"grant_type": "client_credentials"}
+        if self._spec.scope:
+            form["scope"] = self._spec.scope
+        basic = base64.b64encode(
+            f"{quote(self._spec.client_id, safe='')}:{quote(self._spec.secret, safe='')}".encode()
+        ).decode("ascii")
+        assert self.client is not None
+        return self.client.build_request(
+            "POST",
+            self._spec.token_url,
+            data=form,
+            headers={"Authorization": f"Basic {basic}", "Accept": "application/json"},
+        )
+
+    async def _renew(self, stale: str | None) -> str:
+        """The current token; a new one when there is none, it expires, or it is `stale`."""
+        async with self._lock:  # one token request at a time; the others wait and reuse it
+            if self._token is None or self._token == stale or self._clock() >= self._renew_at:
+                await self._fetch()
+            assert self._token is not None
+            return self._token
+
+    async def _fetch(self) -> None:
+        assert self.client is not None
+        try:
+            response = await self.client.send(self._token_request())
+        except httpx2.HTTPError as exc:
+            raise errors.AuthFailed(f"token endpoint unreachable: {translate(exc)}") from None
+        if response.status_code != 200:
+            raise errors.AuthFailed(f"token endpoint answered {response.status_code}")
+        try:
+            data = json.loads(response.content)
+            token = data["access_token"]
+            lifetime = float(data.get("expires_in") or 3600)
+        except (ValueError, KeyError, TypeError):
+            raise errors.AuthFailed("token endpoint answered no usable access_token") from None
+        if not isinstance(token, str) or not token:
+            raise errors.AuthFailed("token endpoint answered an empty access_token")
+        self._token = token
+        self._renew_at = self._clock() + lifetime - min(TOKEN_MARGIN, lifetime / 10)
+        self.fetched += 1
+
+    async def async_auth_flow(self, request: httpx2.Request) -> Any:
+        token = await self._renew(None)
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401:  # expired early or revoked: renew once, retry once
+            request.headers["Authorization"] = f"Bearer {await self._renew(token)}"
+            yield request
+
+
+def auth_for(spec: AuthSpec | None) -> httpx2.Auth | None:
+    if spec is None:
+        return None
+    if spec.type == "basic":
+        return httpx2.BasicAuth(spec.username, spec.secret)
+    if spec.type == "digest":
+        return httpx2.DigestAuth(spec.username, spec.secret)
+    if spec.type == "bearer":
+        return Bearer(spec.secret)
+    return ClientCredentials(spec)
+
+
+class CookieStore(Protocol):
+    """Where profile cookie jars are kept across restarts (the frontier database)."""
+
+    async def load_cookies(self, profile: str) -> str | None: ...
+
+    async def save_cookies(self, profile: str, jar: str) -> None: ...
+
+
+def jar_json(jar: httpx2.Cookies) -> str:
+    return json.dumps(
+        [
+            {
+                "name": c.name,
+                "value": c.value,
+                "domain": c.domain,
+                "path": c.path,
+                "secure": c.secure,
+                "expires": c.expires,
+            }
+            for c in jar.jar
+        ]
+    )
+
+
+def jar_from(text: str | None) -> httpx2.Cookies:
+    jar = httpx2.Cookies()
+    for item in json.loads(text) if text else []:
+        cookie = http.cookiejar.Cookie(
+            0, item["name"], item["value"], None, False, item["domain"],
+            bool(item["domain"]), item["domain"].startswith("."), item["path"], True,
+            item["secure"], item["expires"], False, None, None, {},
+        )  # fmt: skip
+        jar.jar.set_cookie(cookie)
+    return jar
+
+
+def profile_key(profile: Profile) -> str:
+    """A profile's stable name for its saved cookies (its name, else what it matches)."""
+    if profile.name:
+        return profile.name
+    if profile.url_regex is not None:
+        return profile.url_regex.pattern
+    return ",".join(profile.hosts)
