@@ -86,7 +86,10 @@ class Metrics:
             self._attempts.labels(outcome)  # present (at 0) from the start
 
     def record(self, outcome: Outcome) -> None:
-        """Count one finished attempt (terminal or deferred)."""
+        """Count one finished attempt (terminal or deferred). A URL only held back (its
+        host's robots.txt fetched first or still unavailable) was not attempted: no count."""
+        if outcome.kind is OutcomeKind.DEFER and outcome.attempts == outcome.entry.attempts:
+            return
         label = outcome_label(outcome)
         self._attempts.labels(label).inc()
         if label != State.DONE.value:

@@ -192,3 +192,16 @@ def test_each_instance_has_its_own_registry() -> None:
     assert _get(_samples(first), "crawler_attempts_total", outcome="done") == 1
     assert _get(_samples(second), "crawler_attempts_total", outcome="done") == 0
     assert "crawler_attempts" not in {family.name for family in REGISTRY.collect()}
+
+
+def test_a_url_held_for_robots_txt_is_not_an_attempt() -> None:
+    metrics = Metrics()
+    url = "http://a.example/page"
+    entry = Entry(key=url_key(canonical(url)), url=url, host=host_of(url), attempts=1)
+    held = Outcome(entry, OutcomeKind.DEFER, State.QUEUED, 1, "robots_fetched")
+    metrics.record(held)
+    retried = Outcome(entry, OutcomeKind.DEFER, State.QUEUED, 2, "timeout")
+    metrics.record(retried)
+    samples = _samples(metrics)
+    assert _by(samples, "crawler_attempts_total", "outcome")["retry"] == 1.0
+    assert _get(samples, "crawler_failures_total", outcome="retry", reason="robots_fetched") is None
