@@ -19,15 +19,12 @@ from crawler.crawl import Crawl
 from crawler.errors import StorageError
 from crawler.frontier import Counts, Frontier
 from crawler.inbox import Inbox
-from crawler.models import NewURL
-from crawler.seeds import parse_line
+from crawler.seeds import parse_lines
 from crawler.service import Api, serve_api
 from crawler.settings import Settings
-from crawler.urls import BadURL
 
 DISK_CHECK_SECONDS = 2.0
 COUNTS_MAX_AGE = 5.0  # /status and /metrics share one frontier count for this long
-MAX_ERRORS_SHOWN = 10
 
 log = structlog.get_logger("crawler.service")
 
@@ -89,28 +86,16 @@ class ServiceBackend:
         return metrics.render()
 
     async def add_urls(self, lines: list[str]) -> dict[str, Any]:
-        sort_query = self._settings.crawl.sort_query
-        urls: list[NewURL] = []
-        errors: list[str] = []
-        invalid = 0
-        for number, raw in enumerate(lines, start=1):
-            text = raw.strip()
-            if not text or text.startswith("#"):
-                continue
-            try:
-                urls.append(parse_line(text, sort_query))
-            except BadURL as exc:
-                invalid += 1
-                if len(errors) < MAX_ERRORS_SHOWN:
-                    errors.append(f"line {number}: {exc}: {text[:200]!r}")
+        urls, report = parse_lines(lines, self._settings.crawl.sort_query)
         accepted = await self._frontier.add(urls) if urls else 0
         self._seeded(accepted)
-        log.info("seeds_posted", accepted=accepted, duplicate=len(urls) - accepted, invalid=invalid)
+        duplicate = len(urls) - accepted
+        log.info("seeds_posted", accepted=accepted, duplicate=duplicate, invalid=report.invalid)
         return {
             "accepted": accepted,
-            "duplicate": len(urls) - accepted,
-            "invalid": invalid,
-            "errors": errors,
+            "duplicate": duplicate,
+            "invalid": report.invalid,
+            "errors": [f"line {bad.line}: {bad.reason}" for bad in report.examples],
         }
 
     def _seeded(self, added: int) -> None:

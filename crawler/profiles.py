@@ -13,11 +13,11 @@ import ipaddress
 import os
 import re
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from crawler.errors import ConfigError
 
@@ -236,33 +236,39 @@ def _host_pattern(value: Any, path: str) -> str:
     return name
 
 
-def _profile(index: int, table: Any, environ: Mapping[str, str]) -> Profile:
-    path = f"profile[{index}]"
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"{path}: must be a table")
-    for key in table:
-        if key not in _KEYS:
-            raise ConfigError(f"{path}.{key}: unknown profile key")
-    hosts_raw = table.get("hosts", [])
-    if not isinstance(hosts_raw, list):
-        raise ConfigError(f"{path}.hosts: must be a list of host names")
-    hosts = tuple(_host_pattern(h, f"{path}.hosts[{i}]") for i, h in enumerate(hosts_raw))
-    regex: re.Pattern[str] | None = None
-    if "url_regex" in table:
-        try:
-            regex = re.compile(_string(table, "url_regex", path))
-        except re.error as exc:
-            raise ConfigError(f"{path}.url_regex: invalid regex: {exc}") from None
-    if bool(hosts) == (regex is not None):
-        raise ConfigError(f"{path}: give exactly one of hosts or url_regex")
-    headers_raw = table.get("headers", {})
-    if not isinstance(headers_raw, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in headers_raw.items()
+def _flag(table: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}.{key}: must be true or false")
+    return value
+
+
+def _number(
+    table: Mapping[str, Any], key: str, path: str, what: str, ok: Callable[[float], bool]
+) -> float | None:
+    """An optional number of `table` (None when absent); `what` says what it must be."""
+    value = table.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
+        raise ConfigError(f"{path}.{key}: must be {what}")
+    return value
+
+
+def _headers(table: Mapping[str, Any], path: str) -> tuple[tuple[str, str], ...]:
+    raw = table.get("headers", {})
+    if not isinstance(raw, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
     ):
         raise ConfigError(f"{path}.headers: must be a table of strings")
-    for name, value in headers_raw.items():
+    for name, value in raw.items():
         if any(c in name + value for c in "\r\n\x00") or not name.strip():
             raise ConfigError(f"{path}.headers.{name}: invalid header name or value")
+    return tuple(raw.items())
+
+
+def _proxy(table: Mapping[str, Any], path: str, environ: Mapping[str, str]) -> str:
+    """The proxy URL, with the credentials from proxy_username / proxy_password_*."""
     proxy = _string(table, "proxy", path)
     if proxy:
         parts = urlsplit(proxy)
@@ -272,48 +278,71 @@ def _profile(index: int, table: Any, environ: Mapping[str, str]) -> Profile:
             raise ConfigError(
                 f"{path}.proxy: put credentials in proxy_username / proxy_password_env"
             )
-    proxy_user = _string(table, "proxy_username", path)
-    proxy_password = _secret(table, "proxy_password", path, environ)
-    if proxy_user or proxy_password:
-        if not proxy:
-            raise ConfigError(f"{path}.proxy_username: needs proxy")
-        proxy = _with_credentials(proxy, proxy_user, proxy_password)
-    verify = table.get("verify", True)
-    if not isinstance(verify, bool):
-        raise ConfigError(f"{path}.verify: must be true or false")
+    username = _string(table, "proxy_username", path)
+    password = _secret(table, "proxy_password", path, environ)
+    if not (username or password):
+        return proxy
+    if not proxy:
+        raise ConfigError(f"{path}.proxy_username: needs proxy")
+    parts = urlsplit(proxy)
+    userinfo = quote(username, safe="") + (":" + quote(password, safe="") if password else "")
+    return parts._replace(netloc=f"{userinfo}@{parts.netloc}").geturl()
+
+
+def _transport(table: Mapping[str, Any], path: str, environ: Mapping[str, str]) -> Transport:
     client_cert = _readable(table, "client_cert", path)
     client_key = _readable(table, "client_key", path)
     if client_key and not client_cert:
         raise ConfigError(f"{path}.client_key: needs client_cert")
     transport = Transport(
-        proxy=proxy,
-        verify=verify,
+        proxy=_proxy(table, path, environ),
+        verify=_flag(table, "verify", path, True),
         ca_bundle=_readable(table, "ca_bundle", path),
         client_cert=client_cert,
         client_key=client_key,
         key_password=_secret(table, "client_key_password", path, environ),
     )
     _check_tls(transport, path)
-    cookies = table.get("cookies", False)
-    if not isinstance(cookies, bool):
-        raise ConfigError(f"{path}.cookies: must be true or false")
-    timeouts: list[tuple[str, float]] = []
-    for key in TIMEOUTS:
-        if key in table:
-            value = table[key]
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(f"{path}.{key}: must be a number of seconds > 0")
-            timeouts.append((key, float(value)))
-    delay = table.get("delay")
-    if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int | float)):
-        raise ConfigError(f"{path}.delay: must be a number of seconds >= 0")
-    if delay is not None and delay < 0:
-        raise ConfigError(f"{path}.delay: must be a number of seconds >= 0")
-    concurrency = table.get("per_host_concurrency")
-    if concurrency is not None and (
-        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
-    ):
-        raise ConfigError(f"{path}.per_host_concurrency: must be an integer >= 1")
+    return transport
+
+
+def _matching(
+    table: Mapping[str, Any], path: str
+) -> tuple[tuple[str, ...], re.Pattern[str] | None]:
+    """(hosts, url_regex): exactly one of them is given."""
+    raw = table.get("hosts", [])
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}.hosts: must be a list of host names")
+    hosts = tuple(_host_pattern(h, f"{path}.hosts[{i}]") for i, h in enumerate(raw))
+    regex: re.Pattern[str] | None = None
+    if "url_regex" in table:
+        try:
+            regex = re.compile(_string(table, "url_regex", path))
+        except re.error as exc:
+            raise ConfigError(f"{path}.url_regex: invalid regex: {exc}") from None
+    if bool(hosts) == (regex is not None):
+        raise ConfigError(f"{path}: give exactly one of hosts or url_regex")
+    return hosts, regex
+
+
+def _profile(index: int, table: Any, environ: Mapping[str, str]) -> Profile:
+    path = f"profile[{index}]"
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{path}: must be a table")
+    for key in table:
+        if key not in _KEYS:
+            raise ConfigError(f"{path}.{key}: unknown profile key")
+    hosts, regex = _matching(table, path)
+    seconds = "a number of seconds > 0"
+    timeouts = [(k, _number(table, k, path, seconds, lambda v: v > 0)) for k in TIMEOUTS]
+    delay = _number(table, "delay", path, "a number of seconds >= 0", lambda v: v >= 0)
+    concurrency = _number(
+        table,
+        "per_host_concurrency",
+        path,
+        "an integer >= 1",
+        lambda v: isinstance(v, int) and v >= 1,
+    )
     if (delay is not None or concurrency is not None) and regex is not None:
         raise ConfigError(f"{path}: politeness overrides need hosts, not url_regex")
     return Profile(
@@ -321,23 +350,15 @@ def _profile(index: int, table: Any, environ: Mapping[str, str]) -> Profile:
         name=_string(table, "name", path),
         hosts=hosts,
         url_regex=regex,
-        headers=tuple(headers_raw.items()),
+        headers=_headers(table, path),
         user_agent=_string(table, "user_agent", path),
         auth=_auth(table["auth"], f"{path}.auth", environ) if "auth" in table else None,
-        transport=transport,
-        cookies=cookies,
-        timeouts=tuple(timeouts),
+        transport=_transport(table, path, environ),
+        cookies=_flag(table, "cookies", path, False),
+        timeouts=tuple((k, float(v)) for k, v in timeouts if v is not None),
         delay=None if delay is None else float(delay),
-        per_host_concurrency=concurrency,
+        per_host_concurrency=None if concurrency is None else int(concurrency),
     )
-
-
-def _with_credentials(proxy: str, username: str, password: str) -> str:
-    from urllib.parse import quote
-
-    parts = urlsplit(proxy)
-    userinfo = quote(username, safe="") + (":" + quote(password, safe="") if password else "")
-    return parts._replace(netloc=f"{userinfo}@{parts.netloc}").geturl()
 
 
 def _check_tls(transport: Transport, path: str) -> None:

@@ -261,28 +261,28 @@ class Scheduler:
         budgets = [self._keys.of(e.host) for e in entries]
         new = {b for b in budgets if b not in self._slots}
         saved = await self._frontier.host_states(list(new)) if new else {}
-        overflow: list[int] = []
+        overflow: list[tuple[Entry, HostSlot]] = []
         for entry, budget in zip(entries, budgets, strict=True):
             slot = self._slot(budget, entry.host, saved.get(budget))
             if len(slot.queue) >= self._host_cap:
-                overflow.append(entry.key)
-                continue
-            slot.queue.append(entry)
-            self._buffered += 1
-            self._push(budget, slot)
+                overflow.append((entry, slot))
+            else:
+                self._buffer(entry, budget, slot)
         if overflow:
+            keys = [entry.key for entry, _ in overflow]
             try:
-                await self._frontier.release(overflow, not_before=wall + LOOKAHEAD)
+                await self._frontier.release(keys, not_before=wall + LOOKAHEAD)
             except OutOfSpace:  # keep them buffered instead: over the cap, never lost
-                for entry in entries:
-                    if entry.key in overflow:
-                        budget = self._keys.of(entry.host)
-                        self._slots[budget].queue.append(entry)
-                        self._buffered += 1
-                        self._push(budget, self._slots[budget])
+                for entry, slot in overflow:
+                    self._buffer(entry, self._keys.of(entry.host), slot)
                 return
             if 2 * len(overflow) > len(entries):
                 self._overflow_until = now + LOOKAHEAD / 2
+
+    def _buffer(self, entry: Entry, budget: str, slot: HostSlot) -> None:
+        slot.queue.append(entry)
+        self._buffered += 1
+        self._push(budget, slot)
 
     def _evict_idle(self, now: float) -> None:
         if len(self._slots) > 4 * self._settings.claim_batch:

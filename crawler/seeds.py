@@ -57,10 +57,16 @@ def parse_text(
     text: str, sort_query: bool = False, source: str = "<request>"
 ) -> tuple[list[NewURL], SeedReport]:
     """Newline-separated seed URLs (e.g. a request body) as frontier entries, and a report."""
+    return parse_lines(text.removeprefix("\ufeff").split("\n"), sort_query, source)
+
+
+def parse_lines(
+    lines: Iterable[str], sort_query: bool = False, source: str = "<request>"
+) -> tuple[list[NewURL], SeedReport]:
+    """Seed lines (blank lines and # comments skipped) as frontier entries, and a report."""
     report = SeedReport()
-    numbered = enumerate(text.removeprefix("\ufeff").split("\n"), start=1)
-    lines = ((n, line.strip()) for n, line in numbered)
-    wanted = ((n, line) for n, line in lines if line and not line.startswith("#"))
+    stripped = ((n, line.strip()) for n, line in enumerate(lines, start=1))
+    wanted = ((n, line) for n, line in stripped if line and not line.startswith("#"))
     return list(_parse(wanted, source, report, sort_query)), report
 
 

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
@@ -51,6 +52,18 @@ SPOOL_BYTES = 256 * 1024
 _UNSAFE_HEADER = re.compile(rb"[\r\n\x00]")
 REDACTED = "[redacted]"
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization"})
+
+
+@dataclass(slots=True)
+class _Call:
+    """One prepared GET: the client (transport) it goes through and what it carries."""
+
+    client: httpx2.AsyncClient
+    request: httpx2.Request
+    deadline: float
+    auth: httpx2.Auth | None = None
+    jar: httpx2.Cookies | None = None
+    jar_key: str = ""  # the profile's name for its saved cookies
 
 
 def payload_digest(sha1: Any) -> str:
@@ -165,8 +178,7 @@ class Fetcher:
         for client in self._clients.values():
             await client.aclose()
 
-    async def _jar(self, profile: Profile) -> httpx2.Cookies:
-        key = profile_key(profile)
+    async def _jar(self, key: str) -> httpx2.Cookies:
         jar = self._jars.get(key)
         if jar is None:
             async with self._jar_lock:
@@ -178,33 +190,35 @@ class Fetcher:
                     jar = self._jars[key] = jar_from(saved)
         return jar
 
-    def _request(
-        self, url: str, profile: Profile | None, credentials: bool
-    ) -> tuple[httpx2.AsyncClient, httpx2.Request, httpx2.Auth | None, float]:
-        client = self._client_for_transport(self._transport_of(profile))
-        deadline = self._settings.deadline
+    async def _prepare(self, url: str, credentials: bool) -> _Call:
+        """The client, request, auth and cookie jar for `url` (its profile's, if any)."""
+        profile = self._profiles.match(url)
         if profile is None:
-            return client, client.build_request("GET", url, timeout=self._timeout), None, deadline
-        deadline = profile.timeout("deadline") or deadline
+            request = self._client.build_request("GET", url, timeout=self._timeout)
+            return _Call(self._client, request, self._settings.deadline)
+        client = self._client_for_transport(self._transport_of(profile))
         timeout = httpx2.Timeout(
             connect=profile.timeout("connect_timeout") or self._timeout.connect,
             read=profile.timeout("read_timeout") or self._timeout.read,
             write=profile.timeout("write_timeout") or self._timeout.write,
             pool=profile.timeout("pool_timeout") or self._timeout.pool,
         )
-        headers: dict[str, str] = {}
-        auth = None
-        if credentials:
-            headers.update(profile.headers)
-            if profile.user_agent:
-                headers["User-Agent"] = profile.user_agent
-            auth = self._auths.get(profile.index)
-        return (
+        deadline = profile.timeout("deadline") or self._settings.deadline
+        if not credentials:
+            return _Call(client, client.build_request("GET", url, timeout=timeout), deadline)
+        headers = dict(profile.headers)
+        if profile.user_agent:
+            headers["User-Agent"] = profile.user_agent
+        call = _Call(
             client,
             client.build_request("GET", url, headers=headers, timeout=timeout),
-            auth,
             deadline,
+            auth=self._auths.get(profile.index),
         )
+        if profile.cookies:
+            call.jar_key = profile_key(profile)
+            call.jar = await self._jar(call.jar_key)
+        return call
 
     async def fetch(
         self,
@@ -226,13 +240,10 @@ class Fetcher:
         body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
         deadline = self._settings.deadline
         try:
-            profile = self._profiles.match(url)
-            client, request, auth, deadline = self._request(url, profile, credentials)
-            jar = await self._jar(profile) if profile and profile.cookies and credentials else None
+            call = await self._prepare(url, credentials)
+            deadline = call.deadline
             with anyio.fail_after(deadline):
-                return await self._stream(
-                    client, request, auth, jar, profile, body, keep_decoded, cap
-                )
+                return await self._stream(call, body, keep_decoded, cap)
         except TimeoutError:
             body.close()
             raise errors.DeadlineExceeded(
@@ -253,24 +264,19 @@ class Fetcher:
             self._opened.reset(token)
 
     @asynccontextmanager
-    async def _send(
-        self,
-        client: httpx2.AsyncClient,
-        request: httpx2.Request,
-        auth: httpx2.Auth | None,
-        jar: httpx2.Cookies | None,
-        profile: Profile | None,
-    ) -> AsyncIterator[httpx2.Response]:
+    async def _send(self, call: _Call) -> AsyncIterator[httpx2.Response]:
+        jar = call.jar
         if jar is not None:
-            jar.set_cookie_header(request)
-        resp = await client.send(request, auth=auth or httpx2.USE_CLIENT_DEFAULT, stream=True)
+            jar.set_cookie_header(call.request)
+        auth = call.auth or httpx2.USE_CLIENT_DEFAULT
+        resp = await call.client.send(call.request, auth=auth, stream=True)
         try:
-            if jar is not None and profile is not None and "set-cookie" in resp.headers:
+            if jar is not None and call.jar_key and "set-cookie" in resp.headers:
                 before = jar_json(jar)
                 jar.extract_cookies(resp)
                 after = jar_json(jar)
                 if after != before and self._cookie_store is not None:
-                    await self._cookie_store.save_cookies(profile_key(profile), after)
+                    await self._cookie_store.save_cookies(call.jar_key, after)
             yield resp
         finally:
             await resp.aclose()
@@ -282,18 +288,10 @@ class Fetcher:
         return [(k, REDACTED if k.lower() in CREDENTIAL_HEADERS else v) for k, v in headers]
 
     async def _stream(
-        self,
-        client: httpx2.AsyncClient,
-        request: httpx2.Request,
-        auth: httpx2.Auth | None,
-        jar: httpx2.Cookies | None,
-        profile: Profile | None,
-        body: Any,
-        keep_decoded: bool,
-        cap: int | None,
+        self, call: _Call, body: Any, keep_decoded: bool, cap: int | None
     ) -> tuple[Response, str]:
         cap = cap or self._settings.max_body_bytes
-        async with self._send(client, request, auth, jar, profile) as resp:
+        async with self._send(call) as resp:
             if _UNSAFE_HEADER.search(b"".join(k + b":" + v for k, v in resp.headers.raw)):
                 # HTTP/2 headers are not validated by httpcore2; CR/LF/NUL would tear the
                 # WARC record apart (lines injected into its header block).
