@@ -28,6 +28,7 @@ from crawler.robots import Robots
 from crawler.scheduler import Scheduler
 from crawler.scope import Scope
 from crawler.seeds import SeedReport, read_seeds
+from crawler.seen import Seen
 from crawler.settings import Settings
 from crawler.worker import Worker
 from crawler.writer import Writer
@@ -180,6 +181,7 @@ class Crawl:
             else None
         )
         assert self._sink is not None, "recover() first"
+        seen = Seen(settings.crawl.sort_query)
         writer = Writer(
             self._frontier,
             self._sink,
@@ -188,6 +190,7 @@ class Crawl:
             self.scheduler.host_states,
             on_stall=self._on_stall,
             give_up=lambda: self.interrupted is not None,
+            seen=seen,
         )
         work_send, work_receive = anyio.create_memory_object_stream[Entry](0)
         result_send, result_receive = anyio.create_memory_object_stream[Outcome](
@@ -223,6 +226,7 @@ class Crawl:
                                 scope,
                                 robots,
                                 settings.politeness.max_crawl_delay,
+                                seen=seen,
                             )
                             inner.start_soon(worker.run, work_receive.clone(), result_send.clone())
                         work_receive.close()

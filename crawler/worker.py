@@ -26,8 +26,9 @@ from crawler.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after, re
 from crawler.robots import Robots
 from crawler.scheduler import Scheduler
 from crawler.scope import Scope
+from crawler.seen import Seen
 from crawler.settings import CrawlSettings
-from crawler.urls import identify, locate, url_key
+from crawler.urls import identify
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_IN_PLACE_WAIT = 5.0  # an in-place retry never waits longer than this for politeness
@@ -50,6 +51,7 @@ class Worker:
         max_crawl_delay: float = 30.0,
         wall: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
+        seen: Seen | None = None,
     ) -> None:
         self._fetcher = fetcher
         self._policy = policy
@@ -58,6 +60,7 @@ class Worker:
         self._crawl = crawl or CrawlSettings()
         self._scope = scope or Scope(self._crawl)
         self._robots = robots
+        self._seen = seen or Seen(self._crawl.sort_query)
         self._max_crawl_delay = max_crawl_delay
         self._wall = wall
         self._clock = clock
@@ -256,22 +259,28 @@ class Worker:
         kind: str | None = None,
         scoped: bool = True,
     ) -> None:
-        """Add the fetchable, in-scope `urls` to the outcome's new URLs."""
+        """Add the fetchable, in-scope `urls` the frontier lacks to the outcome's new URLs."""
         origin = entry.origin or entry.host
-        sort_query = self._crawl.sort_query
         allows = self._scope.allows
+        seen = self._seen
         new_urls = outcome.new_urls
+        followed = 0
         for url in urls:
             try:
-                canonical_url, host = locate(url, sort_query)
+                host, key = seen.host(url)
             except ValueError:  # BadURL included
                 continue
             if scoped and not allows(url, host, origin):
                 outcome.out_of_scope += 1
                 continue  # dropped before it costs a key
+            followed += 1
+            if key is None:
+                key = seen.key(url)
+            if seen.stored(key):
+                continue  # already in the frontier (or on its way there)
             new_urls.append(
                 NewURL(
-                    key=url_key(canonical_url),
+                    key=key,
                     url=url,
                     host=host,
                     depth=depth,
@@ -280,7 +289,7 @@ class Worker:
                     kind=kind,
                 )
             )
-        outcome.links = len(new_urls)
+        outcome.links = followed
 
     def _final(
         self, entry: Entry, response: Response, attempts: int, reason: str, message: str | None

@@ -13,12 +13,12 @@ from crawler.errors import FULL_ERRNOS, OutOfSpace, StorageError
 from crawler.frontier import CommitBatch, Deferred, Finished, Frontier
 from crawler.models import Outcome, OutcomeKind, State
 from crawler.politeness import HostState
+from crawler.seen import Seen
 from crawler.settings import StorageSettings
 from crawler.writers import Sink, WriteResult
 
 MAX_BATCH_BYTES = 64 * 1024 * 1024  # bodies in one batch: bounds the memory a batch holds
 RETRY_FULL_DISK = 5.0  # seconds between attempts to write or commit while the disk is full
-KNOWN_KEYS = 500_000  # discovered URL keys remembered as already in the frontier (~30 MB)
 
 log = structlog.get_logger("crawler.writer")
 
@@ -49,11 +49,12 @@ class Writer:
         on_stall: Callable[[str | None], None] = lambda _: None,
         retry_after: float = RETRY_FULL_DISK,
         give_up: Callable[[], bool] = lambda: False,
+        seen: Seen | None = None,
     ) -> None:
         self._give_up = give_up
-        # Most links a crawl finds are already in the frontier: remembering the keys of the
-        # ones committed saves the database from inserting (and ignoring) them again.
-        self._known: set[int] = set()
+        # Most links a crawl finds are already in the frontier: remembering the keys sent
+        # there saves the database from inserting (and ignoring) them again.
+        self._seen = seen or Seen()
         self._on_stall = on_stall
         self._retry_after = retry_after
         self.stalled: str | None = None
@@ -134,13 +135,10 @@ class Writer:
             for outcome in final:
                 if outcome.response is not None:
                     outcome.response.close()
-        known = self._known
-        if len(known) > KNOWN_KEYS:
-            known.clear()  # bounded memory; forgetting only costs some ignored inserts
+        store = self._seen.store
         for o in batch:
             for new in o.new_urls:
-                if new.key not in known:
-                    known.add(new.key)  # also drops repeats within the batch
+                if store(new.key):  # also drops repeats within the batch
                     commit.discovered.append(new)
             if o.kind is OutcomeKind.TERMINAL:
                 commit.finished.append(
