@@ -10,14 +10,17 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import pytest
 import trustme
 
 from crawler import errors
 from crawler.fetcher import Fetcher
+from crawler.fetcher.transport import GuardedBackend
 from crawler.guard import AddressGuard
 from crawler.settings import FetchSettings
 from tests import site
@@ -188,3 +191,24 @@ async def test_proxy_environment_is_ignored_unless_trusted(
             await trusting.fetch(s.url("/direct"))
     finally:
         await trusting.aclose()
+
+
+@pytest.mark.anyio
+async def test_connection_facts_are_kept_and_readability_is_live() -> None:
+    """The stream wrapper keeps the peer address, and still sees the server's close."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        backend = GuardedBackend(LOOPBACK, ContextVar("opened", default=None))
+        stream = await backend.connect_tcp("127.0.0.1", port)  # the backlog accepts it
+        peer, _ = server.accept()
+        assert stream.get_extra_info("server_addr") == ("127.0.0.1", port)
+        assert stream.get_extra_info("server_addr") is stream.get_extra_info("server_addr")
+        assert stream.get_extra_info("is_readable") is False
+        peer.close()
+        for _ in range(500):  # the close reaches a loopback socket at once; allow 5 s
+            if stream.get_extra_info("is_readable"):
+                break
+            await anyio.sleep(0.01)
+        assert stream.get_extra_info("is_readable") is True
+        assert await stream.read(10) == b""
+        await stream.aclose()

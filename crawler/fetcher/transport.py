@@ -4,6 +4,7 @@ the mapping of httpx2 errors onto the crawler's own."""
 from __future__ import annotations
 
 import ipaddress
+import select
 import socket
 import ssl
 import urllib.request
@@ -70,11 +71,13 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
         last: Exception | None = None
         for address in await self._addresses(host, port):
             try:
-                return await self._inner.connect_tcp(
+                stream = await self._inner.connect_tcp(
                     address, port, timeout, local_address, socket_options
                 )
             except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
                 last = exc
+            else:
+                return Connection(stream)
         assert last is not None
         raise last
 
@@ -85,6 +88,57 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)
+
+
+class Connection(httpcore2.AsyncNetworkStream):
+    """A connected stream whose fixed facts (socket, addresses, TLS object) are looked up once.
+
+    anyio answers each `extra()` lookup by building every socket attribute afresh, with a
+    getpeername() system call; httpcore2 asks for the raw socket before every request on a
+    kept-alive connection (to see whether the server closed it) and the fetcher asks for
+    the peer address of every response. Those answers never change for one stream."""
+
+    __slots__ = ("_facts", "_inner")
+
+    def __init__(self, inner: httpcore2.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._facts: dict[str, Any] = {}
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        return Connection(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            return readable(self.get_extra_info("socket"))
+        try:
+            return self._facts[info]
+        except KeyError:
+            fact = self._facts[info] = self._inner.get_extra_info(info)
+            return fact
+
+
+def readable(sock: socket.socket | None) -> bool:
+    """Whether a read would return at once: data waiting, the peer's close, or no socket."""
+    fd = -1 if sock is None else sock.fileno()
+    if fd < 0:
+        return True
+    poll = select.poll()
+    poll.register(fd, select.POLLIN)
+    return bool(poll.poll(0))
 
 
 class PoolTransport(httpx2.AsyncHTTPTransport):
