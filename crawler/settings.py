@@ -82,7 +82,7 @@ class NetworkSettings:
 @dataclass(frozen=True, kw_only=True)
 class OutputSettings:
     warc_max_bytes: int = 1024**3
-    gzip_level: int = 4
+    gzip_level: int = 1
     prefix: str = "crawler"
     store_credentials: bool = False
 

@@ -238,9 +238,10 @@ def test_payload_digest_is_written_as_given(tmp_path: Path) -> None:
     assert response["headers"]["WARC-Payload-Digest"] == "sha1:" + "A" * 32
 
 
-def test_every_record_is_its_own_gzip_member(tmp_path: Path) -> None:
+@pytest.mark.parametrize("level", [1, 3, 4, 9])  # ISA-L's levels, then zlib's
+def test_every_record_is_its_own_gzip_member(tmp_path: Path, level: int) -> None:
     outcomes = [_outcome(f"http://a.example/{i}", _response(b"x" * i * 100)) for i in range(4)]
-    outputs = _outputs(tmp_path)
+    outputs = _outputs(tmp_path, with_overrides(_settings(), "output", gzip_level=level))
     outputs.write(outcomes)
     outputs.close()
     warc = _only(tmp_path / "warc", "*.warc.gz")
@@ -250,6 +251,9 @@ def test_every_record_is_its_own_gzip_member(tmp_path: Path) -> None:
     assert [r["offset"] for r in _records(warc)] == members
     # the file is also one valid multi-member gzip stream
     assert gzip.decompress(data).startswith(b"WARC/1.1\r\n")
+    assert [r["body"] for r in _records(warc) if r["type"] == "response"] == [
+        b"x" * i * 100 for i in range(4)
+    ]
 
 
 def test_index_offset_points_at_a_readable_response_member(tmp_path: Path) -> None:
