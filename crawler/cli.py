@@ -116,8 +116,9 @@ def _tune_gc() -> None:
 
     Each page allocates thousands of short-lived containers that reference counting frees;
     at the default threshold (700) the collector still ran ~40 times per 1,000 pages and
-    took ~3% of the main process's CPU (0.8 s of 27 s in a 20,000-page crawl-mode run). What is loaded at start (modules, settings) is frozen:
-    it is never garbage, so no collection scans it again."""
+    took ~3% of the main process's CPU (0.8 s of 27 s in a 20,000-page crawl-mode run).
+    What is loaded at start (modules, settings) is frozen: it is never garbage, so no
+    collection scans it again."""
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
