@@ -11,9 +11,11 @@ key it already has. Each table is cleared when full, which bounds memory.
 
 from __future__ import annotations
 
+import sys
+
 from crawler.urls import canonical, locate, url_key
 
-MAX_LINKS = 100_000  # link texts remembered with their host (and key): ~25 MB when full
+MAX_LINKS = 50_000  # links remembered with their host (and key): ~12 MB when full
 MAX_KEYS = 500_000  # keys known to be in the frontier (~30 MB when full)
 
 
@@ -32,7 +34,7 @@ class Seen:
         """(host, key or None) of the absolute URL `url`; ValueError when it is not fetchable."""
         found = self._links.get(url)
         if found is None:
-            found = (locate(url, self._sort_query)[1], None)
+            found = (sys.intern(locate(url, self._sort_query)[1]), None)  # hosts repeat
             self._remember(url, found)
         return found
 
