@@ -191,6 +191,7 @@ class Crawl:
             on_stall=self._on_stall,
             give_up=lambda: self.interrupted is not None,
             seen=seen,
+            starving=lambda: self.scheduler.starving,
         )
         work_send, work_receive = anyio.create_memory_object_stream[Entry](0)
         result_send, result_receive = anyio.create_memory_object_stream[Outcome](

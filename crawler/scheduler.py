@@ -194,6 +194,11 @@ class Scheduler:
         return len(self._inflight)
 
     @property
+    def starving(self) -> bool:
+        """No URL is buffered to hand out: idle workers wait for the frontier."""
+        return self._buffered == 0
+
+    @property
     def stopping(self) -> bool:
         """After stop(): a URL handed out meanwhile must not be fetched (it is released)."""
         return self._stopping

@@ -50,8 +50,10 @@ class Writer:
         retry_after: float = RETRY_FULL_DISK,
         give_up: Callable[[], bool] = lambda: False,
         seen: Seen | None = None,
+        starving: Callable[[], bool] = lambda: False,
     ) -> None:
         self._give_up = give_up
+        self._starving = starving
         # Most links a crawl finds are already in the frontier: remembering the keys sent
         # there saves the database from inserting (and ignoring) them again.
         self._seen = seen or Seen()
@@ -88,7 +90,11 @@ class Writer:
         flushed.set()
 
     async def _fill(self, results: ObjectReceiveStream[Outcome], batch: list[Outcome]) -> bool:
-        """Add to `batch` until it is full or commit_interval has passed; True at end of stream."""
+        """Add to `batch` until it is full or commit_interval has passed; True at end of stream.
+
+        When the scheduler has nothing left to hand out (`starving`), the batch goes as soon
+        as no more results are waiting: the workers idle until the links and deferrals it
+        holds are committed, as they do at the start of a crawl, generation by generation."""
         deadline = self._clock() + self._settings.commit_interval
         size = _body_bytes(batch)
         while len(batch) < self._settings.commit_batch and size < MAX_BATCH_BYTES:
@@ -100,6 +106,8 @@ class Writer:
             except anyio.EndOfStream:
                 return True
             if item is None:
+                if self._starving():
+                    return False
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     return False

@@ -1,0 +1,95 @@
+"""The writer task (crawler/writer.py) over a real SQLite frontier: when a batch is committed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from crawler.frontier.sqlite import SQLiteFrontier
+from crawler.models import Entry, NewURL, Outcome, OutcomeKind, State
+from crawler.settings import StorageSettings
+from crawler.urls import identify
+from crawler.writer import Writer
+from crawler.writers import WriteResult
+
+LONG = 60.0  # a commit interval no test waits for
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def frontier(tmp_path: Path) -> AsyncIterator[SQLiteFrontier]:
+    db = await SQLiteFrontier.open(tmp_path / "crawl.db", fsync=False)
+    try:
+        yield db
+    finally:
+        await db.aclose()
+
+
+class NoOutput:
+    """A sink for batches without final outcomes (deferrals write nothing)."""
+
+    def write(self, outcomes: list[Outcome]) -> WriteResult:
+        raise AssertionError("a deferral is never written")
+
+    def recover(self, committed: dict[str, int]) -> None:
+        pass
+
+
+def _deferral(url: str) -> Outcome:
+    key, host = identify(url)
+    outcome = Outcome(Entry(key, url, host), OutcomeKind.DEFER, State.QUEUED, 1, "robots_fetched")
+    found_key, found_host = identify(url + "/next")
+    outcome.new_urls.append(NewURL(found_key, url + "/next", found_host, depth=1))
+    return outcome
+
+
+async def _run(frontier: SQLiteFrontier, starving: bool) -> bool:
+    """Send one deferral with a new link and wait up to 1 s for its commit, then close the
+    stream (which commits what is left). Returns whether it was committed within 1 s."""
+    committed = anyio.Event()
+    commits = 0
+
+    def on_commit(batch: list[Outcome], added: int) -> None:
+        nonlocal commits
+        commits += 1
+        committed.set()
+
+    writer = Writer(
+        frontier,
+        NoOutput(),  # type: ignore[arg-type]
+        StorageSettings(fsync=False, commit_interval=LONG),
+        on_commit,
+        starving=lambda: starving,
+    )
+    send, receive = anyio.create_memory_object_stream[Outcome](8)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run, receive)
+        await send.send(_deferral("http://a.example/p"))
+        with anyio.move_on_after(1.0):
+            await committed.wait()
+        early = committed.is_set()
+        await send.aclose()
+    assert commits == 1
+    return early
+
+
+@pytest.mark.anyio
+async def test_a_starving_scheduler_gets_new_links_at_once(frontier: SQLiteFrontier) -> None:
+    assert await _run(frontier, starving=True)  # without waiting for commit_interval
+    assert await frontier.has_pending()
+    [entry] = await frontier.claim(10, 1e12, 2e12)
+    assert entry.url == "http://a.example/p/next"  # the link is claimable now
+
+
+@pytest.mark.anyio
+async def test_a_busy_scheduler_lets_the_batch_fill(frontier: SQLiteFrontier) -> None:
+    assert not await _run(frontier, starving=False)  # held for commit_interval or a full batch
+    [entry] = await frontier.claim(10, 1e12, 2e12)
+    assert entry.url == "http://a.example/p/next"
