@@ -691,16 +691,19 @@ def fetch_benchmarks(args: argparse.Namespace, results: dict[str, Any]) -> None:
     error_log = args.workdir / "nginx" / "logs" / "error.log"
     with nginx_running(args.workdir, site, args.hosts, args.port, args.nginx_workers):
         offset = error_log.stat().st_size if error_log.exists() else 0
-        for name in wanted:
-            runner, runner_seeds, expected = runners[name]
-            runs = []
-            for i in range(args.repeat):
+        # Round by round, each tool once per round: a machine that slows down (or speeds
+        # up) during the benchmark weighs on every tool alike, not on whichever ran last.
+        runs: dict[str, list[Run]] = {name: [] for name in wanted}
+        for i in range(args.repeat):
+            for name in wanted:
+                runner, runner_seeds, expected = runners[name]
                 run = runner(args, runner_seeds, expected, i)
                 print(f"{name} run {i + 1}/{args.repeat}: {describe(run, len(expected))}")
                 if not run.ok:
                     print(json.dumps(run.detail, indent=1)[:3000])
-                runs.append(run)
-            results[name] = summarise(runs, len(expected))
+                runs[name].append(run)
+        for name in wanted:
+            results[name] = summarise(runs[name], len(runners[name][2]))
         results["nginx_errors"] = nginx_errors(error_log, offset)
     if results["nginx_errors"]["lines"]:
         print(f"nginx error.log: {json.dumps(results['nginx_errors'], indent=1)[:2000]}")
