@@ -1,9 +1,9 @@
 """The links a crawl has already met: a bounded memory shared by the workers and the writer.
 
 Most links on a page are ones the crawl has met before (navigation, pages linked from many
-others). Remembering what each link's text resolved to, and which keys the frontier already
-holds, makes such a link cost two dictionary lookups instead of canonicalisation, a hash, a
-NewURL and an insert the database would ignore.
+others). Remembering each link's host and key, and which keys the frontier already holds,
+makes such a link cost two dictionary lookups instead of canonicalisation, a hash, a NewURL
+and an insert the database would ignore.
 
 Forgetting is always safe: a forgotten link is worked out again and the frontier ignores a
 key it already has. Each table is cleared when full, which bounds memory.

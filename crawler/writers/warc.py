@@ -27,6 +27,9 @@ def warc_date(timestamp: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+ISAL_LEVELS = 3  # output.gzip_level up to this compresses with ISA-L
+
+
 def _gzip(data: bytes, level: int) -> bytes:
     """One gzip member: ISA-L for levels 1-3, zlib for 4-9.
 
@@ -38,9 +41,6 @@ def _gzip(data: bytes, level: int) -> bytes:
     bits = min(zlib.MAX_WBITS, max(9, (len(data) - 1).bit_length()))
     compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + bits, max(1, min(8, bits - 7)))
     return compressor.compress(data) + compressor.flush()
-
-
-ISAL_LEVELS = 3  # output.gzip_level up to this compresses with ISA-L
 
 
 class WarcFile:
