@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,28 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from crawler.frontier.sqlite import SQLiteFrontier  # noqa: E402
 from tests.site import Site, SiteFactory  # noqa: E402
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "crawl.db"
+
+
+@pytest.fixture
+async def frontier(db_path: Path) -> AsyncIterator[SQLiteFrontier]:
+    """A real SQLite frontier in a fresh file, without fsync."""
+    opened = await SQLiteFrontier.open(db_path, fsync=False, busy_timeout=5.0)
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
 
 
 @pytest.fixture

@@ -31,11 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = AddressGuard(["127.0.0.0/8"])
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @dataclass
 class TLSServer:
     base_url: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +22,6 @@ from crawler.urls import canonical, host_of, url_key
 
 NOW = 1_700_000_000.0
 LEASE = NOW + 900
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "crawl.db"
-
-
-@pytest.fixture
-async def frontier(db_path: Path) -> AsyncIterator[SQLiteFrontier]:
-    opened = await SQLiteFrontier.open(db_path, fsync=False, busy_timeout=5.0)
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
 
 
 def _new(url: str, **fields: Any) -> NewURL:

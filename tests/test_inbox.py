@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -22,31 +22,12 @@ pytestmark = pytest.mark.anyio
 LATER = 10.0  # seconds after a file's mtime at which the fake wall clock reads
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(autouse=True)
 def fresh_logging(monkeypatch: pytest.MonkeyPatch) -> None:
     """Other tests run the CLI in-process, which configures structlog for the process with
     a level filter and cached loggers; start from structlog's defaults so logs are captured."""
     structlog.reset_defaults()
     monkeypatch.setattr(inbox_module, "log", structlog.get_logger("crawler.inbox"))
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "crawl.db"
-
-
-@pytest.fixture
-async def frontier(db_path: Path) -> AsyncIterator[SQLiteFrontier]:
-    opened = await SQLiteFrontier.open(db_path, fsync=False, busy_timeout=5.0)
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
 
 
 @pytest.fixture

@@ -18,11 +18,6 @@ from tests.crawling import cli_process, crawl, index, sets, write_seeds
 from tests.site import SiteFactory
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _pace(**settings: float) -> Pace:
     return Pace("h.example", PolitenessSettings(**settings), None)  # type: ignore[arg-type]
 

@@ -13,11 +13,6 @@ from crawler.models import Entry, Outcome, OutcomeKind, State
 from crawler.progress import RATE_WINDOW, Tally, show_bar
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _counts(queued: int, done: int = 0) -> Counts:
     states = {s.value: 0 for s in State}
     states.update(queued=queued, done=done)

@@ -23,11 +23,6 @@ from crawler.settings import RetrySettings
 NOW = 1_700_000_000.0
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _policy(rng: Callable[[], float] = lambda: 1.0, **settings: Any) -> RetryPolicy:
     return RetryPolicy(RetrySettings(**settings), rng=rng)
 

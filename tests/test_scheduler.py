@@ -14,11 +14,6 @@ from crawler.scheduler import Scheduler
 from crawler.settings import FrontierSettings, PolitenessSettings
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def _frontier(tmp_path: Path, hosts: dict[str, int]) -> SQLiteFrontier:
     frontier = await SQLiteFrontier.open(tmp_path / "crawl.db", fsync=False)
     urls = [

@@ -21,11 +21,6 @@ from tests.site import Conn, Hit, SiteFactory
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def worker(tmp_path: Path) -> AsyncIterator[Worker]:
     frontier = await SQLiteFrontier.open(tmp_path / "crawl.db", fsync=False)
     scheduler = Scheduler(frontier, PolitenessSettings(delay=0), FrontierSettings())

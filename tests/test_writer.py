@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import anyio
 import pytest
 
@@ -16,20 +13,6 @@ from crawler.writer import Writer
 from crawler.writers import WriteResult
 
 LONG = 60.0  # a commit interval no test waits for
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def frontier(tmp_path: Path) -> AsyncIterator[SQLiteFrontier]:
-    db = await SQLiteFrontier.open(tmp_path / "crawl.db", fsync=False)
-    try:
-        yield db
-    finally:
-        await db.aclose()
 
 
 class NoOutput:
