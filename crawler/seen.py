@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from crawler.urls import canonical, locate, url_key
+from crawler.urls import locate, url_key
 
 MAX_LINKS = 50_000  # links remembered with their host (and key): ~12 MB when full
 MAX_KEYS = 500_000  # keys known to be in the frontier (~30 MB when full)
@@ -26,30 +26,30 @@ class Seen:
         self._sort_query = sort_query
         self._max_links = max_links
         self._max_keys = max_keys
-        # link -> (host, key); the key is None until the link is first in scope somewhere.
-        self._links: dict[str, tuple[str, int | None]] = {}
+        # link -> (host, key, or its canonical URL until the link is first in scope: the
+        # key is only worth its hash for a link that is followed).
+        self._links: dict[str, tuple[str, int | str]] = {}
         self._keys: set[int] = set()
 
     def host(self, url: str) -> tuple[str, int | None]:
         """(host, key or None) of the absolute URL `url`; ValueError when it is not fetchable."""
         found = self._links.get(url)
         if found is None:
-            found = (sys.intern(locate(url, self._sort_query)[1]), None)  # hosts repeat
-            self._remember(url, found)
-        return found
+            canonical_url, host = locate(url, self._sort_query)
+            if len(self._links) >= self._max_links:
+                self._links.clear()
+            found = self._links[url] = (sys.intern(host), canonical_url)  # hosts repeat
+        host, key = found
+        return host, key if isinstance(key, int) else None
 
     def key(self, url: str) -> int:
         """The frontier key of `url`, a URL `host` has accepted."""
-        host, key = self.host(url)
-        if key is None:
-            key = url_key(canonical(url, self._sort_query))
-            self._links[url] = (host, key)  # host() has just made room for it
+        self.host(url)
+        host, key = self._links[url]
+        if isinstance(key, str):
+            key = url_key(key)
+            self._links[url] = (host, key)
         return key
-
-    def _remember(self, url: str, found: tuple[str, int | None]) -> None:
-        if len(self._links) >= self._max_links:
-            self._links.clear()
-        self._links[url] = found
 
     def stored(self, key: int) -> bool:
         """Whether `key` is in the frontier, or in a batch on its way there."""
