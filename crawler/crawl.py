@@ -22,6 +22,7 @@ from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.guard import AddressGuard
 from crawler.metrics import Metrics
 from crawler.models import Entry, NewURL, Outcome
+from crawler.politeness import HealthLimits
 from crawler.progress import Tally, log_summaries, show_bar
 from crawler.retry import RetryPolicy
 from crawler.robots import Robots
@@ -106,6 +107,7 @@ class Crawl:
         self._progress_bar = progress_bar
         # A host is never blocked longer than any of its URLs would wait for the same header.
         max_block = min(settings.politeness.max_retry_after, settings.retry.max_retry_after)
+        self._policy = RetryPolicy(settings.retry)
         self.scheduler = Scheduler(
             frontier,
             settings.politeness,
@@ -113,6 +115,12 @@ class Crawl:
             max_block=max_block,
             forever=forever,
             profiles=settings.profiles,
+            health=HealthLimits(
+                max_failures=settings.retry.host_max_failures,
+                down_seconds=settings.retry.host_down_seconds,
+                max_wait=settings.retry.max_wait,
+            ),
+            backoff=self._policy.backoff,
         )
         self._workers_scope = anyio.CancelScope()
         self.interrupted: int | None = None
@@ -173,10 +181,17 @@ class Crawl:
             store_credentials=settings.output.store_credentials,
             cookie_store=self._frontier,
         )
-        policy = RetryPolicy(settings.retry)
+        policy = self._policy
         scope = Scope(settings.crawl)
         robots = (
-            Robots(fetcher, self._frontier, settings.robots, settings.fetch.user_agent)
+            Robots(
+                fetcher,
+                self._frontier,
+                settings.robots,
+                settings.fetch.user_agent,
+                pacing=self.scheduler,
+                max_wait=settings.retry.max_wait,
+            )
             if settings.robots.obey
             else None
         )

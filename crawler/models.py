@@ -107,3 +107,4 @@ class Outcome:
     links: int | None = None  # in-scope links found (None: the page was not parsed)
     links_truncated: bool = False
     out_of_scope: int = 0
+    host_down: bool = False  # failed without a request: its host was given up as down

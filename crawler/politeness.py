@@ -22,20 +22,38 @@ from crawler.settings import PolitenessSettings
 
 DECAY_AFTER = 10
 SLOWING_STATUSES = frozenset({429, 503})
+# Failures with no answer that count towards a host being down (a DNS or TLS failure does
+# not mean the server is overloaded: only the others slow the pace down too).
+HOST_FAILURES = frozenset(
+    {"dns", "connect", "tls", "timeout", "deadline", "connection_reset", "blocked_address"}
+)
+SLOWING_REASONS = frozenset({"connect", "timeout", "deadline", "connection_reset"})
 _LATENCY_WEIGHT = 0.2  # exponential moving average of response times
 
 
 @dataclass(slots=True, frozen=True)
 class HostState:
-    """What is saved of a host's pace (blocked_until is wall-clock time)."""
+    """What is saved of a host's pace and health (times are wall-clock)."""
 
     host: str
     level: float
     blocked_until: float
+    failures: int = 0  # network failures in a row, no answer between them
+    down_until: float = 0.0  # given up until then: its URLs fail without a request
+    down_reason: str | None = None
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class HealthLimits:
+    """When a host is given up (retry.host_max_failures, host_down_seconds, max_wait)."""
+
+    max_failures: int = 5
+    down_seconds: float = 3600.0
+    max_wait: float = 300.0
 
 
 class Pace:
-    """The pace of one host."""
+    """The pace and health of one host."""
 
     def __init__(
         self,
@@ -43,12 +61,17 @@ class Pace:
         settings: PolitenessSettings,
         state: HostState | None,
         max_block: float | None = None,
+        health: HealthLimits | None = None,
     ) -> None:
         self.host = host
         self._settings = settings
         self._max_block = settings.max_retry_after if max_block is None else max_block
+        self._health = health or HealthLimits()
         self.level = state.level if state else 0.0
         self.blocked_until = state.blocked_until if state else 0.0
+        self.failures = state.failures if state else 0
+        self.down_until = state.down_until if state else 0.0
+        self.down_reason = state.down_reason if state else None
         self.crawl_delay = 0.0
         self.latency = 0.0
         self._streak = 0
@@ -64,11 +87,27 @@ class Pace:
 
     def state(self) -> HostState:
         self.dirty = False
-        return HostState(self.host, self.level, self.blocked_until)
+        return HostState(
+            self.host,
+            self.level,
+            self.blocked_until,
+            self.failures,
+            self.down_until,
+            self.down_reason,
+        )
+
+    def given_up(self, now: float) -> str | None:
+        """The reason its URLs fail without a request (down, or blocked too long), if so."""
+        return self.down_reason if self.down_until > now else None
 
     def _slower(self, step: float) -> None:
         self.level = min(self.level + step, 16.0)
         self._streak = 0
+        self.dirty = True
+
+    def _give_up(self, reason: str, until: float) -> None:
+        self.down_reason = reason
+        self.down_until = max(self.down_until, until)
         self.dirty = True
 
     def on_response(
@@ -76,11 +115,18 @@ class Pace:
     ) -> None:
         """A response arrived `elapsed` seconds after its request; `now` is wall-clock time."""
         self.latency = (1 - _LATENCY_WEIGHT) * self.latency + _LATENCY_WEIGHT * elapsed
+        if self.failures or self.down_until:  # it answers: whatever was wrong is over
+            self.failures = 0
+            self.down_until = 0.0
+            self.down_reason = None
+            self.dirty = True
         if status in SLOWING_STATUSES:
             self._slower(1.0)
             if retry_after is not None:
                 wait = min(retry_after, self._max_block)
                 self.blocked_until = max(self.blocked_until, now + wait)
+                if retry_after > self._health.max_wait:  # nobody waits that long for it
+                    self._give_up(f"http_{status}", now + wait)
             return
         if status >= 500:
             self._slower(0.5)
@@ -91,9 +137,18 @@ class Pace:
             self._streak = 0
             self.dirty = True
 
-    def on_error(self) -> None:
-        """A timeout or connection error: slow down, more gently than for a 429."""
-        self._slower(0.5)
+    def on_failure(self, reason: str, now: float, hold: float) -> None:
+        """No answer at all (`reason`: dns, connect, timeout, ...): the next probe waits
+        `hold` seconds; after `max_failures` in a row the host is down. An address the
+        guard refuses is down at once."""
+        if reason in SLOWING_REASONS:
+            self._slower(0.5)
+        self.failures += 1
+        self.dirty = True
+        if reason == "blocked_address" or self.failures >= self._health.max_failures:
+            self._give_up(reason, now + self._health.down_seconds)
+        else:
+            self.blocked_until = max(self.blocked_until, now + hold)
 
 
 class BudgetKeys:

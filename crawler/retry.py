@@ -66,14 +66,19 @@ class RetryPolicy:
             return Verdict(retry=False)
         wait = parse_retry_after(retry_after, now) if status in (429, 503) else None
         if wait is None:
-            return Verdict(retry=True, not_before=now + self.backoff(attempts))
-        wait = min(wait, self._settings.max_retry_after)
-        return Verdict(retry=True, not_before=now + wait)
+            return self._later(now, self.backoff(attempts))
+        return self._later(now, min(wait, self._settings.max_retry_after))
 
     def for_error(self, error: FetchError, attempts: int, now: float) -> Verdict:
         if not isinstance(error, RetryableFetchError) or attempts >= self._settings.max_attempts:
             return Verdict(retry=False)
-        return Verdict(retry=True, not_before=now + self.backoff(attempts))
+        return self._later(now, self.backoff(attempts))
+
+    def _later(self, now: float, wait: float) -> Verdict:
+        """Retry after `wait` seconds, unless that is longer than a URL may wait at all."""
+        if wait > self._settings.max_wait:
+            return Verdict(retry=False)
+        return Verdict(retry=True, not_before=now + wait)
 
 
 async def retry_in_place(

@@ -1,8 +1,12 @@
 """robots.txt (protego, RFC 9309): fetched once per host, cached in the frontier database.
 
-2xx: the rules (first 500 KiB); redirects followed up to 5 hops; 4xx: allow all; 5xx and
-network errors: disallow all for now, the host's URLs wait and robots.txt is fetched again
-with back-off, until `robots.max_wait` has passed and they fail `robots_unavailable`.
+2xx: the rules (first 500 KiB); redirects followed up to 5 hops, each keeping the host's
+delay; 4xx: allow all; 5xx: disallow all for now, the host's URLs wait and robots.txt is
+fetched again with back-off, until the next try would pass the wait bound (the smaller of
+`robots.max_wait` and `retry.max_wait`) and they fail `robots_unavailable`. No answer at
+all (dns, connect, timeout, ...): the URL waits and the failure counts towards its host
+being down (the scheduler's host health), and the URLs that waited for that same fetch
+share its failure. A robots.txt URL that cannot be fetched at all fails its URL at once.
 """
 
 from __future__ import annotations
@@ -11,17 +15,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urljoin, urlsplit
 
 import anyio
 import structlog
 from protego import Protego
 
-from crawler.errors import BlockedAddress, FetchError
+from crawler.errors import FetchError, FinalFetchError
 from crawler.fetcher import Fetcher
 from crawler.frontier import Frontier, RobotsRecord
 from crawler.models import Entry
 from crawler.settings import RobotsSettings
+from crawler.urls import host_of
 
 MAX_BYTES = 500 * 1024
 MAX_HOPS = 5
@@ -37,9 +43,16 @@ class RobotsDecision:
     allowed: bool | None
     not_before: float = 0.0
     fail: str | None = None
+    error: FetchError | None = None  # robots.txt got no answer: the host failed
     fetched: bool = False  # robots.txt was fetched during this check (the slot is spent)
     crawl_delay: float | None = None
     sitemaps: tuple[str, ...] = ()  # from a robots.txt fetched by this very check
+
+
+class Pacing(Protocol):
+    """Books a host's next request start (a redirect hop of robots.txt is one)."""
+
+    def reserve_start(self, host: str) -> float: ...
 
 
 def product_token(user_agent: str) -> str:
@@ -54,8 +67,15 @@ class Robots:
         frontier: Frontier,
         settings: RobotsSettings,
         user_agent: str,
+        *,
         wall: Callable[[], float] = time.time,
+        pacing: Pacing | None = None,
+        max_wait: float | None = None,
     ) -> None:
+        self._pacing = pacing
+        # How long after its first failure a failing robots.txt may still be waited for.
+        self._max_wait = min(settings.max_wait, max_wait or settings.max_wait)
+        self._failed: dict[str, FetchError] = {}  # the last fetch's failure, for its waiters
         self._fetcher = fetcher
         self._frontier = frontier
         self._settings = settings
@@ -72,7 +92,7 @@ class Robots:
             if record is not None and record.failing_since is None and record.expires_at > now:
                 return self._decide(entry.url, rules, fetched)
             if record is not None and record.failing_since is not None:
-                if now - record.failing_since > self._settings.max_wait:
+                if record.expires_at > record.failing_since + self._max_wait:
                     return RobotsDecision(allowed=None, fail="robots_unavailable")
                 if record.expires_at > now:  # failing: wait for the next try
                     return RobotsDecision(allowed=None, not_before=record.expires_at)
@@ -82,6 +102,9 @@ class Robots:
                 # waits its turn like the URL whose slot fetched robots.txt.
                 await waiting.wait()
                 fetched = True
+                error = self._failed.get(entry.host)
+                if error is not None:  # that fetch got no answer: so does this URL
+                    return RobotsDecision(allowed=None, error=error)
                 continue
             if fetched:  # fetched just now and still unusable: wait like the others
                 not_before = record.expires_at if record is not None else now
@@ -89,10 +112,15 @@ class Robots:
                     allowed=None, not_before=max(not_before, now + self._settings.retry_base)
                 )
             done = self._fetching[entry.host] = anyio.Event()
+            self._failed.pop(entry.host, None)
             try:
                 sitemaps = await self._fetch(entry, record)
-            except BlockedAddress:
-                return RobotsDecision(allowed=None, fail="blocked_address")
+            except FinalFetchError as exc:  # e.g. blocked_address, invalid_url: never fetchable
+                return RobotsDecision(allowed=None, fail=exc.reason, error=exc)
+            except FetchError as exc:
+                self._failed[entry.host] = exc
+                log.info("robots_unanswered", host=entry.host, reason=exc.reason)
+                return RobotsDecision(allowed=None, error=exc)
             finally:
                 del self._fetching[entry.host]
                 done.set()
@@ -133,35 +161,28 @@ class Robots:
         return record, rules
 
     async def _fetch(self, entry: Entry, previous: RobotsRecord | None) -> tuple[str, ...]:
-        """Fetch and store the host's robots.txt; returns the sitemaps it names."""
+        """Fetch and store the host's robots.txt; returns the sitemaps it names. Raises the
+        FetchError of a fetch that got no answer (nothing is stored then)."""
         parts = urlsplit(entry.url)
         url = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/robots.txt"
         now = self._wall()
         status: int | None = None
         body: str | None = None
-        failed = False
-        try:
-            for _ in range(MAX_HOPS + 1):
-                response, _digest = await self._fetcher.fetch(
-                    url, keep_decoded=True, credentials=False
-                )
-                status = response.status
-                location = response.header("location")
-                data = response.decoded or b""
-                response.close()
-                if 300 <= status < 400 and location:
-                    url = urljoin(url, location)
-                    continue
-                if 200 <= status < 300:
-                    body = data[:MAX_BYTES].decode("utf-8", errors="replace")
-                failed = status >= 500
-                break
-        except BlockedAddress:
-            raise
-        except FetchError as exc:
-            failed = True
-            log.info("robots_unavailable", host=entry.host, reason=exc.reason)
-        if failed:
+        for hop in range(MAX_HOPS + 1):
+            if hop and self._pacing is not None:  # each hop is a request like any other
+                await anyio.sleep(self._pacing.reserve_start(host_of(url)))
+            response, _digest = await self._fetcher.fetch(url, keep_decoded=True, credentials=False)
+            status = response.status
+            location = response.header("location")
+            data = response.decoded or b""
+            response.close()
+            if 300 <= status < 400 and location:
+                url = urljoin(url, location)
+                continue
+            if 200 <= status < 300:
+                body = data[:MAX_BYTES].decode("utf-8", errors="replace")
+            break
+        if status is not None and status >= 500:
             since = previous.failing_since if previous and previous.failing_since else now
             retry = min(self._settings.ttl, max(self._settings.retry_base, now - since))
             record = RobotsRecord(entry.host, None, status, now + retry, since)
@@ -169,7 +190,7 @@ class Robots:
             record = RobotsRecord(entry.host, body, status, now + self._settings.ttl, None)
         await self._frontier.save_robots(record)
         _, rules = self._remember(record)
-        if failed:
+        if record.failing_since is not None:
             return ()
         listed = tuple(urljoin(url, s) for s in rules.sitemaps) if rules is not None else ()
         return listed or (f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/sitemap.xml",)

@@ -24,7 +24,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from crawler.errors import OutOfSpace
 from crawler.frontier import Frontier
 from crawler.models import Entry
-from crawler.politeness import BudgetKeys, HostState, Pace
+from crawler.politeness import BudgetKeys, HealthLimits, HostState, Pace
 from crawler.profiles import Profiles
 from crawler.settings import FrontierSettings, PolitenessSettings
 
@@ -53,12 +53,18 @@ class Scheduler:
         frontier: Frontier,
         politeness: PolitenessSettings,
         settings: FrontierSettings,
+        *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         max_block: float | None = None,
         forever: bool = False,
         profiles: Profiles | None = None,
+        health: HealthLimits | None = None,
+        backoff: Callable[[int], float] = lambda failures: 2.0**failures,
     ) -> None:
+        self._health = health or HealthLimits()
+        self._backoff = backoff  # seconds between probes of a host after n failures
+        self._release_later: list[tuple[float, list[int]]] = []  # (not_before, keys)
         self._profiles = profiles or Profiles()
         self._forever = forever  # serve: an empty frontier means "wait for more", not "done"
         self._paused: set[str] = set()
@@ -77,7 +83,6 @@ class Scheduler:
         self._wakeup = anyio.Event()
         self._stopping = False
         self._claim_after = 0.0
-        self._overflow_until = 0.0
         # Right after a start, a host may just have been hit by the previous process.
         self._start_floor = clock() + politeness.delay
         delay = politeness.delay
@@ -140,25 +145,50 @@ class Scheduler:
         slot = self._slots.get(self._keys.of(host))
         return self._politeness.delay if slot is None else slot.pace.delay()
 
-    def feedback(
-        self, host: str, status: int | None, retry_after: float | None, elapsed: float
-    ) -> None:
-        """How `host` answered (status None: a timeout or connection error): adapt its pace."""
+    def feedback(self, host: str, status: int, retry_after: float | None, elapsed: float) -> None:
+        """How `host` answered: adapt its pace (and health)."""
         slot = self._slots.get(self._keys.of(host))
         if slot is None:
             return
-        if status is None:
-            slot.pace.on_error()
-        else:
-            slot.pace.on_response(status, retry_after, elapsed, self._wall())
+        slot.pace.on_response(status, retry_after, elapsed, self._wall())
         self._hold(slot)
 
+    def failed(self, host: str, reason: str) -> None:
+        """A request to `host` got no answer (`reason`: dns, connect, timeout, ...): the
+        host's next request is a probe after the retry back-off; too many in a row and the
+        host is down."""
+        slot = self._slots.get(self._keys.of(host))
+        if slot is None:
+            return
+        pace = slot.pace
+        pace.on_failure(reason, self._wall(), self._backoff(pace.failures + 1))
+        self._hold(slot)
+
+    def given_up(self, host: str) -> str | None:
+        """Why `host`'s URLs now fail without a request (it is down, or blocked for longer
+        than retry.max_wait), or None."""
+        slot = self._slots.get(self._keys.of(host))
+        return None if slot is None else slot.pace.given_up(self._wall())
+
     def _hold(self, slot: HostSlot) -> None:
-        """Apply the pace: the delay from the last start, and any blocked-until time."""
+        """Apply the pace: the delay from the last start, and any blocked-until time. URLs
+        buffered for a host that must wait long go back to the frontier until then."""
         slot.next_start = max(slot.next_start, slot.last_start + slot.pace.delay())
         blocked = slot.pace.blocked_until - self._wall()
         if blocked > 0:
             slot.next_start = max(slot.next_start, self._clock() + blocked)
+        if slot.queue and self._waits_long(slot):
+            keys = [entry.key for entry in slot.queue]
+            ready = self._wall() + slot.next_start - self._clock()
+            self._release_later.append((ready, keys))
+            self._buffered -= len(keys)
+            slot.queue.clear()
+            self._wakeup.set()
+
+    def _waits_long(self, slot: HostSlot) -> bool:
+        return (
+            slot.next_start - self._clock() > LOOKAHEAD and slot.pace.given_up(self._wall()) is None
+        )
 
     def pace_of(self, host: str) -> dict[str, float | int] | None:
         """The politeness state of `host`'s budget, when it is active in this process."""
@@ -209,9 +239,11 @@ class Scheduler:
         self._wakeup.set()
 
     def leftovers(self) -> list[int]:
-        """Keys of URLs leased but never finished: buffered, or cut off in flight."""
+        """Keys of URLs leased but never finished: buffered, cut off in flight, or waiting
+        to be given back."""
         keys = [e.key for slot in self._slots.values() for e in slot.queue]
         keys.extend(self._inflight)
+        keys.extend(key for _, batch in self._release_later for key in batch)
         return keys
 
     # -- internals ------------------------------------------------------------------------
@@ -231,7 +263,7 @@ class Scheduler:
         slot = self._slots.get(budget)
         if slot is None:
             settings = self._settings_for(host)
-            pace = Pace(budget, settings, saved, self._max_block)
+            pace = Pace(budget, settings, saved, self._max_block, self._health)
             slot = self._slots[budget] = HostSlot(
                 pace=pace, limit=settings.per_host_concurrency, next_start=self._start_floor
             )
@@ -239,21 +271,30 @@ class Scheduler:
         return slot
 
     def _push(self, budget: str, slot: HostSlot) -> None:
-        if slot.queue and not slot.in_heap and slot.inflight < slot.limit:
+        if slot.queue and not slot.in_heap:
+            if slot.pace.given_up(self._wall()) is not None:
+                at = 0.0  # its URLs fail without a request: no politeness to keep
+            elif slot.inflight < slot.limit:
+                at = slot.next_start
+            else:
+                return
             self._seq += 1
-            heapq.heappush(self._heap, (slot.next_start, self._seq, budget))
+            heapq.heappush(self._heap, (at, self._seq, budget))
             slot.in_heap = True
 
     async def _refill(self) -> None:
+        await self._release_waiting()
         now = self._clock()
         if self._buffered >= self._settings.claim_batch or now < self._claim_after:
             return
-        if now < self._overflow_until and self._buffered:
-            return  # the last claim was mostly one busy host's overflow: don't churn
         wall = self._wall()
         try:
             entries = await self._frontier.claim(
-                self._settings.claim_batch, wall, wall + self._settings.lease_seconds
+                self._settings.claim_batch,
+                wall,
+                wall + self._settings.lease_seconds,
+                per_host=self._host_cap,
+                room=self._room(),
             )
         except OutOfSpace as exc:  # the writer reports it; claim again a little later
             log.warning("claim_failed", error=str(exc))
@@ -269,7 +310,10 @@ class Scheduler:
         overflow: list[tuple[Entry, HostSlot]] = []
         for entry, budget in zip(entries, budgets, strict=True):
             slot = self._slot(budget, entry.host, saved.get(budget))
-            if len(slot.queue) >= self._host_cap:
+            if self._waits_long(slot):
+                ready = wall + slot.next_start - now
+                self._release_later.append((ready, [entry.key]))
+            elif len(slot.queue) >= self._host_cap and slot.pace.given_up(wall) is None:
                 overflow.append((entry, slot))
             else:
                 self._buffer(entry, budget, slot)
@@ -280,9 +324,32 @@ class Scheduler:
             except OutOfSpace:  # keep them buffered instead: over the cap, never lost
                 for entry, slot in overflow:
                     self._buffer(entry, self._keys.of(entry.host), slot)
+        await self._release_waiting()
+
+    def _room(self) -> dict[str, int]:
+        """How many more URLs each active host may buffer: none while it must wait long
+        (they stay in the frontier and every other host gets the claim), a whole batch
+        when it is given up (its URLs fail at once, without a request)."""
+        room: dict[str, int] = {}
+        for budget, slot in self._slots.items():
+            if slot.pace.given_up(self._wall()) is not None:
+                room[budget] = self._settings.claim_batch
+            elif self._waits_long(slot):
+                room[budget] = 0
+            elif slot.queue:
+                room[budget] = max(0, self._host_cap - len(slot.queue))
+        return room
+
+    async def _release_waiting(self) -> None:
+        """Give URLs of hosts that must wait long back to the frontier, until then."""
+        while self._release_later:
+            not_before, keys = self._release_later[-1]
+            try:
+                await self._frontier.release(keys, not_before=not_before)
+            except OutOfSpace as exc:  # kept to try again; leftovers() covers a shutdown
+                log.warning("release_failed", error=str(exc))
                 return
-            if 2 * len(overflow) > len(entries):
-                self._overflow_until = now + LOOKAHEAD / 2
+            self._release_later.pop()
 
     def _buffer(self, entry: Entry, budget: str, slot: HostSlot) -> None:
         slot.queue.append(entry)
@@ -305,15 +372,17 @@ class Scheduler:
             _, _, budget = heapq.heappop(self._heap)
             slot = self._slots[budget]
             slot.in_heap = False
-            if not slot.queue or slot.inflight >= slot.limit:
+            if not slot.queue:
                 continue
-            if slot.next_start > now:
+            given_up = slot.pace.given_up(self._wall()) is not None
+            if not given_up and (slot.inflight >= slot.limit or slot.next_start > now):
                 self._push(budget, slot)
                 continue
             entry = slot.queue.popleft()
             self._buffered -= 1
             slot.inflight += 1
-            slot.next_start = now + slot.pace.delay()
+            if not given_up:
+                slot.next_start = now + slot.pace.delay()
             self._push(budget, slot)
             return entry
         return None
@@ -364,5 +433,6 @@ class Scheduler:
                 await work.send(entry)
                 # The request starts now, not when it was picked: count the delay from here.
                 slot = self._slots[self._keys.of(entry.host)]
-                slot.last_start = self._clock()
-                slot.next_start = slot.last_start + slot.pace.delay()
+                if slot.pace.given_up(self._wall()) is None:
+                    slot.last_start = self._clock()
+                    slot.next_start = slot.last_start + slot.pace.delay()

@@ -72,6 +72,9 @@ class RetrySettings:
     backoff_base: float = 2.0
     backoff_max: float = 600.0
     max_retry_after: float = 3600.0
+    max_wait: float = 300.0
+    host_max_failures: int = 5
+    host_down_seconds: float = 3600.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,6 +175,9 @@ _RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("retry", "backoff_base"): (lambda v: v >= 0, "a number of seconds >= 0"),
     ("retry", "backoff_max"): (lambda v: v >= 0, "a number of seconds >= 0"),
     ("retry", "max_retry_after"): (lambda v: v >= 0, "a number of seconds >= 0"),
+    ("retry", "max_wait"): (lambda v: v >= 1, "a number of seconds >= 1"),
+    ("retry", "host_max_failures"): (lambda v: v >= 1, "an integer >= 1"),
+    ("retry", "host_down_seconds"): (lambda v: v >= 1, "a number of seconds >= 1"),
     ("output", "gzip_level"): (lambda v: 1 <= v <= 9, "an integer from 1 to 9"),
     ("output", "warc_max_bytes"): (lambda v: v >= 64 * 1024, "an integer >= 65536"),
     ("output", "prefix"): (

@@ -11,17 +11,11 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from crawler import sitemaps
-from crawler.errors import (
-    ConnectFailed,
-    ConnectionLost,
-    DeadlineExceeded,
-    FetchError,
-    FetchTimeout,
-    ProtocolError,
-)
+from crawler.errors import ConnectionLost, FetchError, FetchTimeout, ProtocolError
 from crawler.fetcher import Fetcher
 from crawler.links import extract, is_html, source
 from crawler.models import Entry, NewURL, Outcome, OutcomeKind, Response, State
+from crawler.politeness import HOST_FAILURES
 from crawler.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after, retry_in_place
 from crawler.robots import Robots
 from crawler.scheduler import Scheduler
@@ -32,8 +26,6 @@ from crawler.urls import identify
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_IN_PLACE_WAIT = 5.0  # an in-place retry never waits longer than this for politeness
-# Errors that say the host is struggling (slow it down); DNS or a blocked address do not.
-SLOWING_ERRORS = (FetchTimeout, ConnectFailed, ConnectionLost, DeadlineExceeded)
 
 log = structlog.get_logger("crawler.worker")
 
@@ -80,12 +72,14 @@ class Worker:
         """Check robots.txt, fetch `entry` (at most one quick retry in place), judge it."""
         fetched_at = self._wall()
         started = self._clock()
-        if self._robots is not None:
+        gone = self._scheduler.given_up(entry.host)
+        held = None if gone is None else self._host_given_up(entry, gone)
+        if held is None and self._robots is not None:
             held = await self._obey_robots(entry)
-            if held is not None:
-                held.fetched_at = fetched_at
-                self._log(held)
-                return held
+        if held is not None:
+            held.fetched_at = fetched_at
+            self._log(held)
+            return held
         tries = 0
 
         async def once() -> tuple[Response, str]:
@@ -109,8 +103,8 @@ class Worker:
                 once, stale_connection, lambda: self._scheduler.reserve_start(entry.host)
             )
         except FetchError as exc:
-            if isinstance(exc, SLOWING_ERRORS):
-                self._scheduler.feedback(entry.host, None, None, self._clock() - started)
+            if exc.reason in HOST_FAILURES:
+                self._scheduler.failed(entry.host, exc.reason)
             outcome = self._judge_error(entry, exc, entry.attempts + tries)
         except Exception as exc:  # a bug must cost one URL, never the crawl
             outcome = self._crashed(entry, exc, entry.attempts + max(tries, 1))
@@ -141,6 +135,14 @@ class Worker:
             message=f"{type(exc).__name__}: {exc}",
         )
 
+    def _host_given_up(self, entry: Entry, reason: str) -> Outcome:
+        """Its host is down (or blocked past retry.max_wait): fail without a request."""
+        outcome = Outcome(entry, OutcomeKind.TERMINAL, State.FAILED, entry.attempts, reason)
+        outcome.host_down = reason in HOST_FAILURES
+        outcome.status = entry.status
+        outcome.message = "host down" if outcome.host_down else "host blocked too long"
+        return outcome
+
     async def _obey_robots(self, entry: Entry) -> Outcome | None:
         """None: go ahead. Else the outcome instead of a fetch (no attempt is charged)."""
         assert self._robots is not None
@@ -149,8 +151,21 @@ class Worker:
             delay = min(decision.crawl_delay, self._max_crawl_delay)
             self._scheduler.set_delay(entry.host, delay)
         attempts = entry.attempts
+        error = decision.error
+        if error is not None and error.reason in HOST_FAILURES:
+            self._scheduler.failed(entry.host, error.reason)
+            gone = self._scheduler.given_up(entry.host)
+            if gone is not None:
+                return self._host_given_up(entry, gone)
         if decision.fail is not None:
-            return Outcome(entry, OutcomeKind.TERMINAL, State.FAILED, attempts, decision.fail)
+            outcome = Outcome(entry, OutcomeKind.TERMINAL, State.FAILED, attempts, decision.fail)
+            outcome.message = None if error is None else str(error)
+            return outcome
+        if error is not None:  # robots.txt got no answer: wait for the host's next probe
+            not_before = self._wall() + self._scheduler.seconds_until_start(entry.host)
+            return Outcome(
+                entry, OutcomeKind.DEFER, State.QUEUED, attempts, error.reason, not_before
+            )
         if decision.allowed is False:
             return Outcome(entry, OutcomeKind.TERMINAL, State.SKIPPED, attempts, "robots")
         if decision.allowed is None:

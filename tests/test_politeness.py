@@ -39,7 +39,7 @@ def test_429_doubles_the_delay_up_to_the_cap_and_successes_bring_it_back() -> No
 
 def test_errors_slow_down_more_gently_than_429() -> None:
     pace = _pace(delay=1.0)
-    pace.on_error()
+    pace.on_failure("timeout", now=0, hold=1.0)
     gentle = pace.delay()
     pace = _pace(delay=1.0)
     pace.on_response(429, None, 0.1, now=0)
@@ -52,7 +52,8 @@ def test_retry_after_blocks_the_host_capped() -> None:
     assert pace.blocked_until == 1030.0
     pace.on_response(503, 86400.0, 0.1, now=1000.0)
     assert pace.blocked_until == 1060.0
-    assert pace.state() == HostState("h.example", 2.0, 1060.0)
+    # A Retry-After past retry.max_wait (300 s by default) gives the host up until then.
+    assert pace.state() == HostState("h.example", 2.0, 1060.0, 0, 1060.0, "http_503")
     assert not pace.dirty
 
 

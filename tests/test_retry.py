@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from crawler import errors
+from crawler.errors import ConnectFailed
 from crawler.retry import (
     RETRYABLE_STATUSES,
     RetryPolicy,
@@ -137,10 +138,21 @@ def test_retry_after_is_honoured_on_429_and_503(status: int) -> None:
 
 @pytest.mark.parametrize("status", [429, 503])
 def test_retry_after_is_capped_by_max_retry_after(status: int) -> None:
-    policy = _policy(max_retry_after=600.0)
+    policy = _policy(max_retry_after=600.0, max_wait=3600.0)
     assert policy.for_status(status, "86400", 1, NOW) == Verdict(True, NOW + 600)
     far = _http_date(NOW + 10 * 86400)
     assert policy.for_status(status, far, 1, NOW) == Verdict(True, NOW + 600)
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_wait_past_max_wait_is_final_with_defaults(status: int) -> None:
+    """With default settings no URL waits longer than retry.max_wait (300 s) at once."""
+    policy = _policy()
+    assert policy.for_status(status, "300", 1, NOW) == Verdict(True, NOW + 300)
+    assert policy.for_status(status, "301", 1, NOW) == Verdict(False)
+    assert policy.for_status(status, "86400", 1, NOW) == Verdict(False)
+    long_backoff = _policy(backoff_base=400.0, max_attempts=5)
+    assert long_backoff.for_error(ConnectFailed("x"), 1, NOW) == Verdict(False)
 
 
 @pytest.mark.parametrize("status", [429, 503])

@@ -87,15 +87,20 @@ async def test_a_host_buffers_only_its_lookahead_the_rest_waits_in_the_frontier(
             got = {(await receive.receive()).host, (await receive.receive()).host}
             assert got == {"big.example", "small.example"}  # the big host does not starve it
             scheduler.stop()
-        # per host: 1 x 2 + ceil(30 s lookahead / 10 s delay) = 5 buffered; the rest released
+        # per host: 1 x 2 + ceil(30 s lookahead / 10 s delay) = 5 buffered (topped up again
+        # after the hand-out: at most one more leased, the one in flight); the rest stays in
+        # the frontier
         counts = await frontier.counts()
-        assert counts.states["leased"] == 5 + 2
-        assert counts.states["queued"] == 35
+        leased = counts.states["leased"]
+        assert 5 + 2 <= leased <= 5 + 1 + 2
+        assert counts.states["queued"] == 42 - leased
         due = await frontier.next_due()
         assert due is not None
-        assert due > 0  # released with a not_before: not claimed again at once
+        # Claims pass over a host whose buffer is full: its other URLs are not leased and
+        # given back again and again (no churn), they simply wait, ready, in the frontier.
+        assert due == 0.0
         leftovers = scheduler.leftovers()
-        assert len(leftovers) == 7  # 5 + 2 leased, none finished
+        assert len(leftovers) == leased  # none finished
         await frontier.release(leftovers)
         assert (await frontier.counts()).states["leased"] == 0
     finally:

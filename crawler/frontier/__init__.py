@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -77,8 +77,17 @@ class Frontier(Protocol):
         """Insert URLs not seen before (by key); returns how many were new."""
         ...
 
-    async def claim(self, limit: int, now: float, lease_until: float) -> list[Entry]:
-        """Lease up to `limit` queued URLs whose `not_before` has passed."""
+    async def claim(
+        self,
+        limit: int,
+        now: float,
+        lease_until: float,
+        per_host: int = 0,
+        room: Mapping[str, int] | None = None,
+    ) -> list[Entry]:
+        """Lease up to `limit` queued URLs whose `not_before` has passed, at most `per_host`
+        of one host (0: no cap) or as many as its `room` says, spread over hosts so that
+        none starves another; hosts saved as blocked (and not given up) are passed over."""
         ...
 
     async def commit(self, batch: CommitBatch) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -43,10 +45,28 @@ _INSERT_CAPPED = (
     " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9"
     " WHERE coalesce((SELECT urls FROM temp.host_urls WHERE host = ?3), 0) < ?10"
 )
-_CLAIM = (
-    "UPDATE urls SET state = 'leased', lease_until = ? WHERE key IN ("
-    " SELECT key FROM urls WHERE state = 'queued' AND not_before <= ?"
-    " ORDER BY not_before, key LIMIT ?)"
+# A claim walks the hosts that have queued URLs, from where the last claim stopped (round
+# robin, each step one index seek), then takes each host's earliest ready URLs. A host with
+# a million URLs, or one that is blocked (skipped here by its saved blocked_until), costs
+# one step, never a scan: every other host gets its turn.
+_WALK = (
+    "WITH RECURSIVE walk(host, n) AS ("
+    " SELECT (SELECT host FROM urls WHERE state = 'queued' AND host > ?1 ORDER BY host LIMIT 1), 1"
+    " UNION ALL SELECT (SELECT host FROM urls WHERE state = 'queued' AND host > walk.host"
+    " ORDER BY host LIMIT 1), n + 1 FROM walk WHERE walk.host IS NOT NULL AND n < ?2)"
+    " SELECT host FROM walk WHERE host IS NOT NULL"
+)
+_PICK = (
+    "SELECT j.value, u.key FROM json_each(?1) AS j JOIN urls AS u ON u.key IN ("
+    " SELECT key FROM urls WHERE state = 'queued' AND host = j.value AND not_before <= ?2"
+    " ORDER BY not_before, key LIMIT ?3)"
+    " WHERE NOT EXISTS (SELECT 1 FROM hosts WHERE hosts.host = j.value"
+    " AND hosts.blocked_until > ?2 AND hosts.down_until <= ?2)"
+    " LIMIT ?4"
+)
+_LEASE = (
+    "UPDATE urls SET state = 'leased', lease_until = ?1"
+    " WHERE key IN (SELECT value FROM json_each(?2)) AND state = 'queued'"
     " RETURNING key, url, host, attempts, depth, redirects, chain, discovered_from, status,"
     " origin, kind"
 )
@@ -130,6 +150,7 @@ class SQLiteFrontier:
         self._db = db
         self._lock = anyio.Lock()
         self._max_per_host = max_per_host
+        self._cursor = ""  # the host where the last claim stopped its walk
 
     @classmethod
     async def open(
@@ -226,10 +247,65 @@ class SQLiteFrontier:
             cursor = await db.executemany(_INSERT, rows)  # rowcount leaves out trigger rows
             return max(cursor.rowcount, 0)
 
-    async def claim(self, limit: int, now: float, lease_until: float) -> list[Entry]:
-        async with self._transaction() as db, db.execute(_CLAIM, (lease_until, now, limit)) as c:
-            rows = await c.fetchall()
+    async def claim(
+        self,
+        limit: int,
+        now: float,
+        lease_until: float,
+        per_host: int = 0,
+        room: Mapping[str, int] | None = None,
+    ) -> list[Entry]:
+        """Lease up to `limit` ready URLs, at most `per_host` of one host (0: no cap) or its
+        `room` where given, spread over the hosts that have some, round robin from where the
+        last claim stopped."""
+        per_host = per_host or limit
+        room = room or {}
+        async with self._transaction() as db:
+            walked = await self._walk(db, limit + len(room))
+            if not walked:
+                return []
+            self._cursor = walked[-1]
+            hosts = [host for host in walked if room.get(host, per_host) > 0]
+            if not hosts:
+                return []
+            # First a fair share each, then what is left of the batch to those with more.
+            share = min(per_host, max(1, -(-limit // len(hosts))))
+            picked = await self._pick(db, hosts, now, share, limit)
+            counts = Counter(host for host, _ in picked)
+            full = [host for host in hosts if counts[host] >= share]
+            if len(picked) < limit and share < per_host and full:
+                # The first `share` of each of these hosts come again: ask for that many more.
+                more = await self._pick(db, full, now, per_host, limit + share * len(full))
+                again = set(key for _, key in picked)
+                picked += [(host, key) for host, key in more if key not in again]
+            keys: list[int] = []
+            taken: Counter[str] = Counter()
+            for host, key in picked:
+                if taken[host] < room.get(host, per_host):
+                    taken[host] += 1
+                    keys.append(key)
+                    if len(keys) >= limit:
+                        self._cursor = host
+                        break
+            async with db.execute(_LEASE, (lease_until, json.dumps(keys))) as cursor:
+                rows = await cursor.fetchall()
         return [Entry(*row) for row in rows]
+
+    async def _walk(self, db: aiosqlite.Connection, limit: int) -> list[str]:
+        """Up to `limit` hosts with queued URLs, after the cursor and then from the start."""
+        async with db.execute(_WALK, (self._cursor, limit)) as cursor:
+            hosts = [str(row[0]) for row in await cursor.fetchall()]
+        if len(hosts) < limit and self._cursor:
+            async with db.execute(_WALK, ("", limit - len(hosts))) as cursor:
+                seen = set(hosts)
+                hosts += [str(r[0]) for r in await cursor.fetchall() if str(r[0]) not in seen]
+        return hosts
+
+    async def _pick(
+        self, db: aiosqlite.Connection, hosts: list[str], now: float, each: int, limit: int
+    ) -> list[tuple[str, int]]:
+        async with db.execute(_PICK, (json.dumps(hosts), now, each, limit)) as cursor:
+            return [(str(host), int(key)) for host, key in await cursor.fetchall()]
 
     async def commit(self, batch: CommitBatch) -> int:
         added = 0
@@ -258,8 +334,13 @@ class SQLiteFrontier:
                 await db.executemany(_OUTPUT, list(batch.outputs.items()))
             if batch.hosts:
                 await db.executemany(
-                    "INSERT OR REPLACE INTO hosts VALUES (?, ?, ?)",
-                    [(h.host, h.level, h.blocked_until) for h in batch.hosts],
+                    "INSERT OR REPLACE INTO hosts"
+                    " (host, level, blocked_until, failures, down_until, down_reason)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (h.host, h.level, h.blocked_until, h.failures, h.down_until, h.down_reason)
+                        for h in batch.hosts
+                    ],
                 )
         return added
 
@@ -349,10 +430,15 @@ class SQLiteFrontier:
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
             marks = ", ".join("?" * len(chunk))
-            for host, level, blocked in await self._query(
-                f"SELECT host, level, blocked_until FROM hosts WHERE host IN ({marks})", chunk
+            for host, level, blocked, failures, down_until, down_reason in await self._query(
+                "SELECT host, level, blocked_until, failures, down_until, down_reason"
+                f" FROM hosts WHERE host IN ({marks})",
+                chunk,
             ):
-                found[str(host)] = HostState(str(host), float(level), float(blocked))
+                found[str(host)] = HostState(
+                    str(host), float(level), float(blocked), int(failures), float(down_until),
+                    None if down_reason is None else str(down_reason),
+                )  # fmt: skip
         return found
 
     async def aclose(self) -> None:

@@ -79,6 +79,7 @@ def index_line(outcome: Outcome, warc_file: str | None, warc_offset: int | None)
         "links": outcome.links,
         "links_truncated": outcome.links_truncated,
         "out_of_scope": outcome.out_of_scope,
+        "host_down": outcome.host_down,
     }
 
 

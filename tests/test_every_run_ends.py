@@ -1,0 +1,96 @@
+"""The invariant "every run ends; no host holds up another", end to end with default settings.
+
+A seed list mixes healthy URLs with every kind of host that used to keep a run going: a
+refused port, a host that accepts and never answers, a robots.txt that answers 503, a 429
+with `Retry-After: 86400` on a host holding more URLs than one claim batch, and an address
+the guard refuses. The run must end by itself with exit 0, every URL final with the right
+reason, the healthy URLs done, and each dead host asked no more than the health check allows.
+
+Only what would make the test take minutes is changed from the defaults: the fetch timeouts
+(a stalled host is found out after 1 s, not 30) and how long a robots.txt answering 503 is
+waited for (asked again after 1 s, not 60; given up after 10 s, not 300: the default bound
+has a test of its own in test_robots.py, with a clock of its own). Retry, politeness and
+host-health settings are the defaults a user gets.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import Counter
+from pathlib import Path
+
+from crawler.cli import main
+from crawler.settings import RetrySettings
+from tests import site
+from tests.crawling import index, write_seeds
+from tests.site import SiteFactory
+
+ROBOTS_NOT_FOUND = site.ok(b"none", 404, content_type="text/plain")
+BIG = 600  # more URLs than one claim batch (512) on the rate-limited host
+
+
+def _closed_port(host: str) -> int:
+    """A port on `host` that nothing listens on (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_run_with_dead_blocked_and_hostile_hosts_ends_with_every_url_final(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    healthy = make_site("127.0.0.2")
+    healthy.route("/robots.txt", ROBOTS_NOT_FOUND)
+    stalled = make_site("127.0.0.3")  # accepts, reads the request, never answers
+    stalled.route("*", site.stall_headers(30.0))
+    robots_503 = make_site("127.0.0.4")
+    robots_503.route("/robots.txt", site.status(503))
+    limited = make_site("127.0.0.5")
+    limited.route("/robots.txt", ROBOTS_NOT_FOUND)
+    limited.route("*", site.retry_after(429, "86400"))
+    refused = f"http://127.0.0.6:{_closed_port('127.0.0.6')}"
+    guarded = make_site("127.0.0.9")  # loopback, but outside the allowed networks
+
+    good = [healthy.url(f"/ok{i}") for i in range(5)]
+    dead = [f"{refused}/r{i}" for i in range(20)] + [stalled.url(f"/s{i}") for i in range(20)]
+    unavailable = [robots_503.url(f"/p{i}") for i in range(3)]
+    rate_limited = [limited.url(f"/l{i}") for i in range(BIG)]
+    blocked = [guarded.url(f"/g{i}") for i in range(50)]
+    seeds = write_seeds(tmp_path / "seeds.txt", good + dead + unavailable + rate_limited + blocked)
+    data = tmp_path / "crawl"
+
+    settings = [
+        'network.allowed_networks=["127.0.0.0/29"]',
+        "fetch.connect_timeout=1",
+        "fetch.read_timeout=1",
+        "robots.retry_base=1",
+        "robots.max_wait=10",
+        'log.level="warning"',
+    ]
+    args = ["run", "--data-dir", str(data), "--seeds", str(seeds)]
+    code = main(args + [word for item in settings for word in ("--set", item)])
+
+    assert code == 0
+    lines = index(data)
+    assert len(lines) == len(seeds.read_text().split())
+    for url in good:
+        assert lines[url]["state"] == "done", lines[url]
+    for url in rate_limited:
+        assert (lines[url]["state"], lines[url]["reason"]) == ("failed", "http_429"), lines[url]
+    for url in unavailable:
+        line = lines[url]
+        assert (line["state"], line["reason"]) == ("failed", "robots_unavailable"), line
+    for url in blocked:
+        assert (lines[url]["state"], lines[url]["reason"]) == ("failed", "blocked_address")
+    reasons = Counter((lines[url]["reason"], lines[url]["host_down"]) for url in dead)
+    assert reasons == {("connect", True): 20, ("timeout", True): 20}, reasons
+
+    limit = RetrySettings().host_max_failures
+    per_host = 2  # politeness.per_host_concurrency: requests that may be in flight at once
+    assert len(stalled.hits) <= limit + per_host
+    assert len(limited.hits_for("/robots.txt")) == 1
+    # One 429 with a Retry-After past retry.max_wait gives the host up: the URLs in flight
+    # at that moment are all that reach it; the other ~600 fail without a request.
+    assert len(limited.hits) <= 1 + per_host
+    assert guarded.hits == []
+    assert all(len(healthy.hits_for(f"/ok{i}")) == 1 for i in range(5))
