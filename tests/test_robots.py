@@ -5,6 +5,14 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import pytest
+
+from crawler.fetcher import Fetcher
+from crawler.frontier.sqlite import SQLiteFrontier
+from crawler.guard import AddressGuard
+from crawler.models import Entry
+from crawler.robots import Robots
+from crawler.settings import FetchSettings, RetrySettings, RobotsSettings
 from tests import site
 from tests.crawling import crawl, index
 from tests.site import SiteFactory
@@ -160,3 +168,98 @@ def test_a_stalled_robots_txt_makes_urls_wait(tmp_path: Path, make_site: SiteFac
     assert len(s.hits_for("/robots.txt")) == 2
     line = index(data)[s.url("/a")]
     assert (line["state"], line["attempts"]) == ("done", 1)
+
+
+# -- the Robots class itself, with a clock of its own ----------------------------------------
+
+
+class _Pacing:
+    """Books starts like the scheduler: `delay` seconds apart per host, from now."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.booked: list[str] = []
+
+    def reserve_start(self, host: str) -> float:
+        self.booked.append(host)
+        return self.delay
+
+
+async def _robots(
+    frontier: SQLiteFrontier,
+    wall: list[float],
+    pacing: _Pacing | None = None,
+    allowed: tuple[str, ...] = ("127.0.0.0/8",),
+) -> tuple[Robots, Fetcher]:
+    fetcher = Fetcher(FetchSettings(read_timeout=2), AddressGuard(allowed))
+    settings = RobotsSettings()
+    robots = Robots(
+        fetcher,
+        frontier,
+        settings,
+        "crawler/1.0",
+        wall=lambda: wall[0],
+        pacing=pacing,
+        max_wait=RetrySettings().max_wait,
+    )
+    return robots, fetcher
+
+
+@pytest.mark.anyio
+async def test_a_robots_txt_answering_503_is_given_up_within_max_wait_with_defaults(
+    frontier: SQLiteFrontier, make_site: SiteFactory
+) -> None:
+    s = make_site()
+    s.route("/robots.txt", site.status(503))
+    wall = [1_000_000.0]
+    robots, fetcher = await _robots(frontier, wall)
+    entry = Entry(key=1, url=s.url("/page"), host=f"127.0.0.1:{s.port}")
+    try:
+        decision = await robots.check(entry)
+        while decision.fail is None:
+            assert decision.allowed is None  # disallowed while failing: the URL waits
+            assert decision.not_before > wall[0]
+            wall[0] = decision.not_before
+            decision = await robots.check(entry)
+    finally:
+        await fetcher.aclose()
+    assert decision.fail == "robots_unavailable"
+    # Asked again with a back-off from robots.retry_base (60 s), never waiting past
+    # retry.max_wait (300 s) from the first failure.
+    assert wall[0] - 1_000_000.0 <= RetrySettings().max_wait
+    assert 3 <= len(s.hits_for("/robots.txt")) <= 5
+
+
+@pytest.mark.anyio
+async def test_robots_redirect_hops_keep_the_hosts_delay(
+    frontier: SQLiteFrontier, make_site: SiteFactory
+) -> None:
+    s = make_site()
+    s.route("/robots.txt", site.redirect("/r1"))
+    s.route("/r1", site.redirect("/r2"))
+    s.route("/r2", site.ok(b"User-agent: *\nDisallow: /no\n", content_type="text/plain"))
+    pacing = _Pacing(delay=0.2)
+    robots, fetcher = await _robots(frontier, [1_000_000.0], pacing)
+    host = f"127.0.0.1:{s.port}"
+    try:
+        decision = await robots.check(Entry(key=1, url=s.url("/no"), host=host))
+    finally:
+        await fetcher.aclose()
+    assert decision.allowed is False
+    assert pacing.booked == [host, host]  # one booked start per hop after the first
+    starts = [hit.started for hit in s.hits]
+    assert len(starts) == 3
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.2 - 0.005
+
+
+@pytest.mark.anyio
+async def test_a_robots_txt_that_cannot_be_fetched_at_all_fails_at_once(
+    frontier: SQLiteFrontier,
+) -> None:
+    robots, fetcher = await _robots(frontier, [1_000_000.0], allowed=())  # loopback refused
+    try:
+        decision = await robots.check(Entry(key=1, url="http://127.0.0.1:9/x", host="127.0.0.1:9"))
+    finally:
+        await fetcher.aclose()
+    assert decision.fail == "blocked_address"
+    assert decision.error is not None
