@@ -81,7 +81,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             counts = await frontier.counts()
         finally:
             await frontier.aclose()
-    log.info("finished" if interrupted is None else "interrupted", **counts.states)
+    # The summary: totals by state, and why URLs failed or were skipped (e.g. {"dns": 12}).
+    log.info(
+        "finished" if interrupted is None else "interrupted",
+        **counts.states,
+        reasons=counts.reasons,
+    )
     if interrupted is not None:
         return 128 + interrupted
     return 0

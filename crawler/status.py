@@ -3,25 +3,66 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
-from crawler.frontier import Counts
+from crawler.frontier import Counts, HostWait
+from crawler.writers.jsonl import rfc3339
 
 
-def as_dict(counts: Counts) -> dict[str, Any]:
+def why(wait: HostWait, now: float) -> tuple[str, float | None]:
+    """Why a host's queued URLs are not being fetched now, and until when (None: the host
+    is fetched at its pace; its URLs are waiting their turn)."""
+    if wait.down_until > now:
+        if (wait.down_reason or "").startswith("http_"):
+            return (
+                f"given up: {wait.down_reason} (Retry-After past retry.max_wait)",
+                wait.down_until,
+            )
+        return f"down: {wait.down_reason}", wait.down_until
+    if wait.robots_retry_at is not None and wait.robots_retry_at > now:
+        return "robots.txt failing", wait.robots_retry_at
+    if wait.blocked_until > now:
+        if wait.failures:
+            return f"probing after {wait.failures} failures", wait.blocked_until
+        return "Retry-After", wait.blocked_until
+    if wait.next_due > now:
+        return "retry back-off", wait.next_due
+    if wait.level > 0:
+        return f"back-off level {wait.level:g}", None
+    return "delay", None
+
+
+def _waiting(counts: Counts, now: float) -> list[dict[str, Any]]:
+    rows = []
+    for wait in counts.waiting:
+        reason, until = why(wait, now)
+        rows.append(
+            {
+                "host": wait.host,
+                "queued": wait.queued,
+                "why": reason,
+                "until": rfc3339(until) if until is not None else None,
+            }
+        )
+    return rows
+
+
+def as_dict(counts: Counts, now: float | None = None) -> dict[str, Any]:
     return {
         "total": counts.total,
         "states": counts.states,
         "reasons": counts.reasons,
         "hosts": [{"host": h.host, "total": h.total, **h.states} for h in counts.hosts],
+        "waiting": _waiting(counts, time.time() if now is None else now),
     }
 
 
-def as_json(counts: Counts) -> str:
-    return json.dumps(as_dict(counts), indent=None)
+def as_json(counts: Counts, now: float | None = None) -> str:
+    return json.dumps(as_dict(counts, now), indent=None)
 
 
-def as_text(counts: Counts) -> str:
+def as_text(counts: Counts, now: float | None = None) -> str:
     lines = [f"total     {counts.total}"]
     lines += [f"{state:<9} {n}" for state, n in counts.states.items()]
     if counts.reasons:
@@ -36,4 +77,12 @@ def as_text(counts: Counts) -> str:
                 f"  {h.host[:32]:<32} {h.total:>8} {h.states['done']:>8}"
                 f" {h.states['failed']:>8} {h.states['queued']:>8}"
             )
+    waiting = _waiting(counts, time.time() if now is None else now)
+    if waiting:
+        lines.append("")
+        lines.append("why queued URLs wait")
+        lines.append(f"  {'host':<32} {'queued':>8}  why (until)")
+        for w in waiting:
+            until = f" (until {w['until']})" if w["until"] else ""
+            lines.append(f"  {w['host'][:32]:<32} {w['queued']:>8}  {w['why']}{until}")
     return "\n".join(lines)

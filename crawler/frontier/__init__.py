@@ -51,12 +51,28 @@ class HostCounts:
     states: dict[str, int]
 
 
+@dataclass(slots=True, frozen=True)
+class HostWait:
+    """What the database says of a host with queued URLs: enough to tell why they wait."""
+
+    host: str
+    queued: int
+    next_due: float  # the earliest not_before of its queued URLs (wall clock)
+    level: float  # adaptive back-off level
+    blocked_until: float  # Retry-After, or the next probe after failures
+    failures: int  # network failures in a row
+    down_until: float  # given up until then (down, or blocked past retry.max_wait)
+    down_reason: str | None
+    robots_retry_at: float | None  # robots.txt failing: fetched again then
+
+
 @dataclass(slots=True)
 class Counts:
     total: int
     states: dict[str, int]
     reasons: dict[str, int]
     hosts: list[HostCounts]
+    waiting: list[HostWait] = field(default_factory=list)  # hosts with most queued URLs
 
 
 @dataclass(slots=True, frozen=True)

@@ -17,7 +17,7 @@ import aiosqlite
 import anyio
 
 from crawler.errors import OutOfSpace, StorageError
-from crawler.frontier import CommitBatch, Counts, HostCounts, RobotsRecord
+from crawler.frontier import CommitBatch, Counts, HostCounts, HostWait, RobotsRecord
 from crawler.models import Entry, NewURL, State
 from crawler.politeness import HostState
 
@@ -81,6 +81,17 @@ _DEFER = (
 _RELEASE = (
     "UPDATE urls SET state = 'queued', not_before = max(not_before, ?), lease_until = NULL"
     " WHERE key = ? AND state = 'leased'"
+)
+# The hosts with most queued URLs, with what their host and robots.txt rows say (grouped
+# first, so the joins run once per host, not once per URL).
+_WAITING = (
+    "SELECT q.host, q.n, q.due, coalesce(h.level, 0), coalesce(h.blocked_until, 0),"
+    " coalesce(h.failures, 0), coalesce(h.down_until, 0), h.down_reason,"
+    " CASE WHEN r.failing_since IS NULL THEN NULL ELSE r.expires_at END"
+    " FROM (SELECT host, count(*) AS n, min(not_before) AS due FROM urls"
+    " WHERE state = 'queued' GROUP BY host ORDER BY n DESC, host LIMIT ?) AS q"
+    " LEFT JOIN hosts AS h ON h.host = q.host LEFT JOIN robots AS r ON r.host = q.host"
+    " ORDER BY q.n DESC, q.host"
 )
 _OUTPUT = (
     "INSERT INTO outputs (path, committed) VALUES (?, ?)"
@@ -400,7 +411,18 @@ class SQLiteFrontier:
                 )
             ]
         )
-        return Counts(total=sum(states.values()), states=states, reasons=reasons, hosts=hosts)
+        waiting = (
+            []
+            if not top_hosts
+            else [HostWait(*row) for row in await self._query(_WAITING, (top_hosts,))]
+        )
+        return Counts(
+            total=sum(states.values()),
+            states=states,
+            reasons=reasons,
+            hosts=hosts,
+            waiting=waiting,
+        )
 
     async def robots(self, host: str) -> RobotsRecord | None:
         rows = await self._query(
