@@ -55,7 +55,7 @@ def test_a_run_with_dead_blocked_and_hostile_hosts_ends_with_every_url_final(
     dead = [f"{refused}/r{i}" for i in range(20)] + [stalled.url(f"/s{i}") for i in range(20)]
     unavailable = [robots_503.url(f"/p{i}") for i in range(3)]
     rate_limited = [limited.url(f"/l{i}") for i in range(BIG)]
-    blocked = [guarded.url(f"/g{i}") for i in range(50)]
+    blocked = [guarded.url(f"/g{i}") for i in range(2_000)]  # failed at ~1/s before
     seeds = write_seeds(tmp_path / "seeds.txt", good + dead + unavailable + rate_limited + blocked)
     data = tmp_path / "crawl"
 
