@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from crawler.models import NewURL
-from crawler.urls import BadURL, identify
+from crawler.urls import BadURL, locate, url_key
 
 MAX_REPORTED = 10
 MAX_QUOTED = 200  # characters of a bad line quoted in its reason
@@ -48,9 +48,11 @@ class SeedReport:
 
 
 def parse_line(text: str, sort_query: bool = False) -> NewURL:
-    """One seed URL (already stripped) as a frontier entry, or BadURL."""
-    key, host = identify(text, sort_query)
-    return NewURL(key=key, url=text, host=host)
+    """One seed URL (already stripped) as a frontier entry, or BadURL.
+
+    The entry's URL is the one fetched: `text`, or its IPv4 host respelt as a dotted quad."""
+    url, canonical_url, host = locate(text, sort_query)
+    return NewURL(key=url_key(canonical_url), url=url, host=host)
 
 
 def parse_text(
