@@ -319,6 +319,8 @@ def test_bad_hosts_and_userinfo_are_bad_lines_with_their_reason(tmp_path: Path) 
     assert [b.line for b in report.examples] == [2, 3, 4, 5, 6, 7, 8]
     reasons = [b.reason for b in report.examples]
     assert all("credentials belong in a profile" in r for r in reasons[:2])
+    assert reasons[0].endswith(": 'http://good.example/'")  # never quoted with them
+    assert "token" not in reasons[1]
     assert all("not valid IDNA" in r for r in reasons[2:4])
     assert all("not an IPv4 address" in r for r in reasons[4:])
 
