@@ -411,17 +411,19 @@ def test_connection_refused_is_retried_then_failed(tmp_path: Path, make_site: Si
     assert (line["state"], line["reason"], line["attempts"]) == ("failed", "connect", 2)
 
 
-def test_urls_the_client_rejects_fail_alone(tmp_path: Path, make_site: SiteFactory) -> None:
+def test_urls_the_client_rejects_are_bad_seed_lines(
+    tmp_path: Path, make_site: SiteFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
     s = make_site()
     s.route("/fine", site.ok(b"fine"))
-    bad = ["http://999.1.1.1/", "http://\u2603.net/"]
+    bad = ["http://999.1.1.1/", "http://\u2603.net/"]  # never queued: they cannot be fetched
     data = tmp_path / "crawl"
     assert crawl(data, [*bad, s.url("/fine")]) == 0
-    lines = index(data)
-    for url in bad:
-        assert (lines[url]["state"], lines[url]["reason"]) == ("failed", "invalid_url")
-        assert lines[url]["message"]
-    assert lines[s.url("/fine")]["state"] == "done"
+    assert list(index(data)) == [s.url("/fine")]
+    assert index(data)[s.url("/fine")]["state"] == "done"
+    out = capsys.readouterr().out
+    assert "not an IPv4 address" in out
+    assert "not valid IDNA" in out
 
 
 def test_dns_failure(tmp_path: Path) -> None:
