@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from crawler.models import NewURL
-from crawler.urls import BadURL, identify
+from crawler.urls import BadURL, locate, url_key, without_userinfo
 
 MAX_REPORTED = 10
 MAX_QUOTED = 200  # characters of a bad line quoted in its reason
@@ -48,9 +48,11 @@ class SeedReport:
 
 
 def parse_line(text: str, sort_query: bool = False) -> NewURL:
-    """One seed URL (already stripped) as a frontier entry, or BadURL."""
-    key, host = identify(text, sort_query)
-    return NewURL(key=key, url=text, host=host)
+    """One seed URL (already stripped) as a frontier entry, or BadURL.
+
+    The entry's URL is the one fetched: `text`, or its IPv4 host respelt as a dotted quad."""
+    url, canonical_url, host = locate(text, sort_query)
+    return NewURL(key=url_key(canonical_url), url=url, host=host)
 
 
 def parse_text(
@@ -77,8 +79,9 @@ def _parse(
         report.read += 1
         try:
             yield parse_line(text, sort_query)
-        except BadURL as exc:
-            report.bad(BadLine(source, number, f"{exc}: {text[:MAX_QUOTED]!r}"))
+        except BadURL as exc:  # quoted without userinfo: the report may be logged or stored
+            quoted = without_userinfo(text)[:MAX_QUOTED]
+            report.bad(BadLine(source, number, f"{exc}: {quoted!r}"))
 
 
 def _open(path: str) -> IO[bytes]:

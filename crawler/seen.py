@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from crawler.urls import locate, url_key
+from crawler.urls import BadURL, locate, url_key
 
 MAX_LINKS = 50_000  # links remembered with their host (and key): ~12 MB when full
 MAX_KEYS = 500_000  # keys known to be in the frontier (~30 MB when full)
@@ -32,10 +32,14 @@ class Seen:
         self._keys: set[int] = set()
 
     def host(self, url: str) -> tuple[str, int | None]:
-        """(host, key or None) of the absolute URL `url`; ValueError when it is not fetchable."""
+        """(host, key or None) of the absolute URL `url`; ValueError when it is not fetchable
+        as written (links come from `Resolver` in the form they are fetched in; a sitemap's
+        `http://user@host/` or `http://127.1/` is not followed)."""
         found = self._links.get(url)
         if found is None:
-            canonical_url, host = locate(url, self._sort_query)
+            fetched, canonical_url, host = locate(url, self._sort_query)
+            if fetched != url:
+                raise BadURL(f"fetched as {fetched}")
             if len(self._links) >= self._max_links:
                 self._links.clear()
             found = self._links[url] = (sys.intern(host), canonical_url)  # hosts repeat

@@ -14,6 +14,7 @@ from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
 from crawler.errors import ConfigError
+from crawler.guard import parse_allowed
 from crawler.profiles import Profiles, load_profiles
 
 ENV_PREFIX = "CRAWLER_"
@@ -201,7 +202,10 @@ _RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("service", "max_request_bytes"): (lambda v: v >= 1024, "an integer >= 1024"),
     ("service", "inbox_interval"): (lambda v: v > 0, "a number of seconds > 0"),
     ("service", "inbox_settle_seconds"): (lambda v: v >= 0, "a number of seconds >= 0"),
-    ("network", "allowed_networks"): (lambda v: all(_is_network(n) for n in v), "a list of CIDRs"),
+    ("network", "allowed_networks"): (
+        lambda v: all(_is_network(n) for n in v),
+        "a list of CIDRs, each with :PORT or :FIRST-LAST if not every port ([IPv6]/LEN:PORT)",
+    ),
 }
 
 
@@ -245,7 +249,7 @@ def _is_listen(text: str) -> bool:
 
 def _is_network(text: str) -> bool:
     try:
-        ipaddress.ip_network(text, strict=False)
+        parse_allowed(text)
     except ValueError:
         return False
     return True

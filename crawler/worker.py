@@ -22,7 +22,7 @@ from crawler.scheduler import Scheduler
 from crawler.scope import Scope
 from crawler.seen import Seen
 from crawler.settings import CrawlSettings
-from crawler.urls import identify
+from crawler.urls import locate, url_key, without_userinfo
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_IN_PLACE_WAIT = 5.0  # an in-place retry never waits longer than this for politeness
@@ -326,9 +326,11 @@ class Worker:
         # Headers arrive as latin-1; a Location in UTF-8 bytes is what browsers assume.
         with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
             target = target.encode("latin-1").decode("utf-8")
+        target = without_userinfo(target)  # never sent or recorded, even when not followed
         try:
-            target = urljoin(entry.url, target)
-            key, host = identify(target, self._crawl.sort_query)
+            target = without_userinfo(urljoin(entry.url, target))
+            target, canonical_url, host = locate(target, self._crawl.sort_query)
+            key = url_key(canonical_url)
         except ValueError as exc:  # BadURL included
             # Still a result (done with its 3xx status); the target is just not followed.
             outcome = Outcome(

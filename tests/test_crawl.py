@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import email.utils
+import gzip
 import itertools
 import time
 from pathlib import Path
+
+import pytest
 
 from tests import site
 from tests.crawling import crawl, index, response_at, warc_records
@@ -305,6 +308,88 @@ def test_redirect_to_blocked_address_is_checked(tmp_path: Path, make_site: SiteF
     assert (line["state"], line["reason"]) == ("failed", "blocked_address")
 
 
+def test_numeric_spellings_of_loopback_are_blocked_without_a_request(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    s = make_site()
+    s.route("*", site.ok(b"internal"))
+    port = s.port
+    hosts = ["0177.0.0.1", "0x7f.1", "2130706433", "127.1", "0x7f000001", "0177.0.1."]
+    urls = [f"http://{host}:{port}/{n}" for n, host in enumerate(hosts)]
+    data = tmp_path / "crawl"
+    assert crawl(data, urls, "network.allowed_networks=[]", "robots.obey=true") == 0
+    lines = index(data)
+    assert sorted(lines) == sorted(f"http://127.0.0.1:{port}/{n}" for n in range(len(hosts)))
+    assert {(line["state"], line["reason"]) for line in lines.values()} == {
+        ("failed", "blocked_address")
+    }
+    assert s.hits == []
+
+
+def test_an_allow_list_entry_with_a_port_opens_that_port_only(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    allowed, other = make_site(), make_site()  # two services on 127.0.0.1
+    allowed.route("/page", site.ok(b"fine"))
+    allowed.route("/jump", site.redirect(f"http://127.0.0.1:{other.port}/internal"))
+    other.route("*", site.ok(b"internal"))
+    urls = [f"http://0177.0.0.1:{allowed.port}/page", allowed.url("/jump"), other.url("/x")]
+    data = tmp_path / "crawl"
+    entry = f'network.allowed_networks=["127.0.0.1/32:{allowed.port}"]'
+    assert crawl(data, urls, entry, "robots.obey=true") == 0
+    lines = index(data)
+    outcomes = {url: (line["state"], line["reason"], line["status"]) for url, line in lines.items()}
+    assert outcomes == {
+        allowed.url("/page"): ("done", None, 200),
+        allowed.url("/jump"): ("done", None, 301),
+        other.url("/internal"): ("failed", "blocked_address", None),
+        other.url("/x"): ("failed", "blocked_address", None),
+    }
+    assert sorted(hit.path for hit in allowed.hits) == ["/jump", "/page", "/robots.txt"]
+    assert other.hits == []
+
+
+def test_a_bad_allow_list_entry_stops_the_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry = 'network.allowed_networks=["127.0.0.1/32:8603-8600"]'
+    assert crawl(tmp_path / "crawl", ["http://a.example/"], entry) == 2
+    err = capsys.readouterr().err
+    assert "network.allowed_networks" in err
+    assert "127.0.0.1/32:8603-8600" in err
+
+
+def test_userinfo_in_a_redirect_or_link_is_never_sent_nor_stored(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    s = make_site()
+    port = s.port
+    location = f"http://user:pw@127.0.0.1:{port}/x"
+    link = f'<a href="http://user:pw@0x7f.1:{port}/y">y</a>'
+    s.route("/start", site.redirect(location))
+    s.route("/x", site.ok(link.encode()))
+    s.route("/y", site.ok(b"end"))
+    data = tmp_path / "crawl"
+    assert crawl(data, [s.url("/start")], "crawl.max_depth=1") == 0
+    lines = index(data)
+    assert lines[s.url("/start")]["redirect_to"] == s.url("/x")
+    assert (lines[s.url("/x")]["state"], lines[s.url("/y")]["state"]) == ("done", "done")
+    assert [hit.path for hit in s.hits] == ["/start", "/x", "/y"]
+    assert all("authorization" not in hit.headers for hit in s.hits)
+    stored = b"".join(path.read_bytes() for path in (data / "index").glob("*.jsonl"))
+    for path in (data / "warc").glob("*.warc.gz"):
+        with gzip.open(path) as handle:
+            stored += handle.read()
+    assert {r["url"] for r in warc_records(data) if r["url"]} == {
+        s.url(p) for p in ("/start", "/x", "/y")
+    }
+    # Response records keep what the server sent (its Location header, the page's link);
+    # nothing the crawler wrote (target URIs, request records, index lines) holds them.
+    stored = stored.replace(f"Location: {location}".encode(), b"").replace(link.encode(), b"")
+    for secret in (b"user:pw", b"user%3Apw", b"dXNlcjpwdw"):  # dXNlcjpwdw: base64 of user:pw
+        assert secret not in stored
+
+
 def test_bad_seed_lines_are_reported_and_skipped(
     tmp_path: Path, make_site: SiteFactory, capsys: object
 ) -> None:
@@ -326,17 +411,19 @@ def test_connection_refused_is_retried_then_failed(tmp_path: Path, make_site: Si
     assert (line["state"], line["reason"], line["attempts"]) == ("failed", "connect", 2)
 
 
-def test_urls_the_client_rejects_fail_alone(tmp_path: Path, make_site: SiteFactory) -> None:
+def test_urls_the_client_rejects_are_bad_seed_lines(
+    tmp_path: Path, make_site: SiteFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
     s = make_site()
     s.route("/fine", site.ok(b"fine"))
-    bad = ["http://999.1.1.1/", "http://\u2603.net/"]
+    bad = ["http://999.1.1.1/", "http://\u2603.net/"]  # never queued: they cannot be fetched
     data = tmp_path / "crawl"
     assert crawl(data, [*bad, s.url("/fine")]) == 0
-    lines = index(data)
-    for url in bad:
-        assert (lines[url]["state"], lines[url]["reason"]) == ("failed", "invalid_url")
-        assert lines[url]["message"]
-    assert lines[s.url("/fine")]["state"] == "done"
+    assert list(index(data)) == [s.url("/fine")]
+    assert index(data)[s.url("/fine")]["state"] == "done"
+    out = capsys.readouterr().out
+    assert "not an IPv4 address" in out
+    assert "not valid IDNA" in out
 
 
 def test_dns_failure(tmp_path: Path) -> None:

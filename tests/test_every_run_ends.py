@@ -52,11 +52,24 @@ def test_a_run_with_dead_blocked_and_hostile_hosts_ends_with_every_url_final(
     guarded = make_site("127.0.0.9")  # loopback, but outside the allowed networks
 
     good = [healthy.url(f"/ok{i}") for i in range(5)]
+    # The healthy host in the numeric forms browsers accept: stored and fetched as
+    # 127.0.0.2 (guarded like any address); the same spellings of a refused address fail.
+    port = healthy.port
+    spelled = {
+        f"http://0177.0.0.2:{port}/octal": healthy.url("/octal"),
+        f"http://0x7f.0.0.2:{port}/hex": healthy.url("/hex"),
+        f"http://2130706434:{port}/decimal": healthy.url("/decimal"),
+        f"http://127.2:{port}/short": healthy.url("/short"),
+    }
     dead = [f"{refused}/r{i}" for i in range(20)] + [stalled.url(f"/s{i}") for i in range(20)]
     unavailable = [robots_503.url(f"/p{i}") for i in range(3)]
     rate_limited = [limited.url(f"/l{i}") for i in range(BIG)]
     blocked = [guarded.url(f"/g{i}") for i in range(2_000)]  # failed at ~1/s before
-    seeds = write_seeds(tmp_path / "seeds.txt", good + dead + unavailable + rate_limited + blocked)
+    blocked_spelled = [f"http://0x7f.0.0.9:{guarded.port}/hex", f"http://0177.9:{guarded.port}/"]
+    seeds = write_seeds(
+        tmp_path / "seeds.txt",
+        good + list(spelled) + dead + unavailable + rate_limited + blocked + blocked_spelled,
+    )
     data = tmp_path / "crawl"
 
     settings = [
@@ -73,8 +86,10 @@ def test_a_run_with_dead_blocked_and_hostile_hosts_ends_with_every_url_final(
     assert code == 0
     lines = index(data)
     assert len(lines) == len(seeds.read_text().split())
-    for url in good:
+    for url in good + list(spelled.values()):
         assert lines[url]["state"] == "done", lines[url]
+    for url in [guarded.url("/hex"), guarded.url("/")]:
+        assert (lines[url]["state"], lines[url]["reason"]) == ("failed", "blocked_address")
     for url in rate_limited:
         assert (lines[url]["state"], lines[url]["reason"]) == ("failed", "http_429"), lines[url]
     for url in unavailable:
@@ -94,3 +109,4 @@ def test_a_run_with_dead_blocked_and_hostile_hosts_ends_with_every_url_final(
     assert len(limited.hits) <= 1 + per_host
     assert guarded.hits == []
     assert all(len(healthy.hits_for(f"/ok{i}")) == 1 for i in range(5))
+    assert all(len(healthy.hits_for(path)) == 1 for path in ("/octal", "/hex", "/short"))

@@ -166,6 +166,28 @@ async def test_blocked_and_dns_errors_are_ours() -> None:
 
 
 @pytest.mark.anyio
+async def test_an_allowed_port_is_checked_on_addresses_and_resolved_names(
+    make_site: SiteFactory,
+) -> None:
+    allowed, other = make_site(), make_site()
+    allowed.route("/", site.ok(b"allowed"))
+    other.route("/", site.ok(b"other"))
+    fetcher = Fetcher(FetchSettings(), AddressGuard([f"127.0.0.1/32:{allowed.port}"]))
+    try:
+        for url in (allowed.url("/"), f"http://localhost:{allowed.port}/"):
+            response, _ = await fetcher.fetch(url)
+            response.close()
+            assert response.status == 200
+        for url in (other.url("/"), f"http://localhost:{other.port}/"):
+            with pytest.raises(errors.BlockedAddress):
+                await fetcher.fetch(url)
+    finally:
+        await fetcher.aclose()
+    assert len(allowed.hits) == 2
+    assert other.hits == []
+
+
+@pytest.mark.anyio
 async def test_proxy_environment_is_ignored_unless_trusted(
     make_site: SiteFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -188,6 +188,21 @@ async def test_bad_lines_reject_the_file_with_every_error_listed(
     assert event["errors"] == str(rejected / "mixed.txt.errors.txt")
 
 
+async def test_userinfo_and_hosts_the_client_refuses_reject_their_lines(
+    inbox_dir: Path, frontier: SQLiteFrontier, db_path: Path
+) -> None:
+    lines = ["http://user:pw@h0.example/", "http://0x7f.1:8080/x", "http://☃.invalid/"]
+    _drop(inbox_dir / "odd.txt", lines)
+    [ingested] = await _scan_twice(_inbox(inbox_dir, frontier))
+    assert (ingested.read, ingested.added) == (3, 1)
+    assert _urls(db_path) == ["http://127.0.0.1:8080/x"]
+    errors = (inbox_dir / "rejected" / "odd.txt.errors.txt").read_text().splitlines()
+    assert errors[0] == (
+        "line 1: userinfo in the URL: credentials belong in a profile: 'http://h0.example/'"
+    )
+    assert errors[1].startswith("line 3: host '☃.invalid' is not valid IDNA")
+
+
 async def test_a_url_in_two_files_is_added_once(
     inbox_dir: Path, frontier: SQLiteFrontier, db_path: Path
 ) -> None:

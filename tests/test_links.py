@@ -634,3 +634,21 @@ def test_extract_skips_unparsable_hrefs_without_raising(href: str) -> None:
 @pytest.mark.parametrize("href", ["http://h.example:abc/", "http://h.example:99999/"])
 def test_extract_skips_hrefs_with_an_invalid_port(href: str) -> None:
     assert links(f'<a href="{href}">bad</a><a href="/ok">ok</a>') == ["http://a.example/ok"]
+
+
+def test_links_come_without_userinfo_and_with_ipv4_hosts_as_dotted_quads() -> None:
+    page = b"""<a href="http://user:pw@b.example/x">1</a>
+    <a href="//token@c.example/">2</a> <a href="http://0177.0.0.1:81/y#f">3</a>
+    <a href="http://0x7f.1/z">4</a> <link rel="next" href="http://2130706433/n">
+    <a href="http://1.2.3.999/">bad</a> <a href="http://b.example/x">dup of 1</a>"""
+    found = extract(page, "http://a.example/", max_links=100)
+    assert found.urls == [
+        "http://b.example/x",
+        "http://c.example/",
+        "http://127.0.0.1:81/y",
+        "http://127.0.0.1/z",
+        "http://127.0.0.1/n",
+    ]
+    assert extract(b'<a href="p">p</a>', "http://u:p@0x7f.1/d/", max_links=9).urls == [
+        "http://127.0.0.1/d/p"
+    ]

@@ -281,3 +281,52 @@ def test_undecodable_lines_count_as_read_and_are_quoted(tmp_path: Path) -> None:
     assert _urls(batches) == ["http://a.example/"]
     assert (report.read, report.invalid) == (2, 1)
     assert report.examples[0].reason == r"not valid UTF-8: b'\xff\xfe oops'"
+
+
+@pytest.mark.parametrize(
+    ("line", "fetched", "host"),
+    [
+        ("http://0177.0.0.1:8080/a?b#c", "http://127.0.0.1:8080/a?b#c", "127.0.0.1:8080"),
+        ("http://0x7f.1/", "http://127.0.0.1/", "127.0.0.1"),
+        ("http://2130706433/x", "http://127.0.0.1/x", "127.0.0.1"),
+        ("http://127.1:80/", "http://127.0.0.1:80/", "127.0.0.1"),
+        ("https://0xa9.0376.43518/", "https://169.254.169.254/", "169.254.169.254"),
+        ("http://10.0.0.1./", "http://10.0.0.1/", "10.0.0.1"),
+    ],
+)
+def test_an_ipv4_seed_is_stored_as_the_dotted_quad_that_is_fetched(
+    line: str, fetched: str, host: str
+) -> None:
+    entry = parse_line(line)
+    assert (entry.url, entry.host) == (fetched, host)
+    assert entry == parse_line(fetched)  # one URL, one key, one politeness host
+
+
+def test_bad_hosts_and_userinfo_are_bad_lines_with_their_reason(tmp_path: Path) -> None:
+    lines = [
+        "http://good.example/",
+        "http://user:pass@good.example/",  # 2
+        "https://token@good.example/x",  # 3
+        "http://☃.invalid/",  # 4
+        "http://xn--/x",  # 5
+        "http://1.2.3.999/",  # 6
+        "http://4294967296/",  # 7
+        "http://example.123/",  # 8
+        "http://0x7f.1/",
+    ]
+    batches, report = _read([_write(tmp_path / "seeds.txt", lines)])
+    assert _urls(batches) == ["http://good.example/", "http://127.0.0.1/"]
+    assert [b.line for b in report.examples] == [2, 3, 4, 5, 6, 7, 8]
+    reasons = [b.reason for b in report.examples]
+    assert all("credentials belong in a profile" in r for r in reasons[:2])
+    assert reasons[0].endswith(": 'http://good.example/'")  # never quoted with them
+    assert "token" not in reasons[1]
+    assert all("not valid IDNA" in r for r in reasons[2:4])
+    assert all("not an IPv4 address" in r for r in reasons[4:])
+
+
+def test_the_api_body_reports_userinfo_and_bad_hosts_as_invalid() -> None:
+    urls, report = parse_text("http://u:p@a.example/\nhttp://☃.invalid/\nhttp://127.1/\n")
+    assert [u.url for u in urls] == ["http://127.0.0.1/"]
+    assert report.invalid == 2
+    assert "credentials belong in a profile" in report.examples[0].reason

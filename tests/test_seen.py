@@ -53,3 +53,12 @@ def test_tables_are_cleared_when_full() -> None:
     assert seen.store(3)  # cleared, then stored
     assert not seen.stored(1)
     assert seen.store(1) is True  # forgotten: stored again (the frontier ignores repeats)
+
+
+def test_a_link_not_in_the_form_it_is_fetched_in_is_refused() -> None:
+    # Resolver gives page links in that form; a sitemap's <loc> is taken as written
+    seen = Seen()
+    for url in ["http://u:p@h.example/", "http://127.1/", "http://0177.0.0.1/", "http://☃.x/"]:
+        with pytest.raises(BadURL):
+            seen.host(url)
+    assert seen.host("http://127.0.0.1/") == ("127.0.0.1", None)

@@ -157,6 +157,33 @@ def test_seeds_by_http_status_and_metrics(
     assert sorted(index(tmp_path / "crawl")) == sorted(s.url(p) for p in ("/a", "/b", "/c"))
 
 
+def test_posted_seeds_with_userinfo_or_hosts_the_client_refuses_are_invalid(
+    tmp_path: Path, make_site: SiteFactory, services: list[Service]
+) -> None:
+    s = make_site()
+    s.route("*", site.ok(b"page"))
+    svc = Service(tmp_path / "crawl")
+    services.append(svc)
+    lines = [
+        f"http://user:pw@127.0.0.1:{s.port}/a",
+        "http://☃.invalid/",
+        f"http://0177.0.0.1:{s.port}/b",  # accepted, as http://127.0.0.1:PORT/b
+        f"http://1.2.3.999:{s.port}/",
+    ]
+    answer = svc.json("POST", "/seeds", "\n".join(lines).encode())
+    assert (answer["accepted"], answer["duplicate"], answer["invalid"]) == (1, 0, 3)
+    assert answer["errors"][0].startswith("line 1: ")
+    assert "credentials belong in a profile" in answer["errors"][0]
+    assert f"'http://127.0.0.1:{s.port}/a'" in answer["errors"][0]  # quoted without it
+    assert "not valid IDNA" in answer["errors"][1]
+    assert "not an IPv4 address" in answer["errors"][2]
+    svc.wait_for(_done(1))
+    assert svc.stop() == 143
+    assert list(index(tmp_path / "crawl")) == [s.url("/b")]
+    assert "authorization" not in s.hits_for("/b")[0].headers
+    assert not any("user:pw" in line for line in svc.raw)  # never logged
+
+
 def test_mutating_endpoints_need_the_token(
     tmp_path: Path, make_site: SiteFactory, services: list[Service]
 ) -> None:

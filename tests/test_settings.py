@@ -133,6 +133,12 @@ def test_environment_variable() -> None:
             ("127.0.0.0/8", "10.1.0.0/16"),
         ),
         ("network.allowed_networks=[]", "network", "allowed_networks", ()),
+        (
+            'network.allowed_networks=["127.0.0.1/32:8600-8603", "[::1]/128:8080"]',
+            "network",
+            "allowed_networks",
+            ("127.0.0.1/32:8600-8603", "[::1]/128:8080"),
+        ),
         ("output.gzip_level=9", "output", "gzip_level", 9),
         ("fetch.user_agent=a=b", "fetch", "user_agent", "a=b"),
     ],
@@ -230,6 +236,13 @@ def _config_error(
         ('network.allowed_networks=["not-a-cidr"]', ["network.allowed_networks", "not-a-cidr"]),
         ("network.allowed_networks=10.0.0.0/8", ["network.allowed_networks", "10.0.0.0/8"]),
         ("network.allowed_networks=[1, 2]", ["network.allowed_networks", "list of strings"]),
+        (
+            'network.allowed_networks=["10.0.0.0/8", "127.0.0.1/32:70000"]',
+            ["network.allowed_networks", "127.0.0.1/32:70000", ":FIRST-LAST"],
+        ),
+        ('network.allowed_networks=["127.0.0.1:8603-8600"]', ["127.0.0.1:8603-8600"]),
+        ('network.allowed_networks=["::1/128:8080"]', ["::1/128:8080", "[IPv6]/LEN:PORT"]),
+        ('network.allowed_networks=["10.0.0.0/8:"]', ["network.allowed_networks", "10.0.0.0/8:"]),
     ],
 )
 def test_set_errors_name_key_and_value(assignment: str, fragments: list[str]) -> None:

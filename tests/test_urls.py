@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import random
 import re
-from urllib.parse import urljoin, urlsplit
+import socket
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
+import httpx2
+import idna
 import pytest
 
 from crawler.urls import (
@@ -13,12 +16,14 @@ from crawler.urls import (
     MAX_URL_LENGTH,
     BadURL,
     Resolver,
+    _fast,
     canonical,
     host_of,
     identify,
     locate,
     url_key,
     validate,
+    without_userinfo,
 )
 
 # -- validate ---------------------------------------------------------------------------------
@@ -31,7 +36,6 @@ from crawler.urls import (
         "https://example.com/a?b=1",
         "HTTPS://EXAMPLE.COM/",
         "http://example.com:8080/x",
-        "http://user:pw@example.com/",
         "http://[::1]:8080/",
         "http://bücher.de/straße",
         "http://example.com/" + "a" * (MAX_URL_LENGTH - len("http://example.com/")),
@@ -64,6 +68,26 @@ def test_validate_accepts_fetchable_urls_unchanged(url: str) -> None:
         ("http://exa\x00mple.com/", "whitespace or control"),
         ("http://example.com/\x7f", "whitespace or control"),
         ("http://example.com/" + "a" * MAX_URL_LENGTH, "longer than 8192"),
+        # userinfo is never sent: a seed with it is refused, its credentials go in a profile
+        ("http://user:pass@example.com/", "credentials belong in a profile"),
+        ("http://user@example.com/", "credentials belong in a profile"),
+        ("http://:@example.com/", "credentials belong in a profile"),
+        ("http://@example.com/", "credentials belong in a profile"),
+        ("https://u:p@0x7f.1:8080/", "credentials belong in a profile"),
+        # hosts the HTTP client refuses
+        ("http://☃.invalid/", "not valid IDNA"),
+        ("http://xn--/x", "not valid IDNA"),
+        ("http://xn--zz.example/", "not valid IDNA"),
+        ("http://xn--n3h.example/", "not valid IDNA"),  # ☃ as an A-label
+        ("http://a.xn--bcher-.de/", "not valid IDNA"),
+        ("http://ex\u00adample.com/", "not valid IDNA"),  # soft hyphen
+        ("http://\u200bexample.com/", "not valid IDNA"),  # zero-width space
+        ("http://\uff11\uff12\uff17.0.0.1/", "not valid IDNA"),  # full-width digits
+        ("http://\uff45xample.com/", "not valid IDNA"),
+        ("http://bücher-.de/", "not valid IDNA"),
+        ("http://[v1.x]/", "not an IPv6 address"),
+        ("http://[::1]junk/", "not an IPv6 address"),
+        ("http://[::1];/", "not an IPv6 address"),
     ],
 )
 def test_validate_rejects_with_a_reason(url: str, why: str) -> None:
@@ -80,6 +104,173 @@ def test_length_limit_is_8_kib_exactly() -> None:
 
 def test_bad_url_is_a_value_error() -> None:
     assert issubclass(BadURL, ValueError)
+
+
+# -- hosts as browsers read them (WHATWG URL standard) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "fetched"),
+    [
+        # octal, hexadecimal, decimal, short forms and mixes of them
+        ("http://0177.0.0.1/", "http://127.0.0.1/"),
+        ("http://0177.0000.0.01/", "http://127.0.0.1/"),
+        ("http://0x7f.0.0.1/", "http://127.0.0.1/"),
+        ("http://0X7F.0x0.0X0.0x1/", "http://127.0.0.1/"),
+        ("http://0x7f000001/", "http://127.0.0.1/"),
+        ("http://017700000001/", "http://127.0.0.1/"),
+        ("http://2130706433/", "http://127.0.0.1/"),
+        ("http://127.1/", "http://127.0.0.1/"),
+        ("http://127.0.1/", "http://127.0.0.1/"),
+        ("http://0x7f.1/", "http://127.0.0.1/"),
+        ("http://0177.0x0.1/", "http://127.0.0.1/"),
+        ("http://10.0x10203/", "http://10.1.2.3/"),
+        ("http://192.168.0x101/", "http://192.168.1.1/"),
+        ("http://169.254.43518/", "http://169.254.169.254/"),
+        ("http://0xa9fea9fe/", "http://169.254.169.254/"),
+        ("http://127.0.0.01/", "http://127.0.0.1/"),  # a leading zero is octal
+        ("http://0127.0.0.1/", "http://87.0.0.1/"),  # octal 127 is 87
+        ("http://0/", "http://0.0.0.0/"),
+        ("http://0x/", "http://0.0.0.0/"),  # "0x" alone is 0
+        ("http://00/", "http://0.0.0.0/"),
+        ("http://4294967295/", "http://255.255.255.255/"),
+        ("http://0xffffffff/", "http://255.255.255.255/"),
+        ("http://037777777777/", "http://255.255.255.255/"),
+        ("http://0x00000000000000000000000000000007f.1/", "http://127.0.0.1/"),
+        # a final dot is dropped from an address
+        ("http://127.0.0.1./", "http://127.0.0.1/"),
+        ("http://0x7f.1./x", "http://127.0.0.1/x"),
+        # ideographic full stop: the client's IDNA encoding makes it a dot
+        ("http://127\u30020.0.1/", "http://127.0.0.1/"),
+        # the rest of the URL is kept as written
+        ("http://0x7f.1:8080/a/../b?q=1&r#frag", "http://127.0.0.1:8080/a/../b?q=1&r#frag"),
+        ("HTTPS://0X7F.1:443/P", "HTTPS://127.0.0.1:443/P"),
+        ("http://0x7f.1:/", "http://127.0.0.1:/"),
+        # names, dotted quads and IPv6 are fetched as written
+        ("http://1.2.3.4/", "http://1.2.3.4/"),
+        ("http://1.2.3.4.example/", "http://1.2.3.4.example/"),
+        ("http://example.0x/", None),  # ends in a number ("0x" is 0) but is not an address
+        ("http://1.2.3.4../", "http://1.2.3.4../"),  # two final dots: a name (WHATWG)
+        ("http://0x7g.example/", "http://0x7g.example/"),
+        ("http://a1.b2/", "http://a1.b2/"),
+        ("http://1.2.3.-1/", "http://1.2.3.-1/"),  # "-1", "+1", "1_0" are no numbers
+        ("http://1.2.3.+1/", "http://1.2.3.+1/"),
+        ("http://1.2.3.1_0/", "http://1.2.3.1_0/"),
+        ("http://3com.example/", "http://3com.example/"),
+        ("http://example.3com/", "http://example.3com/"),
+        ("http://xn--bcher-kva.de/", "http://xn--bcher-kva.de/"),
+        ("http://bücher.de/", "http://bücher.de/"),
+        ("http://[::ffff:127.0.0.1]/", "http://[::ffff:127.0.0.1]/"),
+    ],
+)
+def test_ipv4_hosts_are_fetched_as_dotted_quads(url: str, fetched: str | None) -> None:
+    if fetched is None:
+        with pytest.raises(BadURL, match="not an IPv4 address"):
+            validate(url)
+        return
+    assert validate(url) == fetched
+    assert locate(url)[0] == fetched
+    assert identify(url) == identify(fetched)
+    assert host_of(url) == host_of(fetched)
+    assert canonical(url) == canonical(fetched)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "4294967296",  # 2^32
+        "0x100000000",
+        "040000000000",
+        "256.0.0.1",
+        "1.256.0.1",
+        "1.2.256.1",
+        "1.2.3.256",
+        "1.2.65536",
+        "1.16777216",
+        "1.2.3.4.5",
+        "0.0.0.0.0",
+        "1.2.3.999",
+        "09.0.0.1",  # 9 is no octal digit
+        "0x7g.1",
+        "1..1",
+        ".1",
+        "example.123",
+        "example.0x1",
+        "a.b.c.0",
+        "1.2.3.٣",  # an Arabic-Indic digit is no ASCII digit
+        "9" * 5000,  # too many digits for int(): refused, not a crash
+    ],
+)
+def test_hosts_ending_in_a_number_that_are_no_address_are_refused(host: str) -> None:
+    with pytest.raises(BadURL):
+        validate(f"http://{host}/")
+    with pytest.raises(BadURL):
+        locate(f"http://{host}:8080/x")
+
+
+def test_many_leading_zeros_are_still_an_address() -> None:
+    assert validate("http://0." + "0" * 200 + "1/") == "http://0.0.0.1/"
+
+
+def test_ipv4_reading_agrees_with_inet_aton() -> None:
+    """glibc's inet_aton reads the same spellings (the WHATWG rules come from it)."""
+    rng = random.Random(20261202)
+    spellings = [str, oct, hex, lambda n: f"0{n:o}", lambda n: f"0X{n:X}"]
+    for _ in range(3000):
+        count = rng.randint(1, 4)
+        numbers = [
+            rng.choice([0, 1, 127, 255, 256, rng.randrange(0, 1 << 33)]) for _ in range(count)
+        ]
+        if rng.random() < 0.5:
+            numbers[:-1] = [n % 256 for n in numbers[:-1]]
+            numbers[-1] %= 256 ** (5 - count)
+        host = ".".join(rng.choice(spellings)(n).replace("0o", "0") for n in numbers)
+        try:
+            want: str | None = socket.inet_ntoa(socket.inet_aton(host))
+        except OSError:
+            want = None
+        try:
+            got: str | None = host_of(validate(f"http://{host}/"))
+        except BadURL:
+            got = None
+        assert got == want, host
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "☃.invalid",
+        "ex\u00adample.com",
+        "\u200bexample.com",
+        "\uff11\uff12\uff17.0.0.1",
+        "1.2.3.999",
+        "[v1.x]",
+    ],
+)
+def test_hosts_the_http_client_refuses_are_refused(host: str) -> None:
+    with pytest.raises(httpx2.InvalidURL):
+        httpx2.Request("GET", f"http://{host}/")
+    with pytest.raises(BadURL):
+        validate(f"http://{host}/")
+
+
+def test_the_http_client_connects_to_the_host_the_guard_judges() -> None:
+    """Every URL validate accepts, httpx2 accepts, with the host that host_of names."""
+    numeric = ["http://0177.0.0.1:81/", "http://0x7f.1/", "http://2130706433/", "http://127.1./"]
+    for url in [*URLS, *numeric]:
+        try:
+            fetched = validate(url)
+        except BadURL:
+            continue
+        host = _bare(host_of(fetched))
+        ascii_host = host if host.isascii() else idna.encode(host).decode("ascii")
+        client_host = httpx2.URL(fetched).raw_host.decode().removesuffix(".")
+        assert client_host.lower() == ascii_host, url
+
+
+def _bare(host: str) -> str:
+    """A host_of key without its port (and an IPv6 address without its brackets)."""
+    return host[1 : host.index("]")] if host.startswith("[") else host.partition(":")[0]
 
 
 # -- canonical --------------------------------------------------------------------------------
@@ -128,10 +319,15 @@ def test_bad_url_is_a_value_error() -> None:
         # IDN host to punycode
         ("http://bücher.de/", "http://xn--bcher-kva.de/"),
         ("http://BÜCHER.de/straße", "http://xn--bcher-kva.de/stra%C3%9Fe"),
-        # userinfo kept (host still lower-cased, default port still dropped)
-        ("http://user:pw@Example.COM/", "http://user:pw@example.com/"),
-        ("http://user@Example.com:8000/x", "http://user@example.com:8000/x"),
-        ("https://user:pw@example.com:443/", "https://user:pw@example.com/"),
+        # userinfo dropped (it is never sent: the same resource)
+        ("http://user:pw@Example.COM/", "http://example.com/"),
+        ("http://user@Example.com:8000/x", "http://example.com:8000/x"),
+        ("https://user:pw@example.com:443/", "https://example.com/"),
+        # an IPv4 address in any spelling is its dotted quad
+        ("http://0177.0.0.1/", "http://127.0.0.1/"),
+        ("HTTP://0X7F.1:80/a#b", "http://127.0.0.1/a"),
+        ("http://2130706433:8080", "http://127.0.0.1:8080/"),
+        ("http://127.0.0.1./", "http://127.0.0.1/"),
         # IPv6 literals keep their brackets
         ("http://[2001:DB8::1]:8080/x", "http://[2001:db8::1]:8080/x"),
         ("http://[::1]:80/", "http://[::1]/"),
@@ -409,7 +605,8 @@ def test_sort_query_keeps_each_pair_and_duplicates_as_written() -> None:
 
 
 def _reference_join(base: str, href: str) -> str | None:
-    """What link extraction did before the fast paths: urljoin, then the same checks."""
+    """What link extraction did before the fast paths: urljoin, then the same checks, then
+    the form the URL is fetched in (no userinfo, an IPv4 address as inet_aton reads it)."""
     href = href.strip()
     if not href or href.startswith("#"):
         return None
@@ -421,6 +618,26 @@ def _reference_join(base: str, href: str) -> str | None:
         return None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
+    hostport = parts.netloc.rpartition("@")[2]
+    host = parts.hostname
+    if re.fullmatch(r"(?:.*\.)?(?:[0-9]+|0x[0-9a-f]*)\.?", host):  # ends in a number
+        try:
+            quad = socket.inet_ntoa(socket.inet_aton(host.removesuffix(".")))
+        except OSError:
+            return None
+        hostport = quad + hostport[len(host) :]
+    elif not host.isascii() or parts.netloc.rpartition("@")[2].startswith("["):
+        try:
+            httpx2.URL(f"http://{hostport}/")
+        except httpx2.InvalidURL:
+            return None
+    start = len(parts.scheme) + 3
+    if hostport == parts.netloc:
+        pass
+    elif url[start : start + len(parts.netloc)] == parts.netloc:
+        url = url[:start] + hostport + url[start + len(parts.netloc) :]
+    else:  # urlsplit dropped a tab or newline from it
+        url = urlunsplit(parts._replace(netloc=hostport))
     return url.split("#", 1)[0]
 
 
@@ -457,6 +674,10 @@ BASES = [
     "http://a.example/d;p/x;q",
     "http://a.example/d é/page",
     "http://bücher.example/dir/page",
+    "http://0x7f.1/dir/page",
+    "http://127.1:8080/d/",
+    "http://127.0.0.1./d/p",
+    "http://u:p@0177.0.0.1/d/p",
 ]
 
 HREFS = [
@@ -471,7 +692,20 @@ HREFS = [
     "http://B.EXAMPLE/X",
     "HTTP://b.example/x",
     "http://user@b.example/x",
+    "http://user:pw@b.example:81/x?q#f",
+    "http://@b.example/x",
+    "http://a@b@c.example/x",
+    "http://0177.0.0.1/x",
+    "http://0x7f.1:8080/x",
+    "http://2130706433/x",
+    "http://127.0.0.1./x",
+    "http://u:p@127.1/x",
+    "//u:p@0x7f.1/x",
+    "http://1.2.3.999/x",
+    "http://example.123/x",
+    "http://☃.example/x",
     "http://[::1]/x",
+    "http://[::1]x/",
     "http://[::1/x",
     "http://b.example/a/../b/./c",
     "http://b.example/x;p",
@@ -590,6 +824,7 @@ def test_resolver_joins_common_links_without_urljoin(
 def test_resolver_agrees_with_urljoin_on_random_links() -> None:
     rng = random.Random(20240601)
     pieces = [*"ab/.?#;:%@ é\t-_~=&h", "http://", "https://", "//", "..", "./", ":80", "[::1]"]
+    pieces += ["0x7f", "0177", "1", ".1", "u:p@", "256"]
     for base in BASES:
         resolver = Resolver(base)
         for _ in range(300):
@@ -598,11 +833,74 @@ def test_resolver_agrees_with_urljoin_on_random_links() -> None:
             assert resolver.join(href) == _reference_join(base, href), (base, href)
 
 
+@pytest.mark.parametrize(
+    ("base", "href", "expected"),
+    [
+        ("http://a.example/d/p", "http://0177.0.0.1:81/x#f", "http://127.0.0.1:81/x"),
+        ("http://a.example/d/p", "//0x7f.1/x", "http://127.0.0.1/x"),
+        ("http://a.example/d/p", "http://user:pw@b.example/x?q", "http://b.example/x?q"),
+        ("http://a.example/d/p", "//user@127.1/", "http://127.0.0.1/"),
+        ("http://0x7f.1/d/p", "x", "http://127.0.0.1/d/x"),
+        ("http://0x7f.1/d/p", "/x", "http://127.0.0.1/x"),
+        ("http://user:pw@a.example/d/p", "?q", "http://a.example/d/p?q"),
+        ("http://a.example/d/p", "http://1.2.3.999/", None),
+        ("http://a.example/d/p", "http://☃.example/", None),
+    ],
+)
+def test_resolver_gives_links_in_the_form_they_are_fetched_in(
+    base: str, href: str, expected: str | None
+) -> None:
+    url = Resolver(base).join(href)
+    assert url == expected
+    if url is not None:
+        assert locate(url)[0] == url  # what Seen checks before a link is followed
+
+
+@pytest.mark.parametrize(
+    ("url", "fast"),
+    [
+        ("http://127.0.0.1:8080/x", True),
+        ("http://1.2.3.4/", True),
+        ("http://a1.example/", True),
+        ("http://127.1/", False),
+        ("http://2130706433/", False),
+        ("http://0/", False),
+        ("http://0x7f.1/", False),
+        ("http://127.0.0.01/", False),
+        ("http://example.123/", False),
+        ("http://xn--bcher-kva.de/", False),
+        ("http://xn--n3h.example/", False),  # refused by the slow path
+    ],
+)
+def test_fast_path_takes_only_hosts_fetched_as_written(url: str, fast: bool) -> None:
+    assert (_fast(url) is not None) is fast
+    assert _CANONICAL.fullmatch(url) is not None  # the regex alone would have taken each
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://u:p@h.example/x", "http://h.example/x"),
+        ("https://u@h.example:8443/x?a@b#c@d", "https://h.example:8443/x?a@b#c@d"),
+        ("http://a@b@h.example/", "http://h.example/"),
+        ("//u:p@h.example/x", "//h.example/x"),
+        ("http://u:p@[::1/x", "http://[::1/x"),  # unparsable, still without its userinfo
+        ("http://h.example/x@y", "http://h.example/x@y"),
+        ("http://h.example?x=u:p@y", "http://h.example?x=u:p@y"),
+        ("mailto:u@h.example", "mailto:u@h.example"),
+        ("/rooted/u:p@x", "/rooted/u:p@x"),
+    ],
+)
+def test_without_userinfo(url: str, expected: str) -> None:
+    assert without_userinfo(url) == expected
+
+
 @pytest.mark.parametrize("url", [u for u in URLS if _valid(u)])
 @pytest.mark.parametrize("sort_query", [False, True])
 def test_locate_is_identify_before_the_key(url: str, sort_query: bool) -> None:
-    canonical_url, host = locate(url, sort_query)
+    fetched, canonical_url, host = locate(url, sort_query)
     assert (url_key(canonical_url), host) == identify(url, sort_query)
+    assert fetched == validate(url)
     assert canonical_url == canonical(url, sort_query)
 
 

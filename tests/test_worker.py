@@ -107,3 +107,45 @@ async def test_redirect_to_an_unfetchable_url_is_explained(
     assert outcome.new_urls == []
     assert outcome.response is not None
     outcome.response.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("location", "followed"),
+    [
+        ("http://user:pw@127.0.0.1:{port}/x#f", "http://127.0.0.1:{port}/x#f"),
+        ("//user:pw@0x7f.1:{port}/x", "http://127.0.0.1:{port}/x"),
+        ("http://0177.0.0.1:{port}/x", "http://127.0.0.1:{port}/x"),
+        ("http://u@2130706433:{port}", "http://127.0.0.1:{port}"),
+    ],
+)
+async def test_redirect_targets_lose_userinfo_and_get_dotted_quads(
+    worker: Worker, make_site: SiteFactory, location: str, followed: str
+) -> None:
+    s = make_site()
+    s.route("/r", site.redirect(location.format(port=s.port)))
+    outcome = await worker.attempt(_entry(s.url("/r"), 6))
+    assert outcome.redirect_to == followed.format(port=s.port)
+    [hop] = outcome.new_urls
+    assert hop.url == followed.format(port=s.port)
+    assert hop.host == f"127.0.0.1:{s.port}"
+    assert outcome.response is not None
+    outcome.response.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "location", ["http://user:pw@[::1/x", "http://user:pw@1.2.3.999/", "ftp://user:pw@h/"]
+)
+async def test_a_redirect_not_followed_is_recorded_without_userinfo(
+    worker: Worker, make_site: SiteFactory, location: str
+) -> None:
+    s = make_site()
+    s.route("/r", site.redirect(location))
+    outcome = await worker.attempt(_entry(s.url("/r"), 7))
+    assert outcome.new_urls == []
+    assert outcome.redirect_to is not None
+    assert "user" not in outcome.redirect_to
+    assert "pw" not in (outcome.message or "")
+    assert outcome.response is not None
+    outcome.response.close()

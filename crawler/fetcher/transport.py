@@ -42,7 +42,7 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
 
     async def _addresses(self, host: str, port: int) -> list[str]:
         if is_ip(host):
-            if self._guard is not None and not self._guard.permits(host):
+            if self._guard is not None and not self._guard.permits(host, port):
                 raise errors.BlockedAddress(f"{host} is a blocked address")
             return [host]
         try:
@@ -52,7 +52,7 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
         found = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if self._guard is None:
             return found
-        allowed = [a for a in found if self._guard.permits(a)]
+        allowed = [a for a in found if self._guard.permits(a, port)]
         if not allowed:
             raise errors.BlockedAddress(f"{host} resolves to blocked address(es) {found}")
         return allowed
