@@ -77,6 +77,8 @@ class RetrySettings:
 @dataclass(frozen=True, kw_only=True)
 class NetworkSettings:
     allowed_networks: tuple[str, ...] = ()
+    dns_timeout: float = 5.0
+    dns_servers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,6 +198,11 @@ _RULES: dict[tuple[str, str], tuple[Any, str]] = {
     ("service", "inbox_interval"): (lambda v: v > 0, "a number of seconds > 0"),
     ("service", "inbox_settle_seconds"): (lambda v: v >= 0, "a number of seconds >= 0"),
     ("network", "allowed_networks"): (lambda v: all(_is_network(n) for n in v), "a list of CIDRs"),
+    ("network", "dns_timeout"): (lambda v: 0 < v <= 300, "a number of seconds > 0 and <= 300"),
+    ("network", "dns_servers"): (
+        lambda v: all(_is_dns_server(s) for s in v),
+        'a list of "IP" or "IP:PORT" ("[IPv6]:PORT")',
+    ),
 }
 
 
@@ -240,6 +247,26 @@ def _is_listen(text: str) -> bool:
 def _is_network(text: str) -> bool:
     try:
         ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def split_dns_server(text: str) -> tuple[str, int]:
+    """`192.0.2.1`, `192.0.2.1:5353`, `2001:db8::1` or `[2001:db8::1]:5353` -> (IP, port);
+    port 53 when none is given; raises ValueError."""
+    try:
+        return str(ipaddress.ip_address(text)), 53
+    except ValueError:
+        host, number = split_listen(text)
+    if number == 0:
+        raise ValueError(text)
+    return host, number
+
+
+def _is_dns_server(text: str) -> bool:
+    try:
+        split_dns_server(text)
     except ValueError:
         return False
     return True
