@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import structlog
 
+from crawler.dns import Resolver
 from crawler.errors import StorageError
 from crawler.fetcher import Fetcher
 from crawler.frontier import Frontier
@@ -106,6 +107,7 @@ class Crawl:
         self._progress_bar = progress_bar
         # A host is never blocked longer than any of its URLs would wait for the same header.
         max_block = min(settings.politeness.max_retry_after, settings.retry.max_retry_after)
+        self._resolver = Resolver(settings.network)  # one DNS cache for the whole crawl
         self.scheduler = Scheduler(
             frontier,
             settings.politeness,
@@ -113,6 +115,7 @@ class Crawl:
             max_block=max_block,
             forever=forever,
             profiles=settings.profiles,
+            resolver=self._resolver,
         )
         self._workers_scope = anyio.CancelScope()
         self.interrupted: int | None = None
@@ -172,6 +175,7 @@ class Crawl:
             profiles=settings.profiles,
             store_credentials=settings.output.store_credentials,
             cookie_store=self._frontier,
+            resolver=self._resolver,
         )
         policy = RetryPolicy(settings.retry)
         scope = Scope(settings.crawl)
@@ -242,5 +246,6 @@ class Crawl:
                 except StorageError as exc:  # a full disk: the next start releases them
                     log.warning("release_failed", error=str(exc))
                 await fetcher.aclose()
+                await self._resolver.aclose()
                 await anyio.to_thread.run_sync(self._sink.close)
         return RunResult(self.interrupted)

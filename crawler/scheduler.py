@@ -21,6 +21,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
+from crawler.dns import Resolver
 from crawler.errors import OutOfSpace
 from crawler.frontier import Frontier
 from crawler.models import Entry
@@ -58,6 +59,7 @@ class Scheduler:
         max_block: float | None = None,
         forever: bool = False,
         profiles: Profiles | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self._profiles = profiles or Profiles()
         self._forever = forever  # serve: an empty frontier means "wait for more", not "done"
@@ -69,7 +71,7 @@ class Scheduler:
         self._clock = clock
         self._wall = wall
         self._slots: dict[str, HostSlot] = {}  # by budget key
-        self._keys = BudgetKeys(politeness.key)
+        self._keys = BudgetKeys(politeness.key, resolver)
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
         self._buffered = 0

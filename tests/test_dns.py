@@ -1,5 +1,5 @@
 """The resolver against a real DNS server on loopback (tests/nameserver.py), with a fake
-clock for TTLs."""
+clock for TTLs; then the fetcher resolving through it."""
 
 from __future__ import annotations
 
@@ -20,8 +20,12 @@ from crawler.dns import (
     tries_for,
 )
 from crawler.errors import ConfigError
-from crawler.settings import NetworkSettings, load_settings
+from crawler.fetcher import Fetcher
+from crawler.guard import AddressGuard
+from crawler.settings import FetchSettings, NetworkSettings, load_settings
+from tests import site
 from tests.nameserver import NameServer
+from tests.site import SiteFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -340,3 +344,43 @@ def test_resends_span_the_timeout() -> None:
     for timeout in (0.5, 1.0, 5.0, 30.0, 300.0):
         tries = tries_for(timeout)
         assert 0.25 * (2**tries - 1) >= timeout > 0.25 * (2 ** (tries - 1) - 1) or tries == 2
+
+
+# -- through the fetcher ----------------------------------------------------------------------
+
+
+async def test_the_fetcher_resolves_through_the_configured_dns_server(
+    server: NameServer, make_site: SiteFactory
+) -> None:
+    s = make_site("127.0.0.1")
+    s.route("*", site.ok(b"hello by name"))
+    server.a("name.test", "127.0.0.1")
+    server.a("inside.test", "10.1.2.3")
+    settings = load_settings(
+        assignments=[
+            f'network.dns_servers=["{server.address}"]',
+            'network.allowed_networks=["127.0.0.0/8"]',
+        ],
+        environ={},
+    )
+    resolver = Resolver(settings.network)
+    fetcher = Fetcher(
+        FetchSettings(),
+        AddressGuard(settings.network.allowed_networks),
+        resolver=resolver,
+    )
+    try:
+        for path in ("/", "/again"):
+            url = f"http://name.test:{s.port}{path}"
+            response, _ = await fetcher.fetch(url)
+            response.close()
+            assert response.peer == "127.0.0.1"
+        assert s.hits_for("/")[0].headers["host"] == f"name.test:{s.port}"
+        assert server.count("name.test") == 1  # the second fetch reused the answer
+        with pytest.raises(errors.BlockedAddress):  # the guard still checks what DNS gave
+            await fetcher.fetch(f"http://inside.test:{s.port}/")
+        with pytest.raises(errors.DnsError, match=r"cannot resolve nowhere\.test: NXDOMAIN"):
+            await fetcher.fetch(f"http://nowhere.test:{s.port}/")
+    finally:
+        await fetcher.aclose()
+        await resolver.aclose()
