@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import structlog
 
+from crawler.dns import Resolver
 from crawler.errors import StorageError
 from crawler.fetcher import Fetcher
 from crawler.frontier import Frontier
@@ -108,6 +109,7 @@ class Crawl:
         # A host is never blocked longer than any of its URLs would wait for the same header.
         max_block = min(settings.politeness.max_retry_after, settings.retry.max_retry_after)
         self._policy = RetryPolicy(settings.retry)
+        self._resolver = Resolver(settings.network)  # one DNS cache for the whole crawl
         self.scheduler = Scheduler(
             frontier,
             settings.politeness,
@@ -121,6 +123,7 @@ class Crawl:
                 max_wait=settings.retry.max_wait,
             ),
             backoff=self._policy.backoff,
+            resolver=self._resolver,
         )
         self._workers_scope = anyio.CancelScope()
         self.interrupted: int | None = None
@@ -180,6 +183,7 @@ class Crawl:
             profiles=settings.profiles,
             store_credentials=settings.output.store_credentials,
             cookie_store=self._frontier,
+            resolver=self._resolver,
         )
         policy = self._policy
         scope = Scope(settings.crawl)
@@ -257,5 +261,6 @@ class Crawl:
                 except StorageError as exc:  # a full disk: the next start releases them
                     log.warning("release_failed", error=str(exc))
                 await fetcher.aclose()
+                await self._resolver.aclose()
                 await anyio.to_thread.run_sync(self._sink.close)
         return RunResult(self.interrupted)

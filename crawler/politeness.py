@@ -9,15 +9,14 @@ time are saved in the crawl database, so a restart keeps them.
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
-import socket
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import anyio
 
+from crawler.dns import Resolver
 from crawler.domains import hostname, registrable
+from crawler.errors import DnsError
 from crawler.settings import PolitenessSettings
 
 DECAY_AFTER = 10
@@ -159,9 +158,9 @@ class BudgetKeys:
     that does not resolve keeps its own budget (its fetch will fail with the DNS error).
     """
 
-    def __init__(self, mode: str, resolve_timeout: float = 5.0) -> None:
+    def __init__(self, mode: str, resolver: Resolver | None = None) -> None:
         self._mode = mode
-        self._timeout = resolve_timeout
+        self._resolver = resolver or Resolver()
         self._known: dict[str, str] = {}
 
     def of(self, host: str) -> str:
@@ -172,32 +171,24 @@ class BudgetKeys:
         return self._known.get(host, host)
 
     async def learn(self, hosts: Iterable[str]) -> None:
-        """Resolve the hosts not yet known (mode `ip` only), a few at a time."""
+        """Resolve the hosts not yet known (mode `ip` only), all at once: the lookups are
+        asynchronous, and one that never answers must not hold up the others."""
         if self._mode != "ip":
             return
         todo = [h for h in dict.fromkeys(hosts) if h not in self._known]
-        limit = anyio.CapacityLimiter(32)
 
         async def resolve(host: str) -> None:
-            async with limit:
-                self._known[host] = await self._address(host)
+            self._known[host] = await self._address(host)
 
         async with anyio.create_task_group() as tg:
             for host in todo:
                 tg.start_soon(resolve, host)
 
     async def _address(self, host: str) -> str:
-        name = hostname(host)
-        with contextlib.suppress(ValueError):
-            return str(ipaddress.ip_address(name))
-        with anyio.move_on_after(self._timeout):
-            try:
-                infos = await anyio.getaddrinfo(name, None, type=socket.SOCK_STREAM)
-            except (OSError, UnicodeError):  # socket.gaierror is an OSError
-                return host
-            if infos:
-                return str(infos[0][4][0])
-        return host
+        try:
+            return (await self._resolver.resolve(hostname(host)))[0]
+        except DnsError:
+            return host
 
     def forget(self, keys: Collection[str]) -> None:
         """Drop what is known of hosts whose budget `keys` were evicted (DNS may change)."""

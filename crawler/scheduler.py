@@ -21,6 +21,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
+from crawler.dns import Resolver
 from crawler.errors import OutOfSpace
 from crawler.frontier import Frontier
 from crawler.models import Entry
@@ -61,6 +62,7 @@ class Scheduler:
         profiles: Profiles | None = None,
         health: HealthLimits | None = None,
         backoff: Callable[[int], float] = lambda failures: 2.0**failures,
+        resolver: Resolver | None = None,
     ) -> None:
         self._health = health or HealthLimits()
         self._backoff = backoff  # seconds between probes of a host after n failures
@@ -75,7 +77,7 @@ class Scheduler:
         self._clock = clock
         self._wall = wall
         self._slots: dict[str, HostSlot] = {}  # by budget key
-        self._keys = BudgetKeys(politeness.key)
+        self._keys = BudgetKeys(politeness.key, resolver)
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
         self._buffered = 0

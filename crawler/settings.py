@@ -81,6 +81,8 @@ class RetrySettings:
 @dataclass(frozen=True, kw_only=True)
 class NetworkSettings:
     allowed_networks: tuple[str, ...] = ()
+    dns_timeout: float = 5.0
+    dns_servers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,6 +208,11 @@ _RULES: dict[tuple[str, str], tuple[Any, str]] = {
         lambda v: all(_is_network(n) for n in v),
         "a list of CIDRs, each with :PORT or :FIRST-LAST if not every port ([IPv6]/LEN:PORT)",
     ),
+    ("network", "dns_timeout"): (lambda v: 0 < v <= 300, "a number of seconds > 0 and <= 300"),
+    ("network", "dns_servers"): (
+        lambda v: all(_is_dns_server(s) for s in v),
+        'a list of "IP" or "IP:PORT" ("[IPv6]:PORT")',
+    ),
 }
 
 
@@ -250,6 +257,26 @@ def _is_listen(text: str) -> bool:
 def _is_network(text: str) -> bool:
     try:
         parse_allowed(text)
+    except ValueError:
+        return False
+    return True
+
+
+def split_dns_server(text: str) -> tuple[str, int]:
+    """`192.0.2.1`, `192.0.2.1:5353`, `2001:db8::1` or `[2001:db8::1]:5353` -> (IP, port);
+    port 53 when none is given; raises ValueError."""
+    try:
+        return str(ipaddress.ip_address(text)), 53
+    except ValueError:
+        host, number = split_listen(text)
+    if number == 0:
+        raise ValueError(text)
+    return host, number
+
+
+def _is_dns_server(text: str) -> bool:
+    try:
+        split_dns_server(text)
     except ValueError:
         return False
     return True

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from crawler.dns import Resolver
 from crawler.politeness import DECAY_AFTER, BudgetKeys, HostState, Pace
 from crawler.settings import PolitenessSettings
 from tests import site
@@ -121,8 +122,13 @@ async def test_budget_keys() -> None:
     assert domain.of("[::1]:8080") == "::1"
     host = BudgetKeys("host")
     assert host.of("a.example.co.uk:8080") == "a.example.co.uk:8080"
-    ip = BudgetKeys("ip", resolve_timeout=5.0)
-    await ip.learn(["127.0.0.2:8080", "[::1]:81", "name.invalid"])
+    resolver = Resolver()
+    ip = BudgetKeys("ip", resolver)
+    try:
+        await ip.learn(["127.0.0.2:8080", "[::1]:81", "name.invalid", "localhost:80"])
+    finally:
+        await resolver.aclose()
+    assert ip.of("localhost:80") == "127.0.0.1"
     assert ip.of("127.0.0.2:8080") == "127.0.0.2"
     assert ip.of("[::1]:81") == "::1"
     assert ip.of("name.invalid") == "name.invalid"  # does not resolve: its own budget

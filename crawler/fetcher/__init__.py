@@ -26,6 +26,7 @@ import httpx2
 
 from crawler import errors
 from crawler.decoding import BodyDecoder
+from crawler.dns import Resolver
 from crawler.fetcher.auth import (
     ClientCredentials,
     CookieStore,
@@ -87,8 +88,12 @@ class Fetcher:
         profiles: Profiles | None = None,
         store_credentials: bool = False,
         cookie_store: CookieStore | None = None,
+        *,
+        resolver: Resolver | None = None,
     ) -> None:
         self._settings = settings
+        self._own_resolver = resolver is None  # then closed by aclose()
+        self._resolver = resolver or Resolver()
         self._guard = guard
         self._per_host = per_host_connections
         self._profiles = profiles or Profiles()
@@ -128,7 +133,7 @@ class Fetcher:
         if client is not None:
             return client
         settings = self._settings
-        backend = GuardedBackend(None if spec.proxy else self._guard, self._opened)
+        backend = GuardedBackend(None if spec.proxy else self._guard, self._opened, self._resolver)
         if spec.verify:
             ssl_context = ssl.create_default_context(cafile=spec.ca_bundle or None)
         else:
@@ -177,6 +182,8 @@ class Fetcher:
     async def aclose(self) -> None:
         for client in self._clients.values():
             await client.aclose()
+        if self._own_resolver:
+            await self._resolver.aclose()
 
     async def _jar(self, key: str) -> httpx2.Cookies:
         jar = self._jars.get(key)

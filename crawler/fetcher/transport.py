@@ -17,6 +17,7 @@ import httpcore2
 import httpx2
 
 from crawler import errors
+from crawler.dns import Resolver
 from crawler.guard import AddressGuard
 from crawler.settings import FetchSettings
 
@@ -33,23 +34,26 @@ def is_ip(host: str) -> bool:
 
 
 class GuardedBackend(httpcore2.AsyncNetworkBackend):
-    """Resolves host names itself and connects only to addresses the guard permits."""
+    """Resolves host names (through the crawl's resolver) and connects only to addresses the
+    guard permits."""
 
-    def __init__(self, guard: AddressGuard | None, opened: ContextVar[list[str] | None]) -> None:
+    def __init__(
+        self,
+        guard: AddressGuard | None,
+        opened: ContextVar[list[str] | None],
+        resolver: Resolver | None = None,
+    ) -> None:
         self._inner = httpcore2.AnyIOBackend()
         self._guard = guard
         self._opened = opened
+        self._resolver = resolver or Resolver()
 
     async def _addresses(self, host: str, port: int) -> list[str]:
         if is_ip(host):
             if self._guard is not None and not self._guard.permits(host, port):
                 raise errors.BlockedAddress(f"{host} is a blocked address")
             return [host]
-        try:
-            infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise errors.DnsError(f"cannot resolve {host}: {exc}") from None
-        found = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        found = list(await self._resolver.resolve(host))
         if self._guard is None:
             return found
         allowed = [a for a in found if self._guard.permits(a, port)]
