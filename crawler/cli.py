@@ -14,7 +14,7 @@ import anyio
 import structlog
 
 from crawler import __version__, daemon, logs, status
-from crawler.crawl import Crawl, add_seeds, exclusive, open_frontier
+from crawler.crawl import Crawl, add_seeds, exclusive, has_crawl, open_frontier
 from crawler.errors import ConfigError, StopCrawl
 from crawler.seeds import SeedReport, seed_files_exist
 from crawler.settings import Settings, load_settings
@@ -100,7 +100,7 @@ async def _seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _status(args: argparse.Namespace, settings: Settings) -> int:
-    if not (args.data_dir / "crawl.db").exists():
+    if not has_crawl(args.data_dir):
         raise ConfigError(f"no crawl in {args.data_dir} (no crawl.db)")
     frontier = await open_frontier(args.data_dir, settings)
     try:
