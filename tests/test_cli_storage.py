@@ -112,7 +112,8 @@ def test_a_new_data_dir_on_a_read_only_volume(
     volume = tmp_path / "volume"
     volume.mkdir()
     data = volume / "crawl"
-    result = _crawler(_args(command, data, seeds), read_only(volume))
+    extra = ["--create"] if command == "seed" else []
+    result = _crawler(_args(command, data, seeds, *extra), read_only(volume))
     if command == "status":  # nothing there to show: a usage error, as anywhere
         _assert_one_line(result, 2, str(data), "no crawl")
     else:
@@ -191,3 +192,23 @@ def test_seed_and_status_do_not_need_the_output_directories(
     (data / "warc").write_text("in the way", encoding="utf-8")
     assert _crawler(_args("seed", data, seeds)).returncode == 0
     assert _crawler(_args("status", data, seeds)).returncode == 0
+
+
+def test_seed_refuses_a_directory_without_a_crawl_unless_create(
+    tmp_path: Path, seeds: Path
+) -> None:
+    typo = tmp_path / "crawl-typo"
+    result = _crawler(_args("seed", typo, seeds))
+    line = _assert_one_line(result, 2, str(typo), "no crawl")
+    assert "--create" in line
+    assert not typo.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _assert_one_line(_crawler(_args("seed", empty, seeds)), 2, str(empty), "no crawl")
+    assert list(empty.iterdir()) == []
+    created = _crawler(_args("seed", typo, seeds, "--create"))
+    assert created.returncode == 0, created.stderr
+    assert "added 1" in created.stdout
+    again = _crawler(_args("seed", typo, seeds))  # now there is a crawl: no flag needed
+    assert again.returncode == 0, again.stderr
+    assert "added 0" in again.stdout
