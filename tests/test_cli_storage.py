@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -282,9 +284,12 @@ def volume(tmp_path: Path) -> Volume:
         if shutil.which(tool) is None:
             pytest.skip(f"no {tool}")
     made = Volume(tmp_path)
-    tried = made.run(["true"])
-    if tried.returncode != 0:
+    trigger = 'test -e "/sys/fs/ext4/$(basename "$(findmnt -n -o SOURCE "$0")")/trigger_fs_error"'
+    tried = made.run(["sh", "-c", trigger, str(made.mount_point)])
+    if tried.returncode == 99:
         pytest.skip(f"cannot mount an ext4 image here: {tried.stderr.strip()}")
+    if tried.returncode != 0:
+        pytest.skip("this kernel's ext4 has no trigger_fs_error to fail a volume with")
     return made
 
 
@@ -332,6 +337,12 @@ def _assert_held(proc: subprocess.Popen[str], log: Path) -> int:
     return int(progress[-1]["done"])
 
 
+def _reap(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate(timeout=30)
+
+
 def _stop_held(proc: subprocess.Popen[str], *words: str) -> None:
     """SIGTERM while held: the held batch cannot be saved, so it is a storage error."""
     proc.send_signal(signal.SIGTERM)
@@ -339,8 +350,19 @@ def _stop_held(proc: subprocess.Popen[str], *words: str) -> None:
     _assert_one_line(subprocess.CompletedProcess(proc.args, proc.returncode, "", err), 3, *words)
 
 
+def _readyz(log: Path) -> tuple[int, dict[str, Any]]:
+    """`serve`'s readiness answer (its address is in its `listening` log line)."""
+    address = _events(log, "listening")[0]["addresses"][0]
+    try:
+        with urllib.request.urlopen(f"http://{address}/readyz", timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
 def test_a_volume_remounted_read_only_holds_the_crawl_until_restarted_on_a_good_one(
-    tmp_path: Path, make_site: SiteFactory, volume: Volume
+    tmp_path: Path, make_site: SiteFactory, volume: Volume, command: str
 ) -> None:
     s = make_site()
     pages = 300
@@ -351,17 +373,24 @@ def test_a_volume_remounted_read_only_holds_the_crawl_until_restarted_on_a_good_
     data = volume.mount_point / "crawl"
     settings = sets('log.level="info"', "log.summary_seconds=0.2", "storage.commit_batch=8")
     run = [*CRAWLER, "run", "--data-dir", str(data), "--seeds", str(seeds), *settings]
-    log = tmp_path / "run.log"
+    serving = ["--set", "service.listen=127.0.0.1:0", "--set", "service.min_free_bytes=0"]
+    first = [*run, *serving] if command == "serve" else [*run]
+    first[len(CRAWLER)] = command
+    log = tmp_path / "first.log"
     with open(log, "w", encoding="utf-8") as stdout:
-        proc = volume.start(run, stdout=stdout, stderr=subprocess.PIPE)
+        proc = volume.start(first, stdout=stdout, stderr=subprocess.PIPE)
     try:
         database = data / "crawl.db"
         _eventually(lambda: _count(proc.pid, database, "state = 'done'") >= 20, "20 URLs done")
         volume.fail()
         assert _assert_held(proc, log) < pages
+        if command == "serve":
+            code, checks = _readyz(log)
+            assert code == 503
+            assert "Read-only file system" in checks["writer"]
         _stop_held(proc, str(data), "Read-only file system")
     finally:
-        proc.kill()
+        _reap(proc)
 
     # At start, on the volume still read-only (now mounted so): refused the same way.
     again = volume.run(run, options="ro")
@@ -406,4 +435,4 @@ def test_a_database_on_a_volume_remounted_read_only_holds_the_crawl(
         assert not _events(log, "output_recover_failed")  # the output was not involved
         _stop_held(proc, str(data / "crawl.db"), "Read-only file system")
     finally:
-        proc.kill()
+        _reap(proc)
