@@ -490,7 +490,7 @@ def nginx_errors(error_log: Path, offset: int) -> dict[str, Any]:
 def run_seed(args: argparse.Namespace, million: Path, i: int) -> Run:
     data_dir = args.workdir / "runs" / f"seed-{i}"
     shutil.rmtree(data_dir, ignore_errors=True)
-    cmd = [str(crawler_exe()), "seed", "--data-dir", str(data_dir), str(million)]
+    cmd = [str(crawler_exe()), "seed", "--create", "--data-dir", str(data_dir), str(million)]
     log = args.workdir / "runs" / f"seed-{i}.log"
     run = measure(cmd, log, args.timeout)
     run.ok = run.exit_code == 0

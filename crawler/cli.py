@@ -14,7 +14,7 @@ import anyio
 import structlog
 
 from crawler import __version__, daemon, logs, status
-from crawler.crawl import Crawl, add_seeds, exclusive, open_frontier
+from crawler.crawl import Crawl, add_seeds, exclusive, has_crawl, open_frontier
 from crawler.errors import ConfigError, StopCrawl
 from crawler.seeds import SeedReport, seed_files_exist
 from crawler.settings import Settings, load_settings
@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--seeds", action="append", default=[], help="seed file (.gz, - for stdin)")
     seed = sub.add_parser("seed", parents=[common], help="add URLs to a crawl's frontier")
     seed.add_argument("files", nargs="+", help="seed files (.gz accepted, - for stdin)")
+    seed.add_argument("--create", action="store_true", help="start a crawl if there is none")
     stat = sub.add_parser("status", parents=[common], help="counts by state, reason and host")
     stat.add_argument("--json", action="store_true", help="one JSON object for machines")
     return parser
@@ -92,7 +93,13 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _no_crawl(data_dir: Path) -> ConfigError:
+    return ConfigError(f"no crawl in {data_dir} (no crawl.db)")
+
+
 async def _seed(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.create and not has_crawl(args.data_dir):  # a typo must not start a crawl
+        raise ConfigError(f"{_no_crawl(args.data_dir)}; --create starts one there")
     frontier = await open_frontier(args.data_dir, settings)
     report = SeedReport()
     try:
@@ -105,8 +112,8 @@ async def _seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _status(args: argparse.Namespace, settings: Settings) -> int:
-    if not (args.data_dir / "crawl.db").exists():
-        raise ConfigError(f"no crawl in {args.data_dir} (no crawl.db)")
+    if not has_crawl(args.data_dir):
+        raise _no_crawl(args.data_dir)
     frontier = await open_frontier(args.data_dir, settings)
     try:
         counts = await frontier.counts()

@@ -16,7 +16,7 @@ import anyio
 import structlog
 
 from crawler.dns import Resolver
-from crawler.errors import StorageError
+from crawler.errors import StorageError, storage_error
 from crawler.fetcher import Fetcher
 from crawler.frontier import Frontier
 from crawler.frontier.sqlite import SQLiteFrontier
@@ -43,20 +43,48 @@ Service = Callable[[], Coroutine[Any, Any, None]]  # runs alongside the crawl un
 log = structlog.get_logger("crawler")
 
 
+def has_crawl(data_dir: Path) -> bool:
+    """Whether `data_dir` holds a crawl (its database); StorageError if it cannot."""
+    try:
+        if data_dir.exists() and not data_dir.is_dir():
+            raise StorageError(f"data directory {data_dir} exists and is not a directory")
+        return (data_dir / DB_NAME).exists()
+    except OSError as exc:
+        raise storage_error(exc, "read data directory", data_dir) from exc
+
+
+def make_data_dir(data_dir: Path) -> None:
+    """Create the data directory (and its parents) unless it exists."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StorageError(f"data directory {data_dir} exists and is not a directory") from None
+    except OSError as exc:
+        raise storage_error(exc, "create data directory", data_dir) from exc
+
+
 @contextmanager
 def exclusive(data_dir: Path) -> Iterator[None]:
-    """Hold the data directory's lock: one `run` per crawl directory at a time."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / "crawl.lock", "a+b") as handle:
+    """Hold the data directory's lock (making the directory if new): one `run` per crawl
+    directory at a time."""
+    make_data_dir(data_dir)
+    lock = data_dir / "crawl.lock"
+    try:
+        handle = open(lock, "a+b")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise storage_error(exc, "open", lock) from exc
+    with handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise StorageError(f"another crawler is running on {data_dir}") from None
+        except OSError as exc:
+            raise storage_error(exc, "lock", lock) from exc
         yield
 
 
 async def open_frontier(data_dir: Path, settings: Settings) -> SQLiteFrontier:
-    await anyio.Path(data_dir).mkdir(parents=True, exist_ok=True)
+    await anyio.to_thread.run_sync(make_data_dir, data_dir)
     return await SQLiteFrontier.open(
         data_dir / DB_NAME,
         fsync=settings.storage.fsync,

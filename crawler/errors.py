@@ -21,7 +21,9 @@
             └── InvalidURL            reason "invalid_url"
 
 HTTP statuses are results, never exceptions: the retry policy decides what a 503 means.
-Foreign exceptions (httpx2, OS) are translated into this tree at one boundary, the fetcher.
+Foreign exceptions are translated into this tree at one boundary each: the fetcher (httpx2,
+network), the SQLite frontier (sqlite3), and `storage_error` for OS errors on the data
+directory and the output files.
 """
 
 from __future__ import annotations
@@ -56,6 +58,14 @@ class OutOfSpace(StorageError):
 
 
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def storage_error(exc: OSError, doing: str, path: object) -> StorageError:
+    """An OS error as one line naming the path and the OS's reason, e.g. "cannot create
+    data directory /data/crawl: Read-only file system"; OutOfSpace if waiting may help."""
+    where = exc.filename if exc.filename is not None else path
+    kind = OutOfSpace if exc.errno in FULL_ERRNOS else StorageError
+    return kind(f"cannot {doing} {where}: {exc.strerror or exc}")
 
 
 class FetchError(CrawlerError):

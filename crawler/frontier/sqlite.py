@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import sqlite3
+import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -16,11 +19,13 @@ from typing import Any
 import aiosqlite
 import anyio
 
-from crawler.errors import OutOfSpace, StorageError
+from crawler.errors import FULL_ERRNOS, OutOfSpace, StorageError
 from crawler.frontier import CommitBatch, Counts, HostCounts, HostWait, RobotsRecord
 from crawler.models import Entry, NewURL, State
 from crawler.politeness import HostState
 
+# Errors on which the OS may say more than SQLite (and tell a read-only volume apart).
+_OS_CODES = (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY)
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 _INSERT = (
@@ -132,12 +137,33 @@ def _row(u: NewURL) -> tuple[object, ...]:
     )
 
 
-def _storage_error(exc: sqlite3.Error, what: str) -> StorageError:
+def _os_cause(path: Path) -> OSError | None:
+    """Why the database file, or a new file beside it (its WAL), cannot be written, if the OS
+    says so: SQLite reports a volume remounted read-only as a mere "disk I/O error"."""
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.close(os.open(path, os.O_RDWR))
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        return exc
+    return None
+
+
+def _storage_error(exc: sqlite3.Error, what: str, path: Path | None = None) -> StorageError:
     """A disk that is full (or read-only) is worth waiting for; anything else is not."""
     code = getattr(exc, "sqlite_errorcode", None)
-    if code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY):
-        return OutOfSpace(f"{what}: {exc}")
-    return StorageError(f"{what}: {exc}")
+    cause = None
+    if path is not None and code is not None and code & 0xFF in _OS_CODES:
+        cause = _os_cause(path)
+    message = f"{what if path is None else f'{what} {path}'}: {exc}"
+    if cause is not None:
+        message += f" ({cause.strerror})"
+    if code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY) or (
+        cause is not None and cause.errno in FULL_ERRNOS
+    ):
+        return OutOfSpace(message)
+    return StorageError(message)
 
 
 def _statements(sql: str) -> list[str]:
@@ -157,8 +183,11 @@ def _statements(sql: str) -> list[str]:
 class SQLiteFrontier:
     """The frontier in one SQLite file. Every method is one short transaction."""
 
-    def __init__(self, db: aiosqlite.Connection, max_per_host: int = 0) -> None:
+    def __init__(
+        self, db: aiosqlite.Connection, max_per_host: int = 0, path: Path | None = None
+    ) -> None:
         self._db = db
+        self._path = path  # to ask the OS why a write failed
         self._lock = anyio.Lock()
         self._max_per_host = max_per_host
         self._cursor = ""  # the host where the last claim stopped its walk
@@ -172,14 +201,14 @@ class SQLiteFrontier:
         try:
             db = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout)
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot open frontier database {path}: {exc}") from exc
+            raise _storage_error(exc, "cannot open frontier database", path) from exc
         try:
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
             await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             await db.execute("PRAGMA cache_size = -65536")
             await db.execute("PRAGMA temp_store = MEMORY")
-            frontier = cls(db, max_per_host)
+            frontier = cls(db, max_per_host, path)
             await frontier._migrate()
             if max_per_host:
                 async with frontier._transaction() as tx:
@@ -189,7 +218,7 @@ class SQLiteFrontier:
             with anyio.CancelScope(shield=True):
                 await db.close()  # else its thread keeps the process alive
             if isinstance(exc, sqlite3.Error):
-                raise StorageError(f"cannot open frontier database {path}: {exc}") from exc
+                raise _storage_error(exc, "cannot open frontier database", path) from exc
             raise
         return frontier
 
@@ -222,14 +251,14 @@ class SQLiteFrontier:
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise _storage_error(exc, "frontier database") from exc
+                raise _storage_error(exc, "frontier database", self._path) from exc
             try:
                 yield self._db
             except BaseException as exc:
                 with anyio.CancelScope(shield=True):
                     await self._rollback()
                 if isinstance(exc, sqlite3.Error):
-                    raise _storage_error(exc, "frontier database") from exc
+                    raise _storage_error(exc, "frontier database", self._path) from exc
                 raise
             try:
                 with anyio.CancelScope(shield=True):
@@ -237,7 +266,7 @@ class SQLiteFrontier:
             except sqlite3.Error as exc:
                 with anyio.CancelScope(shield=True):
                     await self._rollback()
-                raise _storage_error(exc, "frontier commit failed") from exc
+                raise _storage_error(exc, "frontier commit failed", self._path) from exc
 
     async def _rollback(self) -> None:
         """Roll back if a transaction is still open (SQLite may have ended it itself)."""

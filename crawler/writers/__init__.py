@@ -7,6 +7,7 @@ transaction as the URL states; `recover` truncates anything past it on start-up.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import time
@@ -45,6 +46,13 @@ class Sink(Protocol):
     def write(self, outcomes: Sequence[Outcome]) -> WriteResult: ...
 
     def close(self) -> None: ...
+
+
+def _make_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # say why: "File exists" reads as if all were well
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)) from None
 
 
 def _serial(path: Path) -> int:
@@ -108,8 +116,8 @@ class Outputs:
                 with contextlib.suppress(OSError):  # its unflushed tail is not wanted
                     current.close()
         self._warc = self._index = None
-        self._warc_dir.mkdir(parents=True, exist_ok=True)
-        self._index_dir.mkdir(parents=True, exist_ok=True)
+        for directory in (self._warc_dir, self._index_dir):
+            _make_dir(directory)
         files = sorted(
             [*self._warc_dir.glob("*.warc.gz"), *self._index_dir.glob("*.jsonl")], key=_serial
         )

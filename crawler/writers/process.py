@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler import logs
-from crawler.errors import FULL_ERRNOS, OutOfSpace, StorageError
+from crawler.errors import StorageError, storage_error
 from crawler.models import Outcome
 from crawler.settings import Settings
 from crawler.writers import Outputs, WriteResult
@@ -48,12 +48,25 @@ def _portable(outcome: Outcome) -> Outcome:
     return outcome
 
 
+def _os_error(exc: OSError) -> tuple[str, tuple[int | None, str, str | None]]:
+    """The reply for an OS error: errno, reason and path (the parent words the message)."""
+    filename = None if exc.filename is None else str(exc.filename)
+    return "oserror", (exc.errno, exc.strerror or str(exc), filename)
+
+
 def _serve(conn: Connection, data_dir: Path, settings: Settings) -> None:
     """The child's loop: one request, one reply, until the parent hangs up."""
     # Ctrl-C and `docker stop` reach the whole process group: the parent decides when we end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    with open(data_dir / LOCK_NAME, "a+b") as lock:
+    try:
+        lock = open(data_dir / LOCK_NAME, "a+b")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:  # the parent's first request gets the error
+        with contextlib.suppress(EOFError, OSError):
+            conn.recv()
+            conn.send(_os_error(exc))
+        return
+    with lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         outputs = Outputs(data_dir, settings)
         try:
@@ -71,7 +84,7 @@ def _serve(conn: Connection, data_dir: Path, settings: Settings) -> None:
                     else:
                         return
                 except OSError as exc:
-                    conn.send(("oserror", (exc.errno, f"{type(exc).__name__}: {exc}")))
+                    conn.send(_os_error(exc))
                 except Exception as exc:
                     conn.send(("error", f"{type(exc).__name__}: {exc}"))
                 else:
@@ -96,6 +109,7 @@ class OutputProcess:
     """
 
     def __init__(self, data_dir: Path, settings: Settings) -> None:
+        self._data_dir = data_dir
         ours, theirs = socket.socketpair()
         with theirs:
             self._process = subprocess.Popen(
@@ -119,10 +133,8 @@ class OutputProcess:
         except (EOFError, OSError) as exc:
             raise StorageError(f"the output process died: {exc!r}") from exc
         if status == "oserror":
-            number, message = reply
-            if number in FULL_ERRNOS:
-                raise OutOfSpace(f"cannot write output: {message}")
-            raise StorageError(f"cannot write output: {message}")
+            number, reason, filename = reply
+            raise storage_error(OSError(number, reason, filename), "write output", self._data_dir)
         if status != "ok":
             raise StorageError(f"cannot write output: {reply}")
         return reply
