@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from crawler.dns import Resolver
-from crawler.politeness import DECAY_AFTER, BudgetKeys, HostState, Pace
+from crawler.politeness import DECAY_AFTER, BudgetKeys, HealthLimits, HostState, Pace
 from crawler.settings import PolitenessSettings
 from tests import site
 from tests.crawling import cli_process, crawl, index, sets, write_seeds
@@ -163,3 +163,57 @@ def test_politeness_key_ip_gives_names_of_one_server_one_budget(
     # One budget for both names: every start is a delay after the one before.
     assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.25
     assert s.max_in_flight == 1
+
+
+# -- host health ----------------------------------------------------------------------------
+
+
+def test_a_host_is_down_after_max_failures_in_a_row_and_probed_again_later() -> None:
+    limits = HealthLimits(max_failures=3, down_seconds=600.0, max_wait=300.0)
+    pace = Pace("h.example", PolitenessSettings(), None, health=limits)
+    pace.on_failure("connect", now=1000.0, hold=2.0)
+    assert pace.blocked_until == 1002.0  # the next request is a probe after the back-off
+    pace.on_failure("connect", now=1002.0, hold=4.0)
+    assert pace.given_up(1002.0) is None
+    pace.on_failure("timeout", now=1006.0, hold=8.0)
+    assert pace.given_up(1006.0) == "timeout"  # its last reason
+    assert pace.state().down_until == 1606.0
+    # After host_down_seconds one probe goes out; one more failure and it is down again.
+    assert pace.given_up(1606.0) is None
+    pace.on_failure("connect", now=1606.0, hold=16.0)
+    assert pace.given_up(1606.0) == "connect"
+
+
+def test_any_answer_resets_a_hosts_failures() -> None:
+    pace = Pace("h.example", PolitenessSettings(), None, health=HealthLimits(max_failures=3))
+    pace.on_failure("dns", now=0.0, hold=1.0)
+    pace.on_failure("dns", now=1.0, hold=1.0)
+    pace.on_response(503, None, 0.1, now=2.0)  # struggling, but there
+    pace.on_failure("dns", now=3.0, hold=1.0)
+    pace.on_failure("dns", now=4.0, hold=1.0)
+    assert pace.given_up(4.0) is None
+    assert pace.failures == 2
+
+
+def test_an_address_the_guard_refuses_puts_its_host_down_at_once() -> None:
+    pace = Pace("h.example", PolitenessSettings(), None)
+    pace.on_failure("blocked_address", now=0.0, hold=1.0)
+    assert pace.given_up(0.0) == "blocked_address"
+
+
+def test_dns_and_tls_failures_do_not_slow_the_pace_but_count() -> None:
+    pace = Pace("h.example", PolitenessSettings(delay=1.0), None)
+    pace.on_failure("dns", now=0.0, hold=1.0)
+    pace.on_failure("tls", now=0.0, hold=1.0)
+    assert pace.delay() == 1.0
+    assert pace.failures == 2
+
+
+def test_health_is_saved_and_restored() -> None:
+    pace = Pace("h.example", PolitenessSettings(), None)
+    for _ in range(5):
+        pace.on_failure("connect", now=0.0, hold=1.0)
+    saved = pace.state()
+    again = Pace("h.example", PolitenessSettings(), saved)
+    assert again.given_up(1.0) == "connect"
+    assert again.failures == 5
