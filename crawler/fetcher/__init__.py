@@ -100,6 +100,7 @@ class Fetcher:
         self._opened: ContextVar[list[str] | None] = ContextVar("opened", default=None)
         self._default = Transport(proxy=proxy_from(settings), ca_bundle=settings.ca_bundle)
         self._clients: dict[Transport, httpx2.AsyncClient] = {}
+        self._token_clients: dict[Transport, httpx2.AsyncClient] = {}
         self._timeout = httpx2.Timeout(
             connect=settings.connect_timeout,
             read=settings.read_timeout,
@@ -109,9 +110,14 @@ class Fetcher:
         self._client = self._client_for_transport(self._default)
         for auth in self._auths.values():
             if isinstance(auth, ClientCredentials):
-                token_url = auth._spec.token_url  # its own host's transport, no credentials
-                token_profile = self._profiles.match(token_url)
-                auth.client = self._client_for_transport(self._transport_of(token_profile))
+                # Its own host's transport, no credentials, and pools of its own: in the
+                # protected host's pool a token request could wait for a connection held
+                # by a request that waits for the token.
+                spec = self._transport_of(self._profiles.match(auth.token_url))
+                client = self._token_clients.get(spec)
+                if client is None:
+                    client = self._token_clients[spec] = self._new_client(spec)
+                auth.client = client
 
     def _transport_of(self, profile: Profile | None) -> Transport:
         if profile is None:
@@ -125,8 +131,11 @@ class Fetcher:
 
     def _client_for_transport(self, spec: Transport) -> httpx2.AsyncClient:
         client = self._clients.get(spec)
-        if client is not None:
-            return client
+        if client is None:
+            client = self._clients[spec] = self._new_client(spec)
+        return client
+
+    def _new_client(self, spec: Transport) -> httpx2.AsyncClient:
         settings = self._settings
         backend = GuardedBackend(None if spec.proxy else self._guard, self._opened)
         if spec.verify:
@@ -166,7 +175,6 @@ class Fetcher:
                 "Accept-Encoding": ACCEPT_ENCODING,
             },
         )
-        self._clients[spec] = client
         return client
 
     @property
@@ -175,7 +183,7 @@ class Fetcher:
         return len(self._clients)
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
+        for client in [*self._clients.values(), *self._token_clients.values()]:
             await client.aclose()
 
     async def _jar(self, key: str) -> httpx2.Cookies:
