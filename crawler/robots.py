@@ -143,7 +143,7 @@ class Robots:
         try:
             for _ in range(MAX_HOPS + 1):
                 response, _digest = await self._fetcher.fetch(
-                    url, keep_decoded=True, credentials=False
+                    url, keep=MAX_BYTES, credentials=False
                 )
                 status = response.status
                 location = response.header("location")

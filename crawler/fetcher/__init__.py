@@ -44,11 +44,10 @@ from crawler.fetcher.transport import (
     translate,
 )
 from crawler.guard import AddressGuard
-from crawler.models import Response
+from crawler.models import SPOOL_BYTES, Response
 from crawler.profiles import Profile, Profiles, Transport
 from crawler.settings import FetchSettings
 
-SPOOL_BYTES = 256 * 1024
 _UNSAFE_HEADER = re.compile(rb"[\r\n\x00]")
 REDACTED = "[redacted]"
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization"})
@@ -231,11 +230,14 @@ class Fetcher:
     async def fetch(
         self,
         url: str,
-        keep_decoded: bool = False,
+        keep: int = 0,
         cap: int | None = None,
         credentials: bool = True,
     ) -> tuple[Response, str]:
         """GET `url`; returns the response (body spooled, raw) and its payload digest.
+
+        The first `keep` bytes of the decoded body are kept in `Response.decoded` (for link
+        extraction); the whole body, up to `cap`, goes to a file past SPOOL_BYTES.
 
         The first profile matching `url` sets the transport, and unless `credentials` is
         false (robots.txt) also its headers, auth and cookies.
@@ -251,7 +253,7 @@ class Fetcher:
             call = await self._prepare(url, credentials)
             deadline = call.deadline
             with anyio.fail_after(deadline):
-                return await self._stream(call, body, keep_decoded, cap)
+                return await self._stream(call, body, keep, cap)
         except TimeoutError:
             body.close()
             raise errors.DeadlineExceeded(
@@ -296,7 +298,7 @@ class Fetcher:
         return [(k, REDACTED if k.lower() in CREDENTIAL_HEADERS else v) for k, v in headers]
 
     async def _stream(
-        self, call: _Call, body: Any, keep_decoded: bool, cap: int | None
+        self, call: _Call, body: Any, keep: int, cap: int | None
     ) -> tuple[Response, str]:
         cap = cap or self._settings.max_body_bytes
         async with self._send(call) as resp:
@@ -306,7 +308,7 @@ class Fetcher:
                 raise errors.ProtocolError("response header with CR, LF or NUL")
             stream = resp.extensions.get("network_stream")
             peer = stream.get_extra_info("server_addr") if stream is not None else None
-            decoder = BodyDecoder(resp.headers.get("content-encoding"), cap, keep_decoded)
+            decoder = BodyDecoder(resp.headers.get("content-encoding"), cap, keep)
             sha1 = hashlib.sha1()
             wire = 0
             truncated = False
@@ -329,11 +331,11 @@ class Fetcher:
                 encoding_error = str(exc)
             body.seek(0)
             decoded: bytes | None = None
-            if keep_decoded and encoding_error is None and decoder.verifiable:
+            if keep and encoding_error is None and decoder.verifiable:
                 if decoder.kept is not None and decoder.compressed:
                     decoded = bytes(decoder.kept)
                 else:
-                    decoded = body.read()
+                    decoded = body.read(keep)  # never more, even from a spooled file
                     body.seek(0)
             request = resp.request
             response = Response(
