@@ -93,7 +93,8 @@ class Worker:
             tries += 1
             self._scheduler.started(entry.host)
             if entry.kind == "sitemap":
-                return await self._fetcher.fetch(entry.url, sitemaps.MAX_BYTES, sitemaps.MAX_BYTES)
+                cap = sitemaps.MAX_BYTES  # parsed from memory, whole
+                return await self._fetcher.fetch(entry.url, keep=cap, cap=cap)
             keep = links.MAX_BYTES if entry.depth < self._crawl.max_depth else 0
             return await self._fetcher.fetch(entry.url, keep)
 
