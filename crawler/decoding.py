@@ -13,16 +13,18 @@ class BodyDecoder:
     """Feed raw (content-encoded) bytes; learn how many bytes they decode to.
 
     Decoded bytes are counted and dropped: memory stays at one chunk whatever the
-    compression ratio. `feed` returns False once the decoded size passes `cap`.
-    A corrupt stream raises BadContentEncoding at once, a truncated one at `finish`.
+    compression ratio. `feed` returns False once the body decodes to more than `cap`
+    bytes; `decoded` then stops at `cap` (it never passes it). A corrupt stream raises
+    BadContentEncoding at once, a truncated one at `finish`.
     """
 
-    def __init__(self, content_encoding: str | None, cap: int, keep: bool = False) -> None:
+    def __init__(self, content_encoding: str | None, cap: int, keep: int = 0) -> None:
         codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
         codings = [c for c in codings if c != "identity"]
         self.cap = cap
         self.decoded = 0
-        # With `keep`, the decoded bytes of a compressed body (up to the cap) are kept.
+        # The first `keep` decoded bytes of a compressed body are kept (for link extraction).
+        self.keep = min(keep, cap)
         self.kept: bytearray | None = bytearray() if keep else None
         self._coding = codings[0] if len(codings) == 1 else ("" if not codings else "multi")
         self._zlib: zlib._Decompress | None = None
@@ -54,18 +56,23 @@ class BodyDecoder:
             wrapped = data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
             self._zlib = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
         if self._zlib is None:
+            if self.decoded + len(data) > self.cap:
+                self.decoded = self.cap
+                return False
             self.decoded += len(data)
-            return self.decoded <= self.cap
+            return True
         while data:
-            try:
-                out = self._zlib.decompress(data, _CHUNK)
+            try:  # one byte past the cap is enough to know the body passes it
+                out = self._zlib.decompress(data, min(_CHUNK, self.cap + 1 - self.decoded))
             except zlib.error as exc:
                 raise BadContentEncoding(f"corrupt {self._coding} stream: {exc}") from None
-            self.decoded += len(out)
-            if self.kept is not None:
-                self.kept += out[: max(0, self.cap - len(self.kept))]
-            if self.decoded > self.cap:
+            kept = self.kept
+            if kept is not None and len(kept) < self.keep:
+                kept += out[: self.keep - len(kept)]
+            if self.decoded + len(out) > self.cap:
+                self.decoded = self.cap
                 return False
+            self.decoded += len(out)
             if self._zlib.eof:
                 data = self._zlib.unused_data
                 if data and self._coding != "deflate":

@@ -11,6 +11,9 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode
 from crawler.urls import Resolver
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
+# Links are read from the first MiB of a page (decoded), as Common Crawl keeps the first MiB:
+# past that, the page costs neither memory nor parsing time (its `links_truncated` is true).
+MAX_BYTES = 1024 * 1024
 _FOLLOWED_REL = frozenset({"alternate", "next", "prev", "canonical"})
 _SELECTOR = "a[href], area[href], link[href], frame[src], iframe[src], meta, base[href]"
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)

@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import IO
 
+SPOOL_BYTES = 256 * 1024  # a body past this size is held in a temporary file, not in memory
+
 
 class State(enum.StrEnum):
     QUEUED = "queued"

@@ -171,7 +171,7 @@ class Robots:
         for hop in range(MAX_HOPS + 1):
             if hop and self._pacing is not None:  # each hop is a request like any other
                 await anyio.sleep(self._pacing.reserve_start(host_of(url)))
-            response, _digest = await self._fetcher.fetch(url, keep_decoded=True, credentials=False)
+            response, _digest = await self._fetcher.fetch(url, keep=MAX_BYTES, credentials=False)
             status = response.status
             location = response.header("location")
             data = response.decoded or b""

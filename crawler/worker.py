@@ -10,7 +10,7 @@ from urllib.parse import urljoin
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from crawler import sitemaps
+from crawler import links, sitemaps
 from crawler.errors import ConnectionLost, FetchError, FetchTimeout, ProtocolError
 from crawler.fetcher import Fetcher
 from crawler.links import extract, is_html, source
@@ -87,8 +87,10 @@ class Worker:
             tries += 1
             self._scheduler.started(entry.host)
             if entry.kind == "sitemap":
-                return await self._fetcher.fetch(entry.url, True, sitemaps.MAX_BYTES)
-            return await self._fetcher.fetch(entry.url, entry.depth < self._crawl.max_depth)
+                cap = sitemaps.MAX_BYTES  # parsed from memory, whole
+                return await self._fetcher.fetch(entry.url, keep=cap, cap=cap)
+            keep = links.MAX_BYTES if entry.depth < self._crawl.max_depth else 0
+            return await self._fetcher.fetch(entry.url, keep)
 
         def stale_connection(exc: BaseException) -> bool:
             return (
@@ -262,7 +264,7 @@ class Worker:
             x_robots_tag=response.header("x-robots-tag"),
         )
         response.decoded = None  # not needed any more: free it before the writer's queue
-        outcome.links_truncated = found.truncated
+        outcome.links_truncated = found.truncated or len(body) < response.decoded_bytes
         self._follow(entry, found.urls, outcome, depth=entry.depth + 1)
 
     def _follow(

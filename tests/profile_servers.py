@@ -349,7 +349,8 @@ class _HTTPHandler(http.server.BaseHTTPRequestHandler):
 
 
 class HTTPServer(Server):
-    """HTTP/1.1 with routes by path (query included); TLS when given an SSL context."""
+    """HTTP/1.1 with routes by path (query included; `"*"`: any other path); TLS when given
+    an SSL context."""
 
     handler = _HTTPHandler
 
@@ -387,7 +388,7 @@ class HTTPServer(Server):
         request = handler._request()
         with self._lock:
             self._requests.append(request)
-            route = self._routes.get(request.path)
+            route = self._routes.get(request.path) or self._routes.get("*")
         if route is None:
             handler._send(404, {"Content-Type": "text/plain"}, b"not found")
             return
@@ -633,6 +634,7 @@ class Token:
     value: str
     issued: float  # time.monotonic()
     used: int = 0  # resource requests it was accepted for
+    revoked: bool = False  # refused by the resource from the start
 
 
 class TokenServer:
@@ -644,6 +646,8 @@ class TokenServer:
     after issue and for `uses` requests (None: no such limit): either makes a token expire
     server-side, early if wanted. `fail_status` makes every token request fail with it;
     `delay` holds each token request that long (so concurrent fetches overlap with it).
+    The next `revoke` tokens issued are refused by the resource from the start (a test may
+    set `revoke` again, e.g. before a restart).
     """
 
     def __init__(
@@ -658,8 +662,10 @@ class TokenServer:
         uses: int | None = None,
         fail_status: int | None = None,
         delay: float = 0.0,
+        revoke: int = 0,
     ) -> None:
         self.server = server
+        self.revoke = revoke
         self._client = basic(client_id, client_secret)
         self._scope = scope
         self._expires_in = expires_in
@@ -706,7 +712,8 @@ class TokenServer:
             return 400, {"Content-Type": "application/json"}, json.dumps(error).encode()
         value = f"at-{secrets.token_hex(12)}"
         with self._lock:
-            self._tokens[value] = Token(value, time.monotonic())
+            self._tokens[value] = Token(value, time.monotonic(), revoked=self.revoke > 0)
+            self.revoke = max(0, self.revoke - 1)
         answer = {"access_token": value, "token_type": "Bearer", "expires_in": self._expires_in}
         headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
         return 200, headers, json.dumps(answer).encode()
@@ -742,13 +749,24 @@ class TokenServer:
 
         return handle
 
+    def route(self, body: bytes = b"<html>api</html>", refusal: bytes = b"") -> Route:
+        """The resource as an HTTPServer route (e.g. beside the token endpoint, same origin);
+        `refusal` is the body of its 401."""
+
+        def answer(request: Request) -> Reply:
+            if not self._accept(request.headers.get("authorization", "")):
+                return 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'}, refusal
+            return 200, {"Content-Type": "text/html"}, body
+
+        return answer
+
     def _accept(self, authorization: str) -> bool:
         scheme, _, value = authorization.partition(" ")
         with self._lock:
             token = self._tokens.get(value) if scheme.lower() == "bearer" else None
-            live = token is not None
+            live = token is not None and not token.revoked
             if token is not None and self._lifetime is not None:
-                live = time.monotonic() - token.issued < self._lifetime
+                live = live and time.monotonic() - token.issued < self._lifetime
             if token is not None and self._uses is not None:
                 live = live and token.used < self._uses
             if token is not None and live:

@@ -12,7 +12,6 @@ import pytest
 from crawler.decoding import BodyDecoder
 from crawler.errors import BadContentEncoding
 
-SLACK = 64 * 1024  # the decoder inflates at most one chunk past the cap
 BODY = random.Random(7).randbytes(50_000) + b"<p>hello</p>" * 20_000  # 290 000 bytes
 
 
@@ -64,7 +63,7 @@ def test_identity_cap() -> None:
     assert decoder.feed(b"x" * 60) is True
     assert decoder.feed(b"x" * 40) is True  # exactly at the cap is fine
     assert decoder.feed(b"x") is False
-    assert decoder.decoded == 101
+    assert decoder.decoded == 100  # never past the cap
 
 
 def test_empty_feeds_are_harmless() -> None:
@@ -197,7 +196,7 @@ def test_gzip_bomb_stops_past_the_cap(bomb: bytes, chunk: int) -> None:
         if not result:
             break
     assert result is False
-    assert cap < decoder.decoded <= cap + SLACK
+    assert decoder.decoded == cap  # never past it
     if chunk < len(bomb):
         assert fed < len(bomb)  # stopped early, not after inflating everything
 
@@ -207,7 +206,7 @@ def test_deflate_bomb_stops_past_the_cap() -> None:
     data = compressor.compress(bytes(20 * 1024 * 1024)) + compressor.flush()
     decoder = BodyDecoder("deflate", cap=100_000)
     assert decoder.feed(data) is False
-    assert 100_000 < decoder.decoded <= 100_000 + SLACK
+    assert decoder.decoded == 100_000
 
 
 def test_cap_exactly_reached_is_not_exceeded() -> None:
@@ -217,11 +216,34 @@ def test_cap_exactly_reached_is_not_exceeded() -> None:
     assert decoder.decoded == 5000
 
 
+@pytest.mark.parametrize("chunk", [1, 4096, 10**9])
+def test_one_byte_past_the_cap_is_detected_and_not_counted(chunk: int) -> None:
+    decoder = BodyDecoder("gzip", cap=5000)
+    assert not all(decoder.feed(piece) for piece in _chunks(_gzip(b"z" * 5001), chunk))
+    assert decoder.decoded == 5000
+
+
+@pytest.mark.parametrize("chunk", [7, 65536, 10**9])
+def test_keep_holds_only_the_first_bytes_decoded(chunk: int) -> None:
+    decoder = BodyDecoder("gzip", cap=10**9, keep=10_000)
+    for piece in _chunks(_gzip(BODY), chunk):
+        assert decoder.feed(piece)
+    decoder.finish()
+    assert decoder.decoded == len(BODY)
+    assert decoder.kept == BODY[:10_000]
+
+
+def test_keep_never_holds_more_than_the_cap(bomb: bytes) -> None:
+    decoder = BodyDecoder("gzip", cap=1000, keep=10**6)
+    assert decoder.feed(bomb) is False
+    assert decoder.kept == bytes(1000)
+
+
 def test_multi_member_cap_counts_all_members() -> None:
     data = b"".join(_gzip(b"m" * 4000) for _ in range(5))
     decoder = BodyDecoder("gzip", cap=10_000)
     assert decoder.feed(data) is False
-    assert 10_000 < decoder.decoded <= 10_000 + SLACK
+    assert decoder.decoded == 10_000
 
 
 # -- deflate ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,49 @@ def test_oauth2_token_endpoint_failure_fails_its_urls_with_reason_auth(
         assert index(data)[url]["attempts"] == 2
     assert _outcome(data, other.url("/c")) == ("done", 200, None)
     assert api.hits == []  # nothing is sent without its credentials
+
+
+@pytest.mark.timeout(60)  # far below fetch.deadline (120 s): a deadlock fails here
+@pytest.mark.parametrize(
+    ("concurrency", "refusal"), [(1, 0), (4, 0), (16, 0), (4, 1024 * 1024)], ids=str
+)
+def test_oauth2_token_endpoint_on_the_protected_origin_never_waits_on_itself(
+    tmp_path: Path,
+    servers: Servers,
+    monkeypatch: pytest.MonkeyPatch,
+    concurrency: int,
+    refusal: int,
+) -> None:
+    """The token endpoint beside the resources, on one origin: when the first token is
+    refused on every request in flight, its renewal must not wait for a connection that
+    those requests hold (it did, until fetch.deadline), nor after a restart. A long 401
+    body is not read whole: its connection is closed instead."""
+    tokens = servers.tokens(
+        OAUTH_CLIENT, CLIENT_SECRET, host="127.0.0.2", scope="read", expires_in=2, revoke=1
+    )
+    api = tokens.server
+    api.route("*", tokens.route(refusal=b"x" * refusal))
+    monkeypatch.setenv("OAUTH_SECRET", CLIENT_SECRET)
+    config = _config(tmp_path, {"hosts": ["127.0.0.2"], "auth": _oauth(tokens.token_url)})
+    data = tmp_path / "crawl"
+    settings = [f"politeness.per_host_concurrency={concurrency}", "fetch.concurrency=16"]
+    settings += ["fetch.deadline=120", ONE_TRY]  # one attempt: a hang cannot be retried away
+    seen = 0
+    for run in ("first", "restart"):
+        tokens.revoke = 1  # the first token of each run is refused on every request
+        urls = [api.url(f"/data/{run}/{i}") for i in range(16)]
+        started = time.monotonic()
+
+        assert run_crawl(data, urls, config, *settings) == 0
+
+        elapsed = time.monotonic() - started
+        assert {_outcome(data, url) for url in urls} == {("done", 200, None)}
+        assert tokens.refusals == []
+        assert tokens.issued[seen].revoked  # the case under test did happen
+        # One token, one renewal after the 401s, then one per 1.8 s (expires_in 2, less 10%).
+        fetched = len(tokens.token_requests) - seen
+        assert 2 <= fetched <= 3 + int(elapsed / 1.8), (fetched, elapsed)
+        seen += fetched
 
 
 # -- 4. Cookies --------------------------------------------------------------------------------

@@ -18,11 +18,12 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from crawler.errors import StorageError
-from crawler.models import Entry, Outcome, OutcomeKind, Response, State
+from crawler.models import SPOOL_BYTES, Entry, Outcome, OutcomeKind, Response, State
 from crawler.settings import Settings, with_overrides
 from crawler.urls import canonical, host_of, url_key
 from crawler.writers import Outputs
 from crawler.writers.jsonl import IndexFile, rfc3339
+from crawler.writers.process import OutputProcess
 from crawler.writers.warc import WarcFile
 
 FETCHED_AT = 1_700_000_000.25
@@ -238,9 +239,12 @@ def test_payload_digest_is_written_as_given(tmp_path: Path) -> None:
     assert response["headers"]["WARC-Payload-Digest"] == "sha1:" + "A" * 32
 
 
+SIZES = [0, 100, 200, SPOOL_BYTES + 1, 3 * SPOOL_BYTES]  # the last two are streamed
+
+
 @pytest.mark.parametrize("level", [1, 3, 4, 9])  # ISA-L's levels, then zlib's
 def test_every_record_is_its_own_gzip_member(tmp_path: Path, level: int) -> None:
-    outcomes = [_outcome(f"http://a.example/{i}", _response(b"x" * i * 100)) for i in range(4)]
+    outcomes = [_outcome(f"http://a.example/{n}", _response(b"x" * n)) for n in SIZES]
     outputs = _outputs(tmp_path, with_overrides(_settings(), "output", gzip_level=level))
     outputs.write(outcomes)
     outputs.close()
@@ -252,7 +256,7 @@ def test_every_record_is_its_own_gzip_member(tmp_path: Path, level: int) -> None
     # the file is also one valid multi-member gzip stream
     assert gzip.decompress(data).startswith(b"WARC/1.1\r\n")
     assert [r["body"] for r in _records(warc) if r["type"] == "response"] == [
-        b"x" * i * 100 for i in range(4)
+        b"x" * n for n in SIZES
     ]
 
 
@@ -396,16 +400,45 @@ def test_unwritable_record_fails_only_its_url(tmp_path: Path) -> None:
     assert "cannot write WARC record" in lines[1]["message"]
 
 
-def test_failed_response_record_leaves_no_orphan_request(tmp_path: Path) -> None:
-    response = _response(b"body")
+@pytest.mark.parametrize("size", [4, SPOOL_BYTES + 1], ids=["whole", "streamed"])
+def test_failed_response_record_leaves_no_orphan_request(tmp_path: Path, size: int) -> None:
+    response = _response(b"b" * size, spooled=True)
     response.reason_phrase = "\u00d6K"
     outcome = _outcome("http://a.example/x", response)
+    after = _outcome("http://a.example/after", _response(b"after"))
     outputs = _outputs(tmp_path)
-    outputs.write([outcome])
+    outputs.write([outcome, after])
     outputs.close()
+    response.close()
     assert outcome.reason == "warc_error"
     records = _records(_only(tmp_path / "warc", "*.warc.gz"))
-    assert [r["type"] for r in records] == ["warcinfo"]
+    assert [r["type"] for r in records] == ["warcinfo", "request", "response"]
+    assert records[2]["body"] == b"after"
+
+
+@pytest.mark.parametrize("spooled", [False, True])
+def test_output_process_writes_spooled_bodies_from_their_files(
+    tmp_path: Path, spooled: bool
+) -> None:
+    """Bodies past SPOOL_BYTES go to the output child as file descriptors, in batch order."""
+    sizes = [10, 3 * SPOOL_BYTES, 20, SPOOL_BYTES + 1, 30]
+    bodies = [random.Random(n).randbytes(n) for n in sizes]
+    outcomes = [
+        _outcome(f"http://a.example/{n}", _response(body, spooled=spooled))
+        for n, body in zip(sizes, bodies, strict=True)
+    ]
+    process = OutputProcess(tmp_path, _settings())
+    try:
+        process.recover({})
+        result = process.write(outcomes)
+    finally:
+        process.close()
+    assert result.failed == {}
+    for outcome in outcomes:
+        assert outcome.response is not None
+        outcome.response.close()
+    records = _records(_only(tmp_path / "warc", "*.warc.gz"))
+    assert [r["body"] for r in records if r["type"] == "response"] == bodies
 
 
 # -- rotation ---------------------------------------------------------------------------------

@@ -45,11 +45,10 @@ from crawler.fetcher.transport import (
     translate,
 )
 from crawler.guard import AddressGuard
-from crawler.models import Response
+from crawler.models import SPOOL_BYTES, Response
 from crawler.profiles import Profile, Profiles, Transport
 from crawler.settings import FetchSettings
 
-SPOOL_BYTES = 256 * 1024
 _UNSAFE_HEADER = re.compile(rb"[\r\n\x00]")
 REDACTED = "[redacted]"
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization"})
@@ -105,6 +104,7 @@ class Fetcher:
         self._opened: ContextVar[list[str] | None] = ContextVar("opened", default=None)
         self._default = Transport(proxy=proxy_from(settings), ca_bundle=settings.ca_bundle)
         self._clients: dict[Transport, httpx2.AsyncClient] = {}
+        self._token_clients: dict[Transport, httpx2.AsyncClient] = {}
         self._timeout = httpx2.Timeout(
             connect=settings.connect_timeout,
             read=settings.read_timeout,
@@ -114,9 +114,14 @@ class Fetcher:
         self._client = self._client_for_transport(self._default)
         for auth in self._auths.values():
             if isinstance(auth, ClientCredentials):
-                token_url = auth._spec.token_url  # its own host's transport, no credentials
-                token_profile = self._profiles.match(token_url)
-                auth.client = self._client_for_transport(self._transport_of(token_profile))
+                # Its own host's transport, no credentials, and pools of its own: in the
+                # protected host's pool a token request could wait for a connection held
+                # by a request that waits for the token.
+                spec = self._transport_of(self._profiles.match(auth.token_url))
+                client = self._token_clients.get(spec)
+                if client is None:
+                    client = self._token_clients[spec] = self._new_client(spec)
+                auth.client = client
 
     def _transport_of(self, profile: Profile | None) -> Transport:
         if profile is None:
@@ -130,8 +135,11 @@ class Fetcher:
 
     def _client_for_transport(self, spec: Transport) -> httpx2.AsyncClient:
         client = self._clients.get(spec)
-        if client is not None:
-            return client
+        if client is None:
+            client = self._clients[spec] = self._new_client(spec)
+        return client
+
+    def _new_client(self, spec: Transport) -> httpx2.AsyncClient:
         settings = self._settings
         backend = GuardedBackend(None if spec.proxy else self._guard, self._opened, self._resolver)
         if spec.verify:
@@ -171,7 +179,6 @@ class Fetcher:
                 "Accept-Encoding": ACCEPT_ENCODING,
             },
         )
-        self._clients[spec] = client
         return client
 
     @property
@@ -180,7 +187,7 @@ class Fetcher:
         return len(self._clients)
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
+        for client in [*self._clients.values(), *self._token_clients.values()]:
             await client.aclose()
         if self._own_resolver:
             await self._resolver.aclose()
@@ -230,11 +237,14 @@ class Fetcher:
     async def fetch(
         self,
         url: str,
-        keep_decoded: bool = False,
+        keep: int = 0,
         cap: int | None = None,
         credentials: bool = True,
     ) -> tuple[Response, str]:
         """GET `url`; returns the response (body spooled, raw) and its payload digest.
+
+        The first `keep` bytes of the decoded body are kept in `Response.decoded` (for link
+        extraction); the whole body, up to `cap`, goes to a file past SPOOL_BYTES.
 
         The first profile matching `url` sets the transport, and unless `credentials` is
         false (robots.txt) also its headers, auth and cookies.
@@ -250,7 +260,7 @@ class Fetcher:
             call = await self._prepare(url, credentials)
             deadline = call.deadline
             with anyio.fail_after(deadline):
-                return await self._stream(call, body, keep_decoded, cap)
+                return await self._stream(call, body, keep, cap)
         except TimeoutError:
             body.close()
             raise errors.DeadlineExceeded(
@@ -295,7 +305,7 @@ class Fetcher:
         return [(k, REDACTED if k.lower() in CREDENTIAL_HEADERS else v) for k, v in headers]
 
     async def _stream(
-        self, call: _Call, body: Any, keep_decoded: bool, cap: int | None
+        self, call: _Call, body: Any, keep: int, cap: int | None
     ) -> tuple[Response, str]:
         cap = cap or self._settings.max_body_bytes
         async with self._send(call) as resp:
@@ -305,7 +315,7 @@ class Fetcher:
                 raise errors.ProtocolError("response header with CR, LF or NUL")
             stream = resp.extensions.get("network_stream")
             peer = stream.get_extra_info("server_addr") if stream is not None else None
-            decoder = BodyDecoder(resp.headers.get("content-encoding"), cap, keep_decoded)
+            decoder = BodyDecoder(resp.headers.get("content-encoding"), cap, keep)
             sha1 = hashlib.sha1()
             wire = 0
             truncated = False
@@ -328,11 +338,11 @@ class Fetcher:
                 encoding_error = str(exc)
             body.seek(0)
             decoded: bytes | None = None
-            if keep_decoded and encoding_error is None and decoder.verifiable:
+            if keep and encoding_error is None and decoder.verifiable:
                 if decoder.kept is not None and decoder.compressed:
                     decoded = bytes(decoder.kept)
                 else:
-                    decoded = body.read()
+                    decoded = body.read(keep)  # never more, even from a spooled file
                     body.seek(0)
             request = resp.request
             response = Response(

@@ -19,6 +19,7 @@ from crawler.fetcher.transport import translate
 from crawler.profiles import AuthSpec, Profile
 
 TOKEN_MARGIN = 30.0  # an OAuth2 token is renewed when less than min(this, 10%) of it is left
+DISCARD_BYTES = 64 * 1024  # of a refused body read to keep its connection (else closed)
 
 
 class Bearer(httpx2.Auth):
@@ -30,12 +31,38 @@ class Bearer(httpx2.Auth):
         yield request
 
 
+async def discard(response: httpx2.Response) -> None:
+    """Read and drop the body of a response an auth flow answers, releasing its connection.
+
+    httpx2 reads that body itself, but only after the flow has sent its next request: a
+    flow that does I/O in between (a token renewal) would do it while the response holds
+    its connection. At most DISCARD_BYTES are read; a longer body closes the connection.
+    """
+    stream = response.stream
+    assert isinstance(stream, httpx2.AsyncByteStream)
+    read = 0
+    try:
+        async for chunk in stream:
+            read += len(chunk)
+            if read > DISCARD_BYTES:
+                break
+    finally:
+        await stream.aclose()
+    response.stream = httpx2.ByteStream(b"")  # what httpx2 then reads: nothing
+
+
 class ClientCredentials(httpx2.Auth):
     """OAuth2 client credentials (RFC 6749 4.4): one token shared by all requests, fetched
-    once for many concurrent requests, renewed before it expires and once after a 401."""
+    once for many concurrent requests, renewed before it expires and once after a 401.
+
+    `client` must not share a connection pool with the requests it authenticates: when the
+    token endpoint is on the protected origin, a token request would wait for a connection
+    held by a request that waits for the token (the Fetcher gives it a client of its own).
+    """
 
     def __init__(self, spec: AuthSpec, clock: Callable[[], float] = time.monotonic) -> None:
         self._spec = spec
+        self.token_url = spec.token_url
         self._clock = clock
         self._token: str | None = None
         self._renew_at = 0.0
@@ -91,6 +118,7 @@ class ClientCredentials(httpx2.Auth):
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code == 401:  # expired early or revoked: renew once, retry once
+            await discard(response)  # its connection is free before the renewal needs one
             request.headers["Authorization"] = f"Bearer {await self._renew(token)}"
             yield request
 

@@ -2,9 +2,13 @@
 
 Building WARC records (warcio) and compressing them costs about as much CPU per page as the
 HTTP client itself; on the event loop's interpreter that halves throughput. The child owns
-`Outputs`; the parent sends it batches of outcomes (bodies as bytes) through a pipe and gets
-back the new committed length of each file, which it then commits to the frontier. The
-protocol is the same as in-process: nothing counts until the parent's commit.
+`Outputs`; the parent sends it batches of outcomes through a socket and gets back the new
+committed length of each file, which it then commits to the frontier. The protocol is the
+same as in-process: nothing counts until the parent's commit.
+
+A small body travels as bytes in the pickled batch. A body spooled to a temporary file (over
+SPOOL_BYTES) travels as its file descriptor (SCM_RIGHTS), one after the batch per such body
+in batch order, and the child reads it from the file: neither process holds it in memory.
 
 The child holds `writer.lock` in the data directory while it lives, and takes it before
 recovering the files: a new crawl never truncates files an old child is still finishing.
@@ -23,26 +27,38 @@ import sys
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from crawler import logs
 from crawler.errors import StorageError, storage_error
-from crawler.models import Outcome
+from crawler.models import SPOOL_BYTES, Outcome
 from crawler.settings import Settings
 from crawler.writers import Outputs, WriteResult
 
 LOCK_NAME = "writer.lock"
 
 
-def _portable(outcome: Outcome) -> Outcome:
-    """The outcome with its body read into memory, so it can be pickled, and without the
-    URLs it discovered (the child writes only their count; pickling them cost ~5% CPU)."""
+class Passed(io.BytesIO):
+    """Stands in for a body in the pickled batch: the body follows as a file descriptor."""
+
+
+def _portable(outcome: Outcome, fds: list[int]) -> Outcome:
+    """The outcome as it can be pickled: a small body read into memory, a spooled one's
+    file descriptor added to `fds`; without the URLs it discovered (the child writes only
+    their count; pickling them cost ~5% CPU)."""
     response = outcome.response
     if response is not None and not isinstance(response.body, io.BytesIO):
-        response.body.seek(0)
-        data = response.body.read()
-        response.close()
-        response.body = io.BytesIO(data)
+        fd = response.body.fileno() if response.wire_bytes > SPOOL_BYTES else -1
+        if fd >= 0:  # the parent closes its body once the child has written it
+            fds.append(fd)
+            outcome = dataclasses.replace(
+                outcome, response=dataclasses.replace(response, body=Passed())
+            )
+        else:
+            response.body.seek(0)
+            data = response.body.read()
+            response.close()
+            response.body = io.BytesIO(data)
     if outcome.new_urls:
         outcome = dataclasses.replace(outcome, new_urls=[])
     return outcome
@@ -54,7 +70,26 @@ def _os_error(exc: OSError) -> tuple[str, tuple[int | None, str, str | None]]:
     return "oserror", (exc.errno, exc.strerror or str(exc), filename)
 
 
-def _serve(conn: Connection, data_dir: Path, settings: Settings) -> None:
+def _receive_bodies(sock: socket.socket, outcomes: Sequence[Outcome]) -> list[BinaryIO]:
+    """Open the file of each body that follows the batch as a descriptor (see `Passed`)."""
+    opened: list[BinaryIO] = []
+    try:
+        for outcome in outcomes:
+            response = outcome.response
+            if response is not None and isinstance(response.body, Passed):
+                _, fds, _, _ = socket.recv_fds(sock, 1, 1)
+                if len(fds) != 1:
+                    raise EOFError("a body's file descriptor did not arrive")
+                response.body = open(fds[0], "rb")  # noqa: SIM115 - closed by the caller
+                opened.append(response.body)
+    except BaseException:
+        for body in opened:
+            body.close()
+        raise
+    return opened
+
+
+def _serve(conn: Connection, sock: socket.socket, data_dir: Path, settings: Settings) -> None:
     """The child's loop: one request, one reply, until the parent hangs up."""
     # Ctrl-C and `docker stop` reach the whole process group: the parent decides when we end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -80,7 +115,12 @@ def _serve(conn: Connection, data_dir: Path, settings: Settings) -> None:
                     if verb == "recover":
                         outputs.recover(argument)
                     elif verb == "write":
-                        reply = outputs.write(argument)
+                        bodies = _receive_bodies(sock, argument)
+                        try:
+                            reply = outputs.write(argument)
+                        finally:
+                            for body in bodies:
+                                body.close()
                     else:
                         return
                 except OSError as exc:
@@ -98,7 +138,8 @@ def main() -> None:
     conn = Connection(int(sys.argv[1]))
     data_dir, settings = conn.recv()
     logs.configure(settings.log.level, settings.log.format)
-    _serve(conn, data_dir, settings)
+    with socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        _serve(conn, sock, data_dir, settings)
 
 
 class OutputProcess:
@@ -118,6 +159,7 @@ class OutputProcess:
                 stdin=subprocess.DEVNULL,
             )
         self._conn = Connection(ours.detach())
+        self._sock = socket.fromfd(self._conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM)
         self._call_no_reply((data_dir, settings))
 
     def _call_no_reply(self, message: object) -> None:
@@ -126,9 +168,11 @@ class OutputProcess:
         except OSError as exc:
             raise StorageError(f"the output process died: {exc!r}") from exc
 
-    def _call(self, verb: str, argument: object) -> Any:
+    def _call(self, verb: str, argument: object, fds: Sequence[int] = ()) -> Any:
         try:
             self._conn.send((verb, argument))
+            for fd in fds:
+                socket.send_fds(self._sock, [b"F"], [fd])
             status, reply = self._conn.recv()
         except (EOFError, OSError) as exc:
             raise StorageError(f"the output process died: {exc!r}") from exc
@@ -143,13 +187,16 @@ class OutputProcess:
         self._call("recover", committed)
 
     def write(self, outcomes: Sequence[Outcome]) -> WriteResult:
-        result: WriteResult = self._call("write", [_portable(o) for o in outcomes])
+        fds: list[int] = []
+        portable = [_portable(o, fds) for o in outcomes]
+        result: WriteResult = self._call("write", portable, fds)
         return result
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._conn.send(("close", None))
         self._conn.close()
+        self._sock.close()
         try:
             self._process.wait(timeout=30)
         except subprocess.TimeoutExpired:

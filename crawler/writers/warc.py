@@ -16,7 +16,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from crawler import __version__
-from crawler.models import Response
+from crawler.models import SPOOL_BYTES, Response
 
 # The body is stored de-chunked, so the header that described the chunking is renamed.
 _RENAMED = {"transfer-encoding": "X-Crawler-Transfer-Encoding"}
@@ -41,6 +41,36 @@ def _gzip(data: bytes, level: int) -> bytes:
     bits = min(zlib.MAX_WBITS, max(9, (len(data) - 1).bit_length()))
     compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + bits, max(1, min(8, bits - 7)))
     return compressor.compress(data) + compressor.flush()
+
+
+class _GzipMember:
+    """A writable stream that compresses what it is given into one gzip member of `out`:
+    a large record goes to the file as it is read, never whole in memory."""
+
+    def __init__(self, out: BinaryIO, level: int) -> None:
+        self._out = out
+        wbits = 16 + zlib.MAX_WBITS
+        self._compressor: isal_zlib.Compress | zlib._Compress = (
+            isal_zlib.compressobj(level, zlib.DEFLATED, wbits)
+            if level <= ISAL_LEVELS
+            else zlib.compressobj(level, zlib.DEFLATED, wbits)
+        )
+        self.written = 0
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self._out.write(data)
+            self.written += len(data)
+
+    def write(self, data: bytes) -> int:
+        self._emit(self._compressor.compress(data))
+        return len(data)
+
+    def flush(self) -> None:
+        """warcio's flush at the end of a record; the member ends with `finish`."""
+
+    def finish(self) -> None:
+        self._emit(self._compressor.flush())
 
 
 class WarcFile:
@@ -130,7 +160,26 @@ class WarcFile:
         )
         # Both records are built before either is written: a failure leaves no orphan.
         request_member = self._member(request)
-        return self._append(request_member, self._member(record))
+        if response.wire_bytes <= SPOOL_BYTES:
+            return self._append(request_member, self._member(record))
+        return self._append_streamed(request_member, record)
+
+    def _append_streamed(self, request_member: bytes, record: object) -> int:
+        """Append the request, then the response compressed as it is read from its file;
+        a failure cuts the file back to where the request began (no orphan)."""
+        start = self._append(request_member)
+        offset = self.size
+        member = _GzipMember(self._file, self._level)
+        try:
+            WARCWriter(member, gzip=False, warc_version="1.1").write_record(record)
+            member.finish()
+        except Exception:
+            self._file.flush()
+            self._file.truncate(start)
+            self.size = start
+            raise
+        self.size += member.written
+        return offset
 
     def flush(self, fsync: bool) -> None:
         self._file.flush()
