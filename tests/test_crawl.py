@@ -8,8 +8,11 @@ import itertools
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
+from crawler.frontier.sqlite import SQLiteFrontier
+from crawler.models import NewURL
 from tests import site
 from tests.crawling import crawl, index, response_at, warc_records
 from tests.site import SiteFactory
@@ -457,3 +460,31 @@ def test_a_malformed_location_is_a_result_not_a_crash(
     assert (lines[s.url("/bad")]["state"], lines[s.url("/bad")]["status"]) == ("done", 301)
     assert "not followed" in lines[s.url("/bad")]["message"]
     assert lines[s.url("/fine")]["state"] == "done"
+
+
+def test_userinfo_queued_by_an_older_version_is_never_sent_nor_stored(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    """A crawl directory made before seeds with userinfo were refused may hold such URLs."""
+    s = make_site()
+    s.route("/old", site.ok(b"old page"))
+    data = tmp_path / "crawl"
+    assert crawl(data, []) == 0  # makes the crawl directory
+    stored = f"http://user:pw@127.0.0.1:{s.port}/old"
+
+    async def queue_it() -> None:
+        frontier = await SQLiteFrontier.open(data / "crawl.db", fsync=False)
+        try:
+            await frontier.add([NewURL(key=1, url=stored, host=f"127.0.0.1:{s.port}")])
+        finally:
+            await frontier.aclose()
+
+    anyio.run(queue_it)
+    assert crawl(data, []) == 0
+
+    assert [hit.path for hit in s.hits] == ["/old"]
+    assert "authorization" not in s.hits[0].headers
+    lines = index(data)
+    assert list(lines) == [s.url("/old")]
+    assert lines[s.url("/old")]["state"] == "done"
+    assert [r["url"] for r in warc_records(data) if r["type"] == "response"] == [s.url("/old")]

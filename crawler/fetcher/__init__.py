@@ -48,6 +48,7 @@ from crawler.guard import AddressGuard
 from crawler.models import SPOOL_BYTES, Response
 from crawler.profiles import Profile, Profiles, Transport
 from crawler.settings import FetchSettings
+from crawler.urls import without_userinfo
 
 _UNSAFE_HEADER = re.compile(rb"[\r\n\x00]")
 REDACTED = "[redacted]"
@@ -206,6 +207,9 @@ class Fetcher:
 
     async def _prepare(self, url: str, credentials: bool) -> _Call:
         """The client, request, auth and cookie jar for `url` (its profile's, if any)."""
+        # A URL queued by an older version may hold userinfo: it is never sent (httpx2
+        # would turn it into an Authorization: Basic header).
+        url = without_userinfo(url)
         profile = self._profiles.match(url)
         if profile is None:
             request = self._client.build_request("GET", url, timeout=self._timeout)

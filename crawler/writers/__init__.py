@@ -21,6 +21,7 @@ import structlog
 from crawler.errors import StorageError
 from crawler.models import Outcome, State
 from crawler.settings import Settings
+from crawler.urls import without_userinfo
 from crawler.writers.jsonl import IndexFile, rfc3339
 from crawler.writers.warc import WarcFile
 
@@ -64,7 +65,7 @@ def index_line(outcome: Outcome, warc_file: str | None, warc_offset: int | None)
     response = outcome.response
     entry = outcome.entry
     return {
-        "url": entry.url,
+        "url": without_userinfo(entry.url),  # a URL queued by an older version may hold it
         "state": outcome.state.value,
         "reason": outcome.reason,
         "status": response.status if response else outcome.status,
@@ -188,7 +189,7 @@ class Outputs:
             if outcome.response is not None and outcome.payload_digest is not None:
                 try:
                     warc_offset = self._warc.write_exchange(
-                        outcome.entry.url,
+                        without_userinfo(outcome.entry.url),
                         outcome.response,
                         outcome.payload_digest,
                         outcome.fetched_at,
