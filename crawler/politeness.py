@@ -27,6 +27,7 @@ HOST_FAILURES = frozenset(
     {"dns", "connect", "tls", "timeout", "deadline", "connection_reset", "blocked_address"}
 )
 SLOWING_REASONS = frozenset({"connect", "timeout", "deadline", "connection_reset"})
+LEARN_WAIT = 1.0  # seconds a claim waits for the addresses of its new hosts (key "ip")
 _LATENCY_WEIGHT = 0.2  # exponential moving average of response times
 
 
@@ -171,8 +172,10 @@ class BudgetKeys:
         return self._known.get(host, host)
 
     async def learn(self, hosts: Iterable[str]) -> None:
-        """Resolve the hosts not yet known (mode `ip` only), all at once: the lookups are
-        asynchronous, and one that never answers must not hold up the others."""
+        """Resolve the hosts not yet known (mode `ip` only), all at once, for LEARN_WAIT
+        seconds at most: a claim waits for this, and a name whose DNS never answers must
+        hold up neither the other lookups nor the hand-out. A host not resolved by then
+        keeps its own budget while its slot lives (its fetch will meet the DNS error)."""
         if self._mode != "ip":
             return
         todo = [h for h in dict.fromkeys(hosts) if h not in self._known]
@@ -180,9 +183,12 @@ class BudgetKeys:
         async def resolve(host: str) -> None:
             self._known[host] = await self._address(host)
 
-        async with anyio.create_task_group() as tg:
-            for host in todo:
-                tg.start_soon(resolve, host)
+        with anyio.move_on_after(LEARN_WAIT):
+            async with anyio.create_task_group() as tg:
+                for host in todo:
+                    tg.start_soon(resolve, host)
+        for host in todo:
+            self._known.setdefault(host, host)
 
     async def _address(self, host: str) -> str:
         try:

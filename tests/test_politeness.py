@@ -9,13 +9,22 @@ import socket
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from crawler.dns import Resolver
-from crawler.politeness import DECAY_AFTER, BudgetKeys, HealthLimits, HostState, Pace
-from crawler.settings import PolitenessSettings
+from crawler.politeness import (
+    DECAY_AFTER,
+    LEARN_WAIT,
+    BudgetKeys,
+    HealthLimits,
+    HostState,
+    Pace,
+)
+from crawler.settings import NetworkSettings, PolitenessSettings
 from tests import site
 from tests.crawling import cli_process, crawl, index, sets, write_seeds
+from tests.nameserver import NameServer
 from tests.site import SiteFactory
 
 
@@ -217,3 +226,23 @@ def test_health_is_saved_and_restored() -> None:
     again = Pace("h.example", PolitenessSettings(), saved)
     assert again.given_up(1.0) == "connect"
     assert again.failures == 5
+
+
+@pytest.mark.anyio
+async def test_budget_keys_wait_for_a_silent_name_no_longer_than_learn_wait() -> None:
+    """With politeness.key = "ip" a claim waits for its hosts' addresses: a name whose DNS
+    never answers keeps its own budget after LEARN_WAIT, and the names that do answer are
+    known by then (the default dns_timeout of 5 s is not waited out)."""
+    server = NameServer().start()
+    server.silent("silent.test")
+    server.a("fine.test", "127.0.0.7")
+    resolver = Resolver(NetworkSettings(dns_servers=(server.address,)))
+    ip = BudgetKeys("ip", resolver)
+    try:
+        with anyio.fail_after(LEARN_WAIT + 2.0):
+            await ip.learn(["silent.test:80", "fine.test:80"])
+    finally:
+        await resolver.aclose()
+        server.stop()
+    assert ip.of("fine.test:80") == "127.0.0.7"
+    assert ip.of("silent.test:80") == "silent.test:80"  # its own budget, and it stays so
