@@ -17,7 +17,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from crawler.frontier import Counts
+from crawler.frontier.values import Counts
 from crawler.models import Outcome, OutcomeKind, State
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

@@ -17,6 +17,7 @@ import anyio
 from crawler.dns import Resolver
 from crawler.domains import hostname, registrable
 from crawler.errors import DnsError
+from crawler.frontier.values import HostState
 from crawler.settings import PolitenessSettings
 
 DECAY_AFTER = 10
@@ -29,18 +30,6 @@ HOST_FAILURES = frozenset(
 SLOWING_REASONS = frozenset({"connect", "timeout", "deadline", "connection_reset"})
 LEARN_WAIT = 1.0  # seconds a claim waits for the addresses of its new hosts (key "ip")
 _LATENCY_WEIGHT = 0.2  # exponential moving average of response times
-
-
-@dataclass(slots=True, frozen=True)
-class HostState:
-    """What is saved of a host's pace and health (times are wall-clock)."""
-
-    host: str
-    level: float
-    blocked_until: float
-    failures: int = 0  # network failures in a row, no answer between them
-    down_until: float = 0.0  # given up until then: its URLs fail without a request
-    down_reason: str | None = None
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)

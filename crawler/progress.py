@@ -23,7 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from crawler.frontier import Counts
+from crawler.frontier.values import Counts
 from crawler.models import Outcome, OutcomeKind
 
 RATE_WINDOW = 60.0  # seconds over which rates are averaged

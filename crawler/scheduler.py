@@ -24,8 +24,9 @@ from anyio.streams.memory import MemoryObjectSendStream
 from crawler.dns import Resolver
 from crawler.errors import OutOfSpace
 from crawler.frontier import Frontier
+from crawler.frontier.values import HostState
 from crawler.models import Entry
-from crawler.politeness import BudgetKeys, HealthLimits, HostState, Pace
+from crawler.politeness import BudgetKeys, HealthLimits, Pace
 from crawler.profiles import Profiles
 from crawler.settings import FrontierSettings, PolitenessSettings
 

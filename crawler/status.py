@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from crawler.frontier import Counts, HostWait
+from crawler.frontier.values import Counts, HostWait
 from crawler.writers.jsonl import rfc3339
 
 

@@ -10,9 +10,9 @@ import structlog
 from anyio.abc import ObjectReceiveStream
 
 from crawler.errors import FULL_ERRNOS, OutOfSpace, StorageError
-from crawler.frontier import CommitBatch, Deferred, Finished, Frontier
+from crawler.frontier import Frontier
+from crawler.frontier.values import CommitBatch, Deferred, Finished, HostState
 from crawler.models import Outcome, OutcomeKind, State
-from crawler.politeness import HostState
 from crawler.seen import Seen
 from crawler.settings import StorageSettings
 from crawler.writers import Sink, WriteResult

@@ -13,12 +13,12 @@ import anyio
 import pytest
 
 from crawler.dns import Resolver
+from crawler.frontier.values import HostState
 from crawler.politeness import (
     DECAY_AFTER,
     LEARN_WAIT,
     BudgetKeys,
     HealthLimits,
-    HostState,
     Pace,
 )
 from crawler.settings import NetworkSettings, PolitenessSettings

@@ -9,8 +9,8 @@ import pytest
 
 from crawler.frontier import CommitBatch, Finished
 from crawler.frontier.sqlite import SQLiteFrontier
+from crawler.frontier.values import HostState
 from crawler.models import Entry, NewURL, State
-from crawler.politeness import HostState
 from crawler.scheduler import Scheduler
 from crawler.settings import FrontierSettings, PolitenessSettings
 

@@ -7,8 +7,8 @@ import pytest
 from crawler import status
 from crawler.frontier import CommitBatch, RobotsRecord
 from crawler.frontier.sqlite import SQLiteFrontier
+from crawler.frontier.values import HostState
 from crawler.models import NewURL
-from crawler.politeness import HostState
 
 NOW = 1_700_000_000.0
 

@@ -1,89 +1,43 @@
-"""Frontier: the durable queue of URLs with their states; one interface, several backends."""
+"""Frontier: the durable queue of URLs with their states; one interface, several backends.
+
+The Protocol is here; the value objects it trades in are in `crawler.frontier.values`
+(re-exported here), a leaf module that politeness, the writer and the status readers import
+without the storage package's backends.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from crawler.models import Entry, NewURL, State
-from crawler.politeness import HostState
+from crawler.frontier.values import (
+    CommitBatch,
+    Counts,
+    Deferred,
+    Entry,
+    Finished,
+    HostCounts,
+    HostState,
+    HostWait,
+    NewURL,
+    RobotsRecord,
+    State,
+)
 
-
-@dataclass(slots=True, frozen=True)
-class Finished:
-    """A URL that reached a terminal state."""
-
-    key: int
-    state: State
-    reason: str | None
-    status: int | None
-    attempts: int
-    finished_at: float
-
-
-@dataclass(slots=True, frozen=True)
-class Deferred:
-    """A URL going back to the queue until `not_before` (wall clock), attempts charged."""
-
-    key: int
-    attempts: int
-    not_before: float
-    reason: str | None
-    status: int | None
-
-
-@dataclass(slots=True)
-class CommitBatch:
-    """Everything one writer flush makes durable, applied in one transaction."""
-
-    finished: list[Finished] = field(default_factory=list)
-    deferred: list[Deferred] = field(default_factory=list)
-    discovered: list[NewURL] = field(default_factory=list)
-    outputs: dict[str, int] = field(default_factory=dict)
-    hosts: list[HostState] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class HostCounts:
-    host: str
-    total: int
-    states: dict[str, int]
-
-
-@dataclass(slots=True, frozen=True)
-class HostWait:
-    """What the database says of a host with queued URLs: enough to tell why they wait."""
-
-    host: str
-    queued: int
-    next_due: float  # the earliest not_before of its queued URLs (wall clock)
-    level: float  # adaptive back-off level
-    blocked_until: float  # Retry-After, or the next probe after failures
-    failures: int  # network failures in a row
-    down_until: float  # given up until then (down, or blocked past retry.max_wait)
-    down_reason: str | None
-    robots_retry_at: float | None  # robots.txt failing: fetched again then
-
-
-@dataclass(slots=True)
-class Counts:
-    total: int
-    states: dict[str, int]
-    reasons: dict[str, int]
-    hosts: list[HostCounts]
-    waiting: list[HostWait] = field(default_factory=list)  # hosts with most queued URLs
-
-
-@dataclass(slots=True, frozen=True)
-class RobotsRecord:
-    """A host's robots.txt as last fetched (body None: allow all)."""
-
-    host: str
-    body: str | None
-    status: int | None
-    expires_at: float
-    failing_since: float | None
+__all__ = [
+    "CommitBatch",
+    "Counts",
+    "Deferred",
+    "Entry",
+    "Finished",
+    "Frontier",
+    "HostCounts",
+    "HostState",
+    "HostWait",
+    "NewURL",
+    "RobotsRecord",
+    "State",
+]
 
 
 class Frontier(Protocol):

@@ -20,9 +20,17 @@ import aiosqlite
 import anyio
 
 from crawler.errors import FULL_ERRNOS, OutOfSpace, StorageError
-from crawler.frontier import CommitBatch, Counts, HostCounts, HostWait, RobotsRecord
-from crawler.models import Entry, NewURL, State
-from crawler.politeness import HostState
+from crawler.frontier.values import (
+    CommitBatch,
+    Counts,
+    Entry,
+    HostCounts,
+    HostState,
+    HostWait,
+    NewURL,
+    RobotsRecord,
+    State,
+)
 
 # Errors on which the OS may say more than SQLite (and tell a read-only volume apart).
 _OS_CODES = (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY)

@@ -1,0 +1,115 @@
+"""The value objects the frontier trades in: what goes into a commit, what comes out of counts.
+
+A pure leaf module (no I/O, no DNS): politeness, the scheduler, the writer, the backends and
+the status readers all import from here. `Entry`, `NewURL` and `State` live in
+`crawler.models` (the worker shares them) and are re-exported here, so that a backend needs
+only this module for its vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from crawler.models import Entry, NewURL, State
+
+__all__ = [
+    "CommitBatch",
+    "Counts",
+    "Deferred",
+    "Entry",
+    "Finished",
+    "HostCounts",
+    "HostState",
+    "HostWait",
+    "NewURL",
+    "RobotsRecord",
+    "State",
+]
+
+
+@dataclass(slots=True, frozen=True)
+class HostState:
+    """What is saved of a host's pace and health (times are wall-clock)."""
+
+    host: str
+    level: float
+    blocked_until: float
+    failures: int = 0  # network failures in a row, no answer between them
+    down_until: float = 0.0  # given up until then: its URLs fail without a request
+    down_reason: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Finished:
+    """A URL that reached a terminal state."""
+
+    key: int
+    state: State
+    reason: str | None
+    status: int | None
+    attempts: int
+    finished_at: float
+
+
+@dataclass(slots=True, frozen=True)
+class Deferred:
+    """A URL going back to the queue until `not_before` (wall clock), attempts charged."""
+
+    key: int
+    attempts: int
+    not_before: float
+    reason: str | None
+    status: int | None
+
+
+@dataclass(slots=True)
+class CommitBatch:
+    """Everything one writer flush makes durable, applied in one transaction."""
+
+    finished: list[Finished] = field(default_factory=list)
+    deferred: list[Deferred] = field(default_factory=list)
+    discovered: list[NewURL] = field(default_factory=list)
+    outputs: dict[str, int] = field(default_factory=dict)
+    hosts: list[HostState] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class HostCounts:
+    host: str
+    total: int
+    states: dict[str, int]
+
+
+@dataclass(slots=True, frozen=True)
+class HostWait:
+    """What the database says of a host with queued URLs: enough to tell why they wait."""
+
+    host: str
+    queued: int
+    next_due: float  # the earliest not_before of its queued URLs (wall clock)
+    level: float  # adaptive back-off level
+    blocked_until: float  # Retry-After, or the next probe after failures
+    failures: int  # network failures in a row
+    down_until: float  # given up until then (down, or blocked past retry.max_wait)
+    down_reason: str | None
+    robots_retry_at: float | None  # robots.txt failing: fetched again then
+
+
+@dataclass(slots=True)
+class Counts:
+    total: int
+    states: dict[str, int]
+    reasons: dict[str, int]
+    hosts: list[HostCounts]
+    waiting: list[HostWait] = field(default_factory=list)  # hosts with most queued URLs
+
+
+@dataclass(slots=True, frozen=True)
+class RobotsRecord:
+    """A host's robots.txt as last fetched (body None: allow all)."""
+
+    host: str
+    body: str | None
+    status: int | None
+    expires_at: float
+    failing_since: float | None
