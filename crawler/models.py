@@ -47,6 +47,7 @@ class Entry:
     status: int | None = None  # the last HTTP status seen in an earlier attempt
     origin: str | None = None  # host of the seed it descends from (None: its own)
     kind: str | None = None
+    token: int = 0  # lease token of the claim that handed it out (0: none, completes nothing)
 
     def chain_keys(self) -> list[int]:
         """Keys of the URLs of this entry's redirect chain, itself included."""

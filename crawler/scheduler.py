@@ -67,7 +67,7 @@ class Scheduler:
     ) -> None:
         self._health = health or HealthLimits()
         self._backoff = backoff  # seconds between probes of a host after n failures
-        self._release_later: list[tuple[float, list[int]]] = []  # (not_before, keys)
+        self._release_later: list[tuple[float, list[Entry]]] = []  # (not_before, entries)
         self._profiles = profiles or Profiles()
         self._forever = forever  # serve: an empty frontier means "wait for more", not "done"
         self._paused: set[str] = set()
@@ -181,10 +181,10 @@ class Scheduler:
         if blocked > 0:
             slot.next_start = max(slot.next_start, self._clock() + blocked)
         if slot.queue and self._waits_long(slot):
-            keys = [entry.key for entry in slot.queue]
+            entries = list(slot.queue)
             ready = self._wall() + slot.next_start - self._clock()
-            self._release_later.append((ready, keys))
-            self._buffered -= len(keys)
+            self._release_later.append((ready, entries))
+            self._buffered -= len(entries)
             slot.queue.clear()
             self._wakeup.set()
 
@@ -241,13 +241,13 @@ class Scheduler:
         self._stopping = True
         self._wakeup.set()
 
-    def leftovers(self) -> list[int]:
-        """Keys of URLs leased but never finished: buffered, cut off in flight, or waiting
-        to be given back."""
-        keys = [e.key for slot in self._slots.values() for e in slot.queue]
-        keys.extend(self._inflight)
-        keys.extend(key for _, batch in self._release_later for key in batch)
-        return keys
+    def leftovers(self) -> list[Entry]:
+        """URLs leased but never finished: buffered, cut off in flight, or waiting to be
+        given back."""
+        entries = [e for slot in self._slots.values() for e in slot.queue]
+        entries.extend(self._inflight.values())
+        entries.extend(e for _, batch in self._release_later for e in batch)
+        return entries
 
     # -- internals ------------------------------------------------------------------------
     def _settings_for(self, host: str) -> PolitenessSettings:
@@ -315,15 +315,16 @@ class Scheduler:
             slot = self._slot(budget, entry.host, saved.get(budget))
             if self._waits_long(slot):
                 ready = wall + slot.next_start - now
-                self._release_later.append((ready, [entry.key]))
+                self._release_later.append((ready, [entry]))
             elif len(slot.queue) >= self._host_cap and slot.pace.given_up(wall) is None:
                 overflow.append((entry, slot))
             else:
                 self._buffer(entry, budget, slot)
         if overflow:
-            keys = [entry.key for entry, _ in overflow]
             try:
-                await self._frontier.release(keys, not_before=wall + LOOKAHEAD)
+                await self._frontier.release(
+                    [entry for entry, _ in overflow], not_before=wall + LOOKAHEAD
+                )
             except OutOfSpace:  # keep them buffered instead: over the cap, never lost
                 for entry, slot in overflow:
                     self._buffer(entry, self._keys.of(entry.host), slot)
@@ -346,9 +347,9 @@ class Scheduler:
     async def _release_waiting(self) -> None:
         """Give URLs of hosts that must wait long back to the frontier, until then."""
         while self._release_later:
-            not_before, keys = self._release_later[-1]
+            not_before, entries = self._release_later[-1]
             try:
-                await self._frontier.release(keys, not_before=not_before)
+                await self._frontier.release(entries, not_before=not_before)
             except OutOfSpace as exc:  # kept to try again; leftovers() covers a shutdown
                 log.warning("release_failed", error=str(exc))
                 return

@@ -11,7 +11,7 @@ from anyio.abc import ObjectReceiveStream
 
 from crawler.errors import FULL_ERRNOS, OutOfSpace, StorageError
 from crawler.frontier import Frontier
-from crawler.frontier.values import CommitBatch, Deferred, Finished, HostState
+from crawler.frontier.values import CommitBatch, Committed, Deferred, Finished, HostState
 from crawler.models import Outcome, OutcomeKind, State
 from crawler.seen import Seen
 from crawler.settings import StorageSettings
@@ -148,24 +148,35 @@ class Writer:
             for new in o.new_urls:
                 if store(new.key):  # also drops repeats within the batch
                     commit.discovered.append(new)
+            key, token = o.entry.key, o.entry.token
             if o.kind is OutcomeKind.TERMINAL:
                 commit.finished.append(
-                    Finished(o.entry.key, o.state, o.reason, o.status, o.attempts, o.fetched_at)
+                    Finished(key, o.state, o.reason, o.status, o.attempts, o.fetched_at, token)
                 )
             else:
                 commit.deferred.append(
-                    Deferred(o.entry.key, o.attempts, o.not_before, o.reason, o.status)
+                    Deferred(key, o.attempts, o.not_before, o.reason, o.status, token)
                 )
         commit.hosts = self._host_states()
         while True:
             try:
                 with anyio.CancelScope(shield=True):
-                    added = await self._frontier.commit(commit)
+                    committed = await self._frontier.commit(commit)
                 break
             except OutOfSpace as exc:
                 await self._stall(exc)
         self._unstall()
-        self._on_commit(batch, added)
+        self._on_commit(self._accepted(batch, committed), committed.added)
+
+    @staticmethod
+    def _accepted(batch: list[Outcome], committed: Committed) -> list[Outcome]:
+        """The outcomes the frontier took: one whose lease was lost (another holder has its
+        URL now) is not a result of this crawl and is not counted."""
+        if not committed.refused:
+            return batch
+        refused = set(committed.refused)
+        log.warning("completions_refused", count=len(refused), keys=sorted(refused)[:10])
+        return [o for o in batch if o.entry.key not in refused]
 
     async def _write(self, final: list[Outcome]) -> WriteResult:
         while True:

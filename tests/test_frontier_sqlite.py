@@ -1,4 +1,8 @@
-"""Tests for crawler/frontier/sqlite.py against a real SQLite file (WAL) in tmp_path."""
+"""Tests for crawler/frontier/sqlite.py against a real SQLite file (WAL) in tmp_path.
+
+What every backend must do is in test_frontier_contract.py; here is what is SQLite's own:
+migrations, the file, several connections, the per-host cap of `open`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from typing import Any
 
 import aiosqlite
 import anyio
-import anyio.lowlevel
 import pytest
 
 from crawler.errors import StorageError
@@ -159,171 +162,63 @@ async def test_concurrent_first_open_is_safe(db_path: Path) -> None:
     assert not isinstance(result, StorageError), str(result)
 
 
-# -- add --------------------------------------------------------------------------------------
+# -- lease tokens -----------------------------------------------------------------------------
 
 
-async def test_add_deduplicates_by_key(frontier: SQLiteFrontier, db_path: Path) -> None:
-    assert await frontier.add([]) == 0
-    first = [_new(f"http://a.example/{i}") for i in range(5)]
-    assert await frontier.add(first) == 5
-    assert await frontier.add(first) == 0
-    # an equivalent spelling of a known URL has the same key
-    again = [_new("HTTP://A.EXAMPLE:80/0#frag"), _new("http://a.example/5"), first[1]]
-    assert await frontier.add(again) == 1
-    # duplicates inside one batch count once; one of the spellings is kept
-    dupes = [_new("http://b.example/x"), _new("http://B.example/x"), _new("http://b.example/x")]
-    assert await frontier.add(dupes) == 1
-    assert _row(db_path, dupes[0].key)["url"] in {"http://b.example/x", "http://B.example/x"}
-    assert (await frontier.counts()).total == 7
+async def test_lease_tokens_keep_growing_after_a_reopen(db_path: Path) -> None:
+    first = await SQLiteFrontier.open(db_path, fsync=False)
+    try:
+        await first.add([_new(f"http://a.example/{i}") for i in range(3)])
+        [one] = await first.claim(1, NOW, LEASE)
+        [two] = await first.claim(1, NOW, LEASE)
+        await first.commit(
+            CommitBatch(finished=[Finished(one.key, State.DONE, None, 200, 1, NOW, one.token)])
+        )
+    finally:
+        await first.aclose()
+    again = await SQLiteFrontier.open(db_path, fsync=False)
+    try:
+        assert await again.release_all() == 1
+        assert _rows(db_path, "SELECT last FROM lease_tokens") == [(two.token,)]
+        tokens = {e.token for e in await again.claim(10, NOW, LEASE)}
+        assert tokens == {two.token + 1}
+    finally:
+        await again.aclose()
 
 
-async def test_add_stores_every_field(frontier: SQLiteFrontier, db_path: Path) -> None:
-    url = _new(
-        "http://a.example:8080/p",
-        depth=3,
-        redirects=2,
-        chain="11 22",
-        discovered_from="http://a.example:8080/",
-    )
-    await frontier.add([url])
-    row = _row(db_path, url.key)
-    assert row["url"] == "http://a.example:8080/p"
-    assert row["host"] == "a.example:8080"
-    assert row["state"] == "queued"
-    assert (row["depth"], row["redirects"], row["chain"]) == (3, 2, "11 22")
-    assert row["discovered_from"] == "http://a.example:8080/"
-    assert (row["attempts"], row["not_before"]) == (0, 0)
-    [entry] = await frontier.claim(10, NOW, LEASE)
-    assert (entry.key, entry.url, entry.host) == (url.key, url.url, url.host)
-    assert (entry.attempts, entry.depth, entry.redirects) == (0, 3, 2)
-    assert entry.chain == "11 22"
-    assert entry.chain_keys() == [11, 22, url.key]
-    assert entry.discovered_from == "http://a.example:8080/"
-
-
-async def test_add_a_large_batch(frontier: SQLiteFrontier) -> None:
-    urls = [_new(f"http://h{i % 50}.example/{i}") for i in range(20_000)]
-    assert await frontier.add(urls) == 20_000
-    assert await frontier.add(urls[:100]) == 0
-    assert (await frontier.counts()).states["queued"] == 20_000
-
-
-# -- claim ------------------------------------------------------------------------------------
-
-
-async def test_claim_leases_up_to_limit_and_never_twice(
+async def test_a_lease_taken_before_migration_0008_is_released_at_start(
     frontier: SQLiteFrontier, db_path: Path
 ) -> None:
-    urls = [_new(f"http://a.example/{i}") for i in range(25)]
-    await frontier.add(urls)
-    first = await frontier.claim(10, NOW, LEASE)
-    second = await frontier.claim(10, NOW, LEASE)
-    third = await frontier.claim(10, NOW, LEASE)
-    assert [len(first), len(second), len(third)] == [10, 10, 5]
-    keys = [e.key for e in first + second + third]
-    assert len(set(keys)) == 25
-    assert set(keys) == {u.key for u in urls}
-    assert await frontier.claim(10, NOW, LEASE) == []
-    assert _rows(db_path, "SELECT DISTINCT state, lease_until FROM urls") == [("leased", LEASE)]
+    """Rows leased by an older version have no token: no completion matches them, and
+    release_all (every start of `run`) gives them back."""
+    await frontier.add([_new("http://a.example/1")])
+    [entry] = await frontier.claim(1, NOW, LEASE)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE urls SET lease_token = NULL")
+    done = Finished(entry.key, State.DONE, None, 200, 1, NOW, entry.token)
+    assert (await frontier.commit(CommitBatch(finished=[done]))).refused == (entry.key,)
+    assert _row(db_path, entry.key)["state"] == "leased"
+    assert await frontier.release_all() == 1
+    [again] = await frontier.claim(1, NOW, LEASE)
+    assert (again.key, again.token > entry.token) == (entry.key, True)
 
 
-async def test_claim_takes_urls_in_hash_order(frontier: SQLiteFrontier) -> None:
-    urls = [_new(f"http://a.example/{i}") for i in range(30)]
-    await frontier.add(urls)
-    keys = sorted(u.key for u in urls)
-    for start in (0, 10, 20):
-        claimed = await frontier.claim(10, NOW, LEASE)
-        assert sorted(e.key for e in claimed) == keys[start : start + 10]
-
-
-async def test_claim_interleaves_hosts(frontier: SQLiteFrontier) -> None:
-    # added host by host; hash order spreads them
-    urls = [_new(f"http://host{h}.example/page/{i}") for h in range(10) for i in range(100)]
-    await frontier.add(urls)
-    claimed = await frontier.claim(50, NOW, LEASE)
-    assert len(claimed) == 50
-    assert len({e.host for e in claimed}) >= 5
-
-
-async def test_claim_respects_not_before(frontier: SQLiteFrontier) -> None:
-    urls = [_new(f"http://a.example/{i}") for i in range(3)]
-    await frontier.add(urls)
-    leased = await frontier.claim(3, NOW, LEASE)
-    await frontier.commit(
-        CommitBatch(
-            deferred=[
-                Deferred(leased[0].key, 1, NOW + 100, "http_503", 503),
-                Deferred(leased[1].key, 1, NOW + 200, "timeout", None),
-            ]
-        )
-    )
-    await frontier.release([leased[2].key], not_before=NOW + 50)
-    assert await frontier.claim(10, NOW, LEASE) == []
-    assert await frontier.claim(10, NOW + 49.9, LEASE) == []
-    assert [e.key for e in await frontier.claim(10, NOW + 50, LEASE)] == [leased[2].key]
-    assert [e.key for e in await frontier.claim(10, NOW + 150, LEASE)] == [leased[0].key]
-    late = await frontier.claim(10, NOW + 1000, LEASE)
-    assert [e.key for e in late] == [leased[1].key]
-    assert late[0].attempts == 1  # deferral charged the attempt
-
-
-async def test_claim_takes_the_earliest_not_before_first(frontier: SQLiteFrontier) -> None:
-    urls = [_new(f"http://a.example/{i}") for i in range(4)]
-    await frontier.add(urls)
-    leased = await frontier.claim(4, NOW, LEASE)
-    # leased[0] waits longest, leased[3] least
-    waits = [Deferred(e.key, 1, NOW + 10 * (4 - i), None, None) for i, e in enumerate(leased)]
-    await frontier.commit(CommitBatch(deferred=waits))
-    first = await frontier.claim(2, NOW + 100, LEASE)
-    assert {e.key for e in first} == {leased[3].key, leased[2].key}
-    second = await frontier.claim(2, NOW + 100, LEASE)
-    assert {e.key for e in second} == {leased[1].key, leased[0].key}
+async def test_completions_are_checked_against_the_stored_token(
+    frontier: SQLiteFrontier, db_path: Path
+) -> None:
+    """Fencing reads the token in the row (what another connection may have changed), not
+    one remembered by this process."""
+    await frontier.add([_new("http://a.example/1")])
+    [entry] = await frontier.claim(1, NOW, LEASE)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE urls SET lease_token = lease_token + 1")
+    stale = Finished(entry.key, State.FAILED, "timeout", None, 1, NOW, entry.token)
+    assert (await frontier.commit(CommitBatch(finished=[stale]))).refused == (entry.key,)
+    row = _row(db_path, entry.key)
+    assert (row["state"], row["reason"], row["lease_token"]) == ("leased", None, entry.token + 1)
 
 
 # -- commit -----------------------------------------------------------------------------------
-
-
-async def test_commit_applies_everything(frontier: SQLiteFrontier, db_path: Path) -> None:
-    urls = [_new(f"http://a.example/{i}") for i in range(4)]
-    await frontier.add(urls)
-    done, failed, skipped, deferred = await frontier.claim(4, NOW, LEASE)
-    found = [_new("http://b.example/new", depth=1, discovered_from=done.url), _new(done.url)]
-    await frontier.commit(
-        CommitBatch(
-            finished=[
-                Finished(done.key, State.DONE, None, 200, 1, NOW + 1),
-                Finished(failed.key, State.FAILED, "http_404", 404, 1, NOW + 2),
-                Finished(skipped.key, State.SKIPPED, "robots", None, 0, NOW + 3),
-            ],
-            deferred=[Deferred(deferred.key, 2, NOW + 60, "connect", None)],
-            discovered=found,
-            outputs={"warc/a.warc.gz": 1234, "index/a.jsonl": 99},
-        )
-    )
-    row = _row(db_path, done.key)
-    assert (row["state"], row["reason"], row["status"], row["attempts"]) == ("done", None, 200, 1)
-    assert row["finished_at"] == NOW + 1
-    assert row["lease_until"] is None
-    row = _row(db_path, failed.key)
-    assert (row["state"], row["reason"], row["status"]) == ("failed", "http_404", 404)
-    row = _row(db_path, skipped.key)
-    assert (row["state"], row["reason"], row["attempts"]) == ("skipped", "robots", 0)
-    row = _row(db_path, deferred.key)
-    assert (row["state"], row["attempts"], row["not_before"]) == ("queued", 2, NOW + 60)
-    assert (row["reason"], row["lease_until"]) == ("connect", None)
-    row = _row(db_path, found[0].key)
-    assert (row["state"], row["depth"], row["discovered_from"]) == ("queued", 1, done.url)
-    assert await frontier.committed_outputs() == {"warc/a.warc.gz": 1234, "index/a.jsonl": 99}
-    counts = await frontier.counts()
-    assert counts.total == 5  # the rediscovered done URL was not added again
-    assert counts.states == {"queued": 2, "leased": 0, "done": 1, "failed": 1, "skipped": 1}
-
-
-async def test_commit_outputs_update_in_place(frontier: SQLiteFrontier) -> None:
-    await frontier.commit(CommitBatch(outputs={"warc/a.warc.gz": 10}))
-    await frontier.commit(CommitBatch(outputs={"warc/a.warc.gz": 20, "warc/b.warc.gz": 5}))
-    await frontier.commit(CommitBatch())
-    assert await frontier.committed_outputs() == {"warc/a.warc.gz": 20, "warc/b.warc.gz": 5}
 
 
 async def test_commit_is_atomic(frontier: SQLiteFrontier, db_path: Path) -> None:
@@ -338,8 +233,8 @@ async def test_commit_is_atomic(frontier: SQLiteFrontier, db_path: Path) -> None
             " BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END"
         )
     batch = CommitBatch(
-        finished=[Finished(one.key, State.DONE, None, 200, 1, NOW)],
-        deferred=[Deferred(two.key, 1, NOW + 5, "timeout", None)],
+        finished=[Finished(one.key, State.DONE, None, 200, 1, NOW, one.token)],
+        deferred=[Deferred(two.key, 1, NOW + 5, "timeout", None, two.token)],
         discovered=[_new("http://c.example/")],
         outputs={"warc/a.warc.gz": 200},
     )
@@ -354,134 +249,6 @@ async def test_commit_is_atomic(frontier: SQLiteFrontier, db_path: Path) -> None
     await frontier.commit(batch)
     assert (await frontier.counts()).states["done"] == 1
     assert await frontier.committed_outputs() == {"warc/a.warc.gz": 200}
-
-
-# -- release ----------------------------------------------------------------------------------
-
-
-async def test_release_does_not_charge_an_attempt(frontier: SQLiteFrontier, db_path: Path) -> None:
-    urls = [_new(f"http://a.example/{i}") for i in range(3)]
-    await frontier.add(urls)
-    leased = await frontier.claim(3, NOW, LEASE)
-    await frontier.commit(CommitBatch(deferred=[Deferred(leased[0].key, 1, NOW, "dns", None)]))
-    again = await frontier.claim(1, NOW, LEASE)
-    assert again[0].attempts == 1
-    await frontier.release([e.key for e in leased])
-    rows = _rows(db_path, "SELECT state, attempts, lease_until FROM urls ORDER BY key")
-    assert sorted(rows) == [("queued", 0, None), ("queued", 0, None), ("queued", 1, None)]
-    reclaimed = await frontier.claim(10, NOW, LEASE)
-    assert sorted(e.attempts for e in reclaimed) == [0, 0, 1]
-
-
-async def test_release_only_touches_leased_urls(frontier: SQLiteFrontier, db_path: Path) -> None:
-    await frontier.add([_new("http://a.example/1"), _new("http://a.example/2")])
-    one, two = await frontier.claim(2, NOW, LEASE)
-    await frontier.commit(CommitBatch(finished=[Finished(one.key, State.DONE, None, 200, 1, NOW)]))
-    await frontier.release([one.key, two.key, 12345], not_before=NOW + 30)
-    assert _row(db_path, one.key)["state"] == "done"
-    assert (_row(db_path, two.key)["state"], _row(db_path, two.key)["not_before"]) == (
-        "queued",
-        NOW + 30,
-    )
-    await frontier.release([])  # a no-op
-
-
-async def test_release_keeps_a_later_not_before(frontier: SQLiteFrontier, db_path: Path) -> None:
-    await frontier.add([_new("http://a.example/1")])
-    [entry] = await frontier.claim(1, NOW, LEASE)
-    await frontier.commit(CommitBatch(deferred=[Deferred(entry.key, 1, NOW + 500, None, 503)]))
-    [entry] = await frontier.claim(1, NOW + 600, LEASE)
-    await frontier.release([entry.key], not_before=NOW + 10)
-    assert _row(db_path, entry.key)["not_before"] == NOW + 500
-
-
-async def test_release_all(frontier: SQLiteFrontier) -> None:
-    await frontier.add([_new(f"http://a.example/{i}") for i in range(10)])
-    assert await frontier.release_all() == 0
-    leased = await frontier.claim(7, NOW, LEASE)
-    await frontier.commit(
-        CommitBatch(finished=[Finished(leased[0].key, State.DONE, None, 200, 1, NOW)])
-    )
-    assert await frontier.release_all() == 6
-    counts = await frontier.counts()
-    assert (counts.states["queued"], counts.states["leased"], counts.states["done"]) == (9, 0, 1)
-    assert len(await frontier.claim(100, NOW, LEASE)) == 9
-
-
-# -- next_due, has_pending --------------------------------------------------------------------
-
-
-async def test_next_due(frontier: SQLiteFrontier) -> None:
-    assert await frontier.next_due() is None
-    await frontier.add([_new(f"http://a.example/{i}") for i in range(3)])
-    assert await frontier.next_due() == 0.0
-    a, b, c = await frontier.claim(3, NOW, LEASE)
-    assert await frontier.next_due() is None  # leased URLs are not due
-    await frontier.commit(
-        CommitBatch(
-            deferred=[
-                Deferred(a.key, 1, NOW + 30, None, None),
-                Deferred(b.key, 1, NOW + 10, None, None),
-            ],
-            finished=[Finished(c.key, State.DONE, None, 200, 1, NOW)],
-        )
-    )
-    assert await frontier.next_due() == NOW + 10
-
-
-async def test_has_pending(frontier: SQLiteFrontier) -> None:
-    assert await frontier.has_pending() is False
-    await frontier.add([_new("http://a.example/1"), _new("http://a.example/2")])
-    assert await frontier.has_pending() is True
-    one, two = await frontier.claim(2, NOW, LEASE)
-    assert await frontier.has_pending() is True  # leased only
-    await frontier.commit(CommitBatch(finished=[Finished(one.key, State.DONE, None, 200, 1, NOW)]))
-    assert await frontier.has_pending() is True
-    await frontier.commit(
-        CommitBatch(finished=[Finished(two.key, State.FAILED, "dns", None, 3, NOW)])
-    )
-    assert await frontier.has_pending() is False
-
-
-# -- counts -----------------------------------------------------------------------------------
-
-
-async def test_counts_states_reasons_and_top_hosts(frontier: SQLiteFrontier) -> None:
-    empty = await frontier.counts()
-    assert empty.total == 0
-    assert empty.states == {s.value: 0 for s in State}
-    assert empty.reasons == {}
-    assert empty.hosts == []
-
-    sizes = {"big.example": 6, "mid.example": 4, "small.example:8080": 2, "tiny.example": 1}
-    for host, n in sizes.items():
-        await frontier.add([_new(f"http://{host}/{i}") for i in range(n)])
-    leased = await frontier.claim(100, NOW, LEASE)
-    by_host: dict[str, list[int]] = {}
-    for entry in leased:
-        by_host.setdefault(entry.host, []).append(entry.key)
-    big = by_host["big.example"]
-    finished = [
-        Finished(big[0], State.DONE, None, 200, 1, NOW),
-        Finished(big[1], State.FAILED, "http_404", 404, 1, NOW),
-        Finished(big[2], State.FAILED, "http_404", 404, 1, NOW),
-        Finished(big[3], State.FAILED, "dns", None, 3, NOW),
-        Finished(by_host["mid.example"][0], State.SKIPPED, "robots", None, 0, NOW),
-    ]
-    deferred = [Deferred(big[4], 1, NOW + 5, "timeout", None)]  # not a final reason
-    await frontier.commit(CommitBatch(finished=finished, deferred=deferred))
-
-    counts = await frontier.counts(top_hosts=3)
-    assert counts.total == 13
-    assert counts.states == {"queued": 1, "leased": 7, "done": 1, "failed": 3, "skipped": 1}
-    assert counts.reasons == {"http_404": 2, "dns": 1, "robots": 1}
-    assert next(iter(counts.reasons)) == "http_404"  # most frequent first
-    assert [h.host for h in counts.hosts] == ["big.example", "mid.example", "small.example:8080"]
-    top = counts.hosts[0]
-    assert top.total == 6
-    assert top.states == {"queued": 1, "leased": 1, "done": 1, "failed": 3, "skipped": 0}
-    assert counts.hosts[1].states["skipped"] == 1
-    assert len((await frontier.counts(top_hosts=10)).hosts) == 4
 
 
 # -- several connections ----------------------------------------------------------------------
@@ -502,25 +269,6 @@ async def test_second_connection_can_add_while_first_is_open(
     more = await frontier.claim(10, NOW, LEASE)
     assert [e.url for e in more] == ["http://b.example/2"]
     assert more[0].key != leased[0].key
-
-
-async def test_concurrent_verbs_on_one_connection(frontier: SQLiteFrontier) -> None:
-    claimed: list[int] = []
-
-    async def adder(n: int) -> None:
-        await frontier.add([_new(f"http://h{n}.example/{i}") for i in range(50)])
-
-    async def claimer() -> None:
-        for _ in range(20):
-            claimed.extend(e.key for e in await frontier.claim(10, NOW, LEASE))
-            await anyio.lowlevel.checkpoint()
-
-    async with anyio.create_task_group() as tg:
-        for n in range(5):
-            tg.start_soon(adder, n)
-        tg.start_soon(claimer)
-    claimed.extend(e.key for e in await frontier.claim(1000, NOW, LEASE))
-    assert len(claimed) == len(set(claimed)) == 250
 
 
 async def test_max_per_host_caps_discoveries_but_never_seeds(db_path: Path) -> None:

@@ -121,7 +121,7 @@ async def test_finishes_when_the_frontier_is_exhausted(tmp_path: Path) -> None:
                 async with receive:
                     async for entry in receive:
                         # what the writer would do: make it final, then tell the scheduler
-                        done = Finished(entry.key, State.DONE, None, 200, 1, 0.0)
+                        done = Finished(entry.key, State.DONE, None, 200, 1, 0.0, entry.token)
                         await frontier.commit(CommitBatch(finished=[done]))
                         scheduler.done(entry)
                         scheduler.committed()

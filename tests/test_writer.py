@@ -76,3 +76,34 @@ async def test_a_busy_scheduler_lets_the_batch_fill(frontier: SQLiteFrontier) ->
     assert not await _run(frontier, starving=False)  # held for commit_interval or a full batch
     [entry] = await frontier.claim(10, 1e12, 2e12)
     assert entry.url == "http://a.example/p/next"
+
+
+@pytest.mark.anyio
+async def test_a_completion_goes_under_its_lease_and_a_lost_one_is_not_counted(
+    frontier: SQLiteFrontier,
+) -> None:
+    for url in ("http://a.example/1", "http://b.example/1"):
+        key, host = identify(url)
+        await frontier.add([NewURL(key, url, host)])
+    kept, lost = sorted(await frontier.claim(2, 0.0, 1e12), key=lambda e: e.host)
+    await frontier.release([lost])
+    [holder] = await frontier.claim(1, 0.0, 1e12)  # another holder has it now
+    counted: list[Outcome] = []
+    writer = Writer(
+        frontier,
+        NoOutput(),  # type: ignore[arg-type]
+        StorageSettings(fsync=False, commit_interval=LONG),
+        lambda batch, added: counted.extend(batch),
+    )
+    send, receive = anyio.create_memory_object_stream[Outcome](8)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run, receive)
+        for entry in (kept, lost):
+            await send.send(Outcome(entry, OutcomeKind.DEFER, State.QUEUED, 1, "timeout"))
+        await send.aclose()
+    assert [o.entry for o in counted] == [kept]
+    states = (await frontier.counts()).states
+    assert (states["queued"], states["leased"]) == (1, 1)
+    [again] = await frontier.claim(1, 0.0, 1e12)
+    assert (again.key, again.attempts) == (kept.key, 1)
+    assert holder.key == lost.key

@@ -1,8 +1,29 @@
-"""Frontier: the durable queue of URLs with their states; one interface, several backends.
+"""Frontier: the durable queue of URLs with their states; one contract, several backends.
 
-The Protocol is here; the value objects it trades in are in `crawler.frontier.values`
-(re-exported here), a leaf module that politeness, the writer and the status readers import
-without the storage package's backends.
+The contract every backend keeps (`tests/test_frontier_contract.py` pins it):
+
+- **add** is idempotent: a URL is keyed by the hash of its canonical form, and a key seen
+  before (queued, leased or final) is never added again.
+- **claim** leases queued URLs whose `not_before` has passed, never one already leased, and
+  stamps them with a new **lease token**: an integer, larger than every token handed out
+  before, the same for all URLs of one claim (`Entry.token`). Claims spread over hosts
+  round robin, take a host's URLs earliest `not_before` first (then by key), honour a
+  per-host cap and each host's `room`, and pass over hosts saved as blocked (unless given
+  up: their URLs are handed out to fail at once).
+- **Fencing**: a completion (`Finished`, `Deferred`) and a release carry the token of their
+  entry and apply only to a URL still leased with that same token. Any other completion is
+  refused, leaving the row as it is, and `commit` reports its key (`Committed.refused`): a
+  holder whose lease was lost never overwrites the new holder's result. The rest of a batch
+  (discovered URLs, output lengths, host states) applies all the same.
+- **Lease expiry**: `lease_until` is when a lease may be taken from a holder that went
+  silent. A backend shared by several nodes (PostgreSQL) must let a claim take back rows
+  whose `lease_until` has passed (with a new token). SQLite does not: one process owns the
+  crawl, its leases last as long as it runs (none is renewed), and `release_all` at start
+  takes back the leases of a process that died.
+- **commit** is atomic: terminal states, deferrals (attempts charged, `not_before` set),
+  discovered URLs, output lengths and host states, all or nothing.
+
+Value objects are in `crawler.frontier.values` (re-exported here).
 """
 
 from __future__ import annotations
@@ -12,6 +33,7 @@ from typing import Protocol
 
 from crawler.frontier.values import (
     CommitBatch,
+    Committed,
     Counts,
     Deferred,
     Entry,
@@ -26,6 +48,7 @@ from crawler.frontier.values import (
 
 __all__ = [
     "CommitBatch",
+    "Committed",
     "Counts",
     "Deferred",
     "Entry",
@@ -57,16 +80,20 @@ class Frontier(Protocol):
     ) -> list[Entry]:
         """Lease up to `limit` queued URLs whose `not_before` has passed, at most `per_host`
         of one host (0: no cap) or as many as its `room` says, spread over hosts so that
-        none starves another; hosts saved as blocked (and not given up) are passed over."""
+        none starves another; hosts saved as blocked (and not given up) are passed over.
+        The entries carry the claim's new lease token."""
         ...
 
-    async def commit(self, batch: CommitBatch) -> int:
-        """Apply a writer flush atomically: terminal states, deferrals, new URLs, offsets.
-        Returns how many of the discovered URLs were new."""
+    async def commit(self, batch: CommitBatch) -> Committed:
+        """Apply a writer flush atomically: terminal states, deferrals, new URLs, offsets,
+        host states. A completion whose entry is no longer leased with its token is refused
+        (reported, nothing of it applied)."""
         ...
 
-    async def release(self, keys: Sequence[int], not_before: float = 0.0) -> None:
-        """Give leased URLs back without charging an attempt."""
+    async def release(self, entries: Sequence[Entry], not_before: float = 0.0) -> None:
+        """Give leased URLs back without charging an attempt, not before `not_before` (a
+        later `not_before` already set is kept); entries no longer leased with their token
+        are left alone."""
         ...
 
     async def release_all(self) -> int:
@@ -93,13 +120,18 @@ class Frontier(Protocol):
         """Output file (relative path) -> length known to be committed."""
         ...
 
-    async def counts(self, top_hosts: int = 10) -> Counts: ...
+    async def counts(self, top_hosts: int = 10) -> Counts:
+        """URLs by state and final reason, the `top_hosts` hosts with most URLs, and the
+        hosts with most queued URLs with what holds them back (`waiting`)."""
+        ...
 
     async def robots(self, host: str) -> RobotsRecord | None:
         """The stored robots.txt of `host`, if any."""
         ...
 
-    async def save_robots(self, record: RobotsRecord) -> None: ...
+    async def save_robots(self, record: RobotsRecord) -> None:
+        """Replace the stored robots.txt of its host."""
+        ...
 
     async def host_states(self, hosts: Sequence[str]) -> dict[str, HostState]:
         """Saved adaptive politeness of these hosts (those that have any)."""

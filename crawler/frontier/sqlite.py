@@ -1,4 +1,10 @@
-"""SQLite frontier (aiosqlite, WAL): the embedded default backend."""
+"""SQLite frontier (aiosqlite, WAL): the embedded default backend.
+
+One process owns the crawl: its leases last as long as it runs and are never taken back on
+expiry (`lease_until` is recorded, not enforced); `release_all` at start takes back those of
+a process that died. Lease tokens come from one counter row (`lease_tokens`, migration
+0008), so they only grow, across restarts too.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +28,11 @@ import anyio
 from crawler.errors import FULL_ERRNOS, OutOfSpace, StorageError
 from crawler.frontier.values import (
     CommitBatch,
+    Committed,
     Counts,
+    Deferred,
     Entry,
+    Finished,
     HostCounts,
     HostState,
     HostWait,
@@ -77,23 +86,29 @@ _PICK = (
     " AND hosts.blocked_until > ?2 AND hosts.down_until <= ?2)"
     " LIMIT ?4"
 )
+_NEXT_TOKEN = "UPDATE lease_tokens SET last = last + 1 RETURNING last"
 _LEASE = (
-    "UPDATE urls SET state = 'leased', lease_until = ?1"
+    "UPDATE urls SET state = 'leased', lease_until = ?1, lease_token = ?3"
     " WHERE key IN (SELECT value FROM json_each(?2)) AND state = 'queued'"
     " RETURNING key, url, host, attempts, depth, redirects, chain, discovered_from, status,"
-    " origin, kind"
+    " origin, kind, lease_token"
+)
+# Fencing: a completion or a release applies only to a row still leased with its token.
+_HELD = (
+    "SELECT key, lease_token FROM urls"
+    " WHERE key IN (SELECT value FROM json_each(?)) AND state = 'leased'"
 )
 _FINISH = (
     "UPDATE urls SET state = ?, reason = ?, status = ?, attempts = ?, finished_at = ?,"
-    " lease_until = NULL WHERE key = ?"
+    " lease_until = NULL WHERE key = ? AND state = 'leased' AND lease_token = ?"
 )
 _DEFER = (
     "UPDATE urls SET state = 'queued', attempts = ?, not_before = ?, reason = ?, status = ?,"
-    " lease_until = NULL WHERE key = ?"
+    " lease_until = NULL WHERE key = ? AND state = 'leased' AND lease_token = ?"
 )
 _RELEASE = (
     "UPDATE urls SET state = 'queued', not_before = max(not_before, ?), lease_until = NULL"
-    " WHERE key = ? AND state = 'leased'"
+    " WHERE key = ? AND state = 'leased' AND lease_token = ?"
 )
 # The hosts with most queued URLs, with what their host and robots.txt rows say (grouped
 # first, so the joins run once per host, not once per URL).
@@ -335,7 +350,12 @@ class SQLiteFrontier:
                     if len(keys) >= limit:
                         self._cursor = host
                         break
-            async with db.execute(_LEASE, (lease_until, json.dumps(keys))) as cursor:
+            if not keys:
+                return []
+            async with db.execute(_NEXT_TOKEN) as cursor:
+                token = await cursor.fetchone()
+            assert token is not None, "migration 0008 makes the lease_tokens row"
+            async with db.execute(_LEASE, (lease_until, json.dumps(keys), token[0])) as cursor:
                 rows = await cursor.fetchall()
         return [Entry(*row) for row in rows]
 
@@ -355,22 +375,10 @@ class SQLiteFrontier:
         async with db.execute(_PICK, (json.dumps(hosts), now, each, limit)) as cursor:
             return [(str(host), int(key)) for host, key in await cursor.fetchall()]
 
-    async def commit(self, batch: CommitBatch) -> int:
+    async def commit(self, batch: CommitBatch) -> Committed:
         added = 0
         async with self._transaction() as db:
-            if batch.finished:
-                await db.executemany(
-                    _FINISH,
-                    [
-                        (f.state.value, f.reason, f.status, f.attempts, f.finished_at, f.key)
-                        for f in batch.finished
-                    ],
-                )
-            if batch.deferred:
-                await db.executemany(
-                    _DEFER,
-                    [(d.attempts, d.not_before, d.reason, d.status, d.key) for d in batch.deferred],
-                )
+            refused = await self._complete(db, batch.finished, batch.deferred)
             if batch.discovered and self._max_per_host:
                 cap = self._max_per_host
                 rows = [(*_row(u), cap) for u in batch.discovered]
@@ -390,12 +398,40 @@ class SQLiteFrontier:
                         for h in batch.hosts
                     ],
                 )
-        return added
+        return Committed(added, tuple(sorted(refused)))
 
-    async def release(self, keys: Sequence[int], not_before: float = 0.0) -> None:
-        if keys:
+    @staticmethod
+    async def _complete(
+        db: aiosqlite.Connection, finished: Sequence[Finished], deferred: Sequence[Deferred]
+    ) -> set[int]:
+        """Apply the completions whose URL is still leased with their token; returns the
+        keys of the others (refused: their lease was lost)."""
+        leases = [(f.key, f.token) for f in finished] + [(d.key, d.token) for d in deferred]
+        if not leases:
+            return set()
+        keys = json.dumps([key for key, _ in leases])
+        async with db.execute(_HELD, (keys,)) as cursor:
+            held = {int(key): token for key, token in await cursor.fetchall()}
+        finishing = [
+            (f.state.value, f.reason, f.status, f.attempts, f.finished_at, f.key, f.token)
+            for f in finished
+            if held.get(f.key) == f.token
+        ]
+        if finishing:
+            await db.executemany(_FINISH, finishing)
+        deferring = [
+            (d.attempts, d.not_before, d.reason, d.status, d.key, d.token)
+            for d in deferred
+            if held.get(d.key) == d.token
+        ]
+        if deferring:
+            await db.executemany(_DEFER, deferring)
+        return {key for key, token in leases if held.get(key) != token}
+
+    async def release(self, entries: Sequence[Entry], not_before: float = 0.0) -> None:
+        if entries:
             async with self._transaction() as db:
-                await db.executemany(_RELEASE, [(not_before, k) for k in keys])
+                await db.executemany(_RELEASE, [(not_before, e.key, e.token) for e in entries])
 
     async def release_all(self) -> int:
         async with self._transaction() as db:

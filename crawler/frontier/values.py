@@ -14,6 +14,7 @@ from crawler.models import Entry, NewURL, State
 
 __all__ = [
     "CommitBatch",
+    "Committed",
     "Counts",
     "Deferred",
     "Entry",
@@ -41,7 +42,7 @@ class HostState:
 
 @dataclass(slots=True, frozen=True)
 class Finished:
-    """A URL that reached a terminal state."""
+    """A URL that reached a terminal state, under the lease `token` of its entry."""
 
     key: int
     state: State
@@ -49,6 +50,7 @@ class Finished:
     status: int | None
     attempts: int
     finished_at: float
+    token: int  # Entry.token: applied only while the URL is still leased with it
 
 
 @dataclass(slots=True, frozen=True)
@@ -60,6 +62,7 @@ class Deferred:
     not_before: float
     reason: str | None
     status: int | None
+    token: int  # Entry.token: applied only while the URL is still leased with it
 
 
 @dataclass(slots=True)
@@ -71,6 +74,15 @@ class CommitBatch:
     discovered: list[NewURL] = field(default_factory=list)
     outputs: dict[str, int] = field(default_factory=dict)
     hosts: list[HostState] = field(default_factory=list)
+
+
+@dataclass(slots=True, frozen=True)
+class Committed:
+    """What a commit did: how many discovered URLs were new, and the keys of the completions
+    (finished or deferred) refused because their lease was lost (released, or taken over)."""
+
+    added: int = 0
+    refused: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
