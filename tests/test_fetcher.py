@@ -10,7 +10,6 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import trustme
 
 from crawler import errors
 from crawler.fetcher import Fetcher
-from crawler.fetcher.transport import GuardedBackend
+from crawler.fetcher.network import GuardedBackend
 from crawler.guard import AddressGuard
 from crawler.settings import FetchSettings
 from tests import site
@@ -215,7 +214,7 @@ async def test_connection_facts_are_kept_and_readability_is_live() -> None:
     """The stream wrapper keeps the peer address, and still sees the server's close."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
-        backend = GuardedBackend(LOOPBACK, ContextVar("opened", default=None))
+        backend = GuardedBackend(LOOPBACK)
         stream = await backend.connect_tcp("127.0.0.1", port)  # the backlog accepts it
         peer, _ = server.accept()
         assert stream.get_extra_info("server_addr") == ("127.0.0.1", port)
