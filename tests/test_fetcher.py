@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ import trustme
 from crawler import errors
 from crawler.fetcher import Fetcher
 from crawler.fetcher.network import GuardedBackend
+from crawler.fetcher.transport import caused_by
 from crawler.guard import AddressGuard
 from crawler.settings import FetchSettings
 from tests import site
@@ -228,3 +231,41 @@ async def test_connection_facts_are_kept_and_readability_is_live() -> None:
         assert stream.get_extra_info("is_readable") is True
         assert await stream.read(10) == b""
         await stream.aclose()
+
+
+@pytest.fixture
+def not_tls() -> Iterator[int]:
+    """A port whose server reads the TLS ClientHello and answers it in plain HTTP."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                conn.shutdown(socket.SHUT_WR)
+                conn.recv(4096)  # until the client closes: no reset loses the answer
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)  # wakes a thread still in accept()
+        server.close()
+        thread.join(timeout=10)
+
+
+@pytest.mark.anyio
+async def test_a_failed_tls_handshake_is_recognised_by_its_ssl_error(not_tls: int) -> None:
+    """httpx2 and httpcore2 keep the ssl.SSLError in the chain (nothing reads the text)."""
+    fetcher = Fetcher(FetchSettings(), LOOPBACK)
+    try:
+        with pytest.raises(errors.TLSFailed) as failed:
+            await fetcher.fetch(f"https://127.0.0.1:{not_tls}/")
+    finally:
+        await fetcher.aclose()
+    assert caused_by(failed.value, ssl.SSLError)
+    assert failed.value.fresh_connection is True

@@ -7,6 +7,8 @@ httpcore2 errors must cover every error httpcore2 exports and agree with httpx2'
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterable
+from typing import Any
 
 import httpcore2
 import httpx2
@@ -76,6 +78,32 @@ async def test_a_body_cut_short_raises_httpx2s_error_chained_to_httpcore2s() -> 
     assert isinstance(translate(raised.value), errors.ProtocolError)
 
 
+class _FailingBackend(httpcore2.AsyncNetworkBackend):
+    """Fails every connect as httpcore2's AnyIO backend fails a TLS handshake."""
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        try:
+            raise ssl.SSLCertVerificationError(1, "certificate verify failed")
+        except ssl.SSLError as exc:
+            raise httpcore2.ConnectError(exc) from exc
+
+
+@pytest.mark.anyio
+async def test_a_connect_failure_keeps_its_cause_for_translate() -> None:
+    pool = new_pool("", ssl.create_default_context(), {"network_backend": _FailingBackend()})
+    async with httpx2.AsyncClient(transport=PoolTransport(pool)) as client:
+        with pytest.raises(httpx2.ConnectError) as raised:
+            await client.get("https://a.test/")
+    assert isinstance(translate(raised.value), errors.TLSFailed)
+
+
 @pytest.mark.parametrize(
     ("proxy", "kind"),
     [
@@ -87,3 +115,14 @@ async def test_a_body_cut_short_raises_httpx2s_error_chained_to_httpcore2s() -> 
 )
 def test_a_proxy_url_picks_its_pool(proxy: str, kind: type[httpcore2.AsyncConnectionPool]) -> None:
     assert type(new_pool(proxy, ssl.create_default_context(), {})) is kind
+
+
+@pytest.mark.anyio
+async def test_httpcore2s_pool_still_hides_the_cause_of_its_errors() -> None:
+    """When this fails, httpcore2 keeps the chain itself: PoolTransport need not restore it."""
+    pool = new_pool("", ssl.create_default_context(), {"network_backend": _FailingBackend()})
+    with pytest.raises(httpcore2.ConnectError) as raised:
+        await pool.handle_async_request(httpcore2.Request("GET", "https://a.test/"))
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
+    assert isinstance(raised.value.__context__, ssl.SSLError)

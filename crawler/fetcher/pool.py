@@ -3,9 +3,10 @@
 httpx2's own `AsyncHTTPTransport` builds its pool itself and takes no network backend, so
 `PoolTransport` is httpx2's public transport contract (`AsyncBaseTransport`) around a pool
 built with httpcore2's public constructors: requests in, responses out, httpcore2's errors
-raised as httpx2's. That mapping is the one piece httpx2 keeps private
-(`map_httpcore_exceptions`); it is copied here, and tests/test_pool.py fails if an upgrade
-of either library adds an error this table lacks or maps one differently.
+raised as httpx2's. Two workarounds live here and nowhere else, each with a test in
+tests/test_pool.py that fails if an upgrade changes what it works around: the mapping of
+httpcore2's errors onto httpx2's, which httpx2 keeps private (`map_httpcore_exceptions`),
+is copied; and the cause of an error that httpcore2's pool hides is shown again.
 """
 
 from __future__ import annotations
@@ -91,6 +92,11 @@ class PoolTransport(httpx2.AsyncBaseTransport):
             mapped = as_httpx(exc)
             if mapped is None:
                 raise
+            # httpcore2's pool re-raises a request's error `from None`, which hides the
+            # error it was raised from (the ssl.SSLError of a failed TLS handshake, say):
+            # shown again, the chain says what happened (tests/test_pool.py checks both).
+            if exc.__cause__ is None:
+                exc.__suppress_context__ = False
             raise mapped from exc
         assert isinstance(answer.stream, AsyncIterable)
         return httpx2.Response(

@@ -160,7 +160,7 @@ def translate(exc: Exception) -> errors.FetchError:
     if isinstance(exc, httpx2.TimeoutException):
         return errors.FetchTimeout(text)
     if isinstance(exc, httpx2.ConnectError):
-        if isinstance(exc.__context__, ssl.SSLError) or "SSL" in text or "certificate" in text:
+        if caused_by(exc, ssl.SSLError):
             return errors.TLSFailed(text)
         return errors.ConnectFailed(text)
     if isinstance(exc, httpx2.ReadError | httpx2.WriteError | httpx2.CloseError):
@@ -170,3 +170,16 @@ def translate(exc: Exception) -> errors.FetchError:
     if isinstance(exc, httpx2.InvalidURL | httpx2.UnsupportedProtocol):
         return errors.InvalidURL(text)
     return errors.ProtocolError(f"{type(exc).__name__}: {text}")
+
+
+def caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `exc` or an error in its chain is a `kind`; the chain as a traceback shows
+    it (each `__cause__`, else each `__context__` not hidden by `raise ... from None`)."""
+    link: BaseException | None = exc
+    for _ in range(32):  # a chain is short; this only bounds a pathological one
+        if link is None:
+            return False
+        if isinstance(link, kind):
+            return True
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
+    return False
