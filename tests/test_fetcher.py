@@ -1,4 +1,5 @@
-"""The fetcher over real sockets: HTTP/2 with TLS (hypercorn), trust, headers, error mapping."""
+"""The fetcher over real sockets: HTTP/2 with TLS (hypercorn), trust, headers, error mapping;
+then its transport seam over a mock transport."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import httpx2
 import pytest
 import trustme
 
@@ -24,9 +26,12 @@ from crawler.fetcher import Fetcher
 from crawler.fetcher.network import GuardedBackend
 from crawler.fetcher.transport import caused_by
 from crawler.guard import AddressGuard
+from crawler.profiles import Transport, load_profiles
 from crawler.settings import FetchSettings
+from tests import mock_transport as mock
 from tests import site
 from tests.crawling import crawl, index, warc_records
+from tests.mock_transport import MockWeb
 from tests.site import SiteFactory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,3 +274,58 @@ async def test_a_failed_tls_handshake_is_recognised_by_its_ssl_error(not_tls: in
         await fetcher.aclose()
     assert caused_by(failed.value, ssl.SSLError)
     assert failed.value.fresh_connection is True
+
+
+# -- the transport seam, without sockets ---------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_one_transport_per_distinct_spec_made_on_first_use() -> None:
+    """Headers and credentials ride on a request; proxy and TLS settings need a transport
+    (and a client) of their own, as does the OAuth2 token endpoint's traffic."""
+    web = MockWeb()
+    oauth2 = {
+        "type": "oauth2_client_credentials",
+        "token_url": "http://auth.test/token",
+        "client_id": "id",
+        "client_secret": "secret",
+    }
+    profiles = load_profiles(
+        [
+            {"hosts": ["headers.test"], "headers": {"X-A": "1"}, "user_agent": "Other/1"},
+            {"hosts": ["unverified.test"], "verify": False},
+            {"hosts": ["also-unverified.test"], "verify": False, "headers": {"X-B": "2"}},
+            {"hosts": ["api.test"], "auth": oauth2},
+        ]
+    )
+    fetcher = web.fetcher(profiles=profiles)
+    try:
+        assert web.specs == [Transport(), Transport()]  # the default's, the token client's
+        for host in ("plain.test", "headers.test", "unverified.test", "also-unverified.test"):
+            response, _ = await fetcher.fetch(f"http://{host}/")
+            response.close()
+    finally:
+        await fetcher.aclose()
+    assert web.specs == [Transport(), Transport(), Transport(verify=False)]
+    agents = [r.headers["user-agent"] for r in web.requests]
+    assert agents == [FetchSettings().user_agent, "Other/1"] + [FetchSettings().user_agent] * 2
+    assert [r.headers.get("x-b") for r in web.requests] == [None, None, None, "2"]
+
+
+@pytest.mark.anyio
+async def test_a_failure_says_whether_it_came_over_a_new_connection() -> None:
+    web = MockWeb(keep_alive=True)
+    web.route("http://a.test/ok", mock.ok())
+    web.route("http://a.test/reset", mock.fail(httpx2.ReadError))
+    fetcher = web.fetcher()
+    try:
+        with pytest.raises(errors.ConnectionLost) as fresh:
+            await fetcher.fetch("http://a.test/reset")  # the first request opens one
+        response, _ = await fetcher.fetch("http://a.test/ok")  # a new one: the last failed
+        response.close()
+        with pytest.raises(errors.ConnectionLost) as reused:
+            await fetcher.fetch("http://a.test/reset")
+    finally:
+        await fetcher.aclose()
+    assert (fresh.value.fresh_connection, reused.value.fresh_connection) == (True, False)
+    assert isinstance(reused.value.__cause__, httpx2.ReadError)

@@ -38,6 +38,7 @@ from crawler.fetcher.network import OPENED
 from crawler.fetcher.transport import (
     ACCEPT_ENCODING,
     GuardedPools,
+    TransportFactory,
     proxy_from,
     translate,
 )
@@ -75,6 +76,9 @@ class Fetcher:
     the top-level ones; each profile that needs another transport gets a client of its own,
     created on first use and reused. Headers, credentials, cookies and timeouts are per
     request, so they never need a client of their own.
+
+    `transport` makes each client's transport from its spec (like httpx2's
+    `AsyncClient(transport=...)`); by default `GuardedPools` over `guard` and `resolver`.
     """
 
     def __init__(
@@ -87,14 +91,17 @@ class Fetcher:
         cookie_store: CookieStore | None = None,
         *,
         resolver: Resolver | None = None,
+        transport: TransportFactory | None = None,
     ) -> None:
         self._settings = settings
         self._own_resolver: Resolver | None = None  # made here, so closed by aclose()
-        if resolver is None:
-            resolver = self._own_resolver = Resolver()
-        self._make_transport = GuardedPools(
-            settings, guard, resolver=resolver, per_host=per_host_connections
-        )
+        if transport is None:
+            if resolver is None:
+                resolver = self._own_resolver = Resolver()
+            transport = GuardedPools(
+                settings, guard, resolver=resolver, per_host=per_host_connections
+            )
+        self._make_transport = transport
         self._profiles = profiles or Profiles()
         self._store_credentials = store_credentials
         self._cookie_store = cookie_store
@@ -154,11 +161,6 @@ class Fetcher:
                 "Accept-Encoding": ACCEPT_ENCODING,
             },
         )
-
-    @property
-    def clients(self) -> int:
-        """HTTP clients made so far (one per distinct transport)."""
-        return len(self._clients)
 
     async def aclose(self) -> None:
         for client in [*self._clients.values(), *self._token_clients.values()]:

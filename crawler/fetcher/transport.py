@@ -1,13 +1,16 @@
-"""Transport of the fetcher: one small pool per origin (`GuardedPools` makes them per
-proxy/TLS spec), proxies and TLS material, and the mapping of httpx2 errors onto the
-crawler's own."""
+"""Transport of the fetcher: the factory seam, one small pool per origin, proxies and TLS
+material, and the mapping of httpx2 errors onto the crawler's own.
+
+A `TransportFactory` makes the httpx2 transport of one transport spec; the Fetcher takes
+one (tests pass an `httpx2.MockTransport`) and uses `GuardedPools` when given none.
+"""
 
 from __future__ import annotations
 
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import httpx2
 
@@ -21,6 +24,20 @@ from crawler.settings import FetchSettings
 
 KEEPALIVE_SECONDS = 30.0
 ACCEPT_ENCODING = "gzip, deflate"
+
+
+class TransportFactory(Protocol):
+    """Makes the httpx2 transport for one transport spec (proxy and TLS material).
+
+    The Fetcher calls it once per distinct spec it needs (once more per spec for OAuth2
+    token requests, which must not share pools with the requests they authenticate) and
+    closes what it made. A transport raises httpx2's errors, and calls
+    `network.note_connection` whenever a request opens a connection: the failure of a
+    request that opened none is taken for one on a kept-alive connection, which the
+    worker retries once in place.
+    """
+
+    def __call__(self, spec: Transport) -> httpx2.AsyncBaseTransport: ...
 
 
 class Tracked(httpx2.AsyncByteStream):
