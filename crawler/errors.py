@@ -69,9 +69,14 @@ def storage_error(exc: OSError, doing: str, path: object) -> StorageError:
 
 
 class FetchError(CrawlerError):
-    """One attempt at one URL failed."""
+    """One attempt at one URL failed.
+
+    `fresh_connection` is False only when the fetcher knows the attempt went over a
+    kept-alive connection: a failure there deserves one quick retry in place.
+    """
 
     reason = "error"
+    fresh_connection = True
 
 
 class RetryableFetchError(FetchError):

@@ -1,30 +1,37 @@
-"""The fetcher over real sockets: HTTP/2 with TLS (hypercorn), trust, headers, error mapping."""
+"""The fetcher over real sockets: HTTP/2 with TLS (hypercorn), trust, headers, error mapping;
+then its transport seam over a mock transport."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import httpx2
 import pytest
 import trustme
 
 from crawler import errors
 from crawler.fetcher import Fetcher
-from crawler.fetcher.transport import GuardedBackend
+from crawler.fetcher.network import GuardedBackend
+from crawler.fetcher.transport import caused_by
 from crawler.guard import AddressGuard
+from crawler.profiles import Transport, load_profiles
 from crawler.settings import FetchSettings
+from tests import mock_transport as mock
 from tests import site
 from tests.crawling import crawl, index, warc_records
+from tests.mock_transport import MockWeb
 from tests.site import SiteFactory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,7 +222,7 @@ async def test_connection_facts_are_kept_and_readability_is_live() -> None:
     """The stream wrapper keeps the peer address, and still sees the server's close."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
-        backend = GuardedBackend(LOOPBACK, ContextVar("opened", default=None))
+        backend = GuardedBackend(LOOPBACK)
         stream = await backend.connect_tcp("127.0.0.1", port)  # the backlog accepts it
         peer, _ = server.accept()
         assert stream.get_extra_info("server_addr") == ("127.0.0.1", port)
@@ -229,3 +236,96 @@ async def test_connection_facts_are_kept_and_readability_is_live() -> None:
         assert stream.get_extra_info("is_readable") is True
         assert await stream.read(10) == b""
         await stream.aclose()
+
+
+@pytest.fixture
+def not_tls() -> Iterator[int]:
+    """A port whose server reads the TLS ClientHello and answers it in plain HTTP."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                conn.shutdown(socket.SHUT_WR)
+                conn.recv(4096)  # until the client closes: no reset loses the answer
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)  # wakes a thread still in accept()
+        server.close()
+        thread.join(timeout=10)
+
+
+@pytest.mark.anyio
+async def test_a_failed_tls_handshake_is_recognised_by_its_ssl_error(not_tls: int) -> None:
+    """httpx2 and httpcore2 keep the ssl.SSLError in the chain (nothing reads the text)."""
+    fetcher = Fetcher(FetchSettings(), LOOPBACK)
+    try:
+        with pytest.raises(errors.TLSFailed) as failed:
+            await fetcher.fetch(f"https://127.0.0.1:{not_tls}/")
+    finally:
+        await fetcher.aclose()
+    assert caused_by(failed.value, ssl.SSLError)
+    assert failed.value.fresh_connection is True
+
+
+# -- the transport seam, without sockets ---------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_one_transport_per_distinct_spec_made_on_first_use() -> None:
+    """Headers and credentials ride on a request; proxy and TLS settings need a transport
+    (and a client) of their own, as does the OAuth2 token endpoint's traffic."""
+    web = MockWeb()
+    oauth2 = {
+        "type": "oauth2_client_credentials",
+        "token_url": "http://auth.test/token",
+        "client_id": "id",
+        "client_secret": "secret",
+    }
+    profiles = load_profiles(
+        [
+            {"hosts": ["headers.test"], "headers": {"X-A": "1"}, "user_agent": "Other/1"},
+            {"hosts": ["unverified.test"], "verify": False},
+            {"hosts": ["also-unverified.test"], "verify": False, "headers": {"X-B": "2"}},
+            {"hosts": ["api.test"], "auth": oauth2},
+        ]
+    )
+    fetcher = web.fetcher(profiles=profiles)
+    try:
+        assert web.specs == [Transport(), Transport()]  # the default's, the token client's
+        for host in ("plain.test", "headers.test", "unverified.test", "also-unverified.test"):
+            response, _ = await fetcher.fetch(f"http://{host}/")
+            response.close()
+    finally:
+        await fetcher.aclose()
+    assert web.specs == [Transport(), Transport(), Transport(verify=False)]
+    agents = [r.headers["user-agent"] for r in web.requests]
+    assert agents == [FetchSettings().user_agent, "Other/1"] + [FetchSettings().user_agent] * 2
+    assert [r.headers.get("x-b") for r in web.requests] == [None, None, None, "2"]
+
+
+@pytest.mark.anyio
+async def test_a_failure_says_whether_it_came_over_a_new_connection() -> None:
+    web = MockWeb(keep_alive=True)
+    web.route("http://a.test/ok", mock.ok())
+    web.route("http://a.test/reset", mock.fail(httpx2.ReadError))
+    fetcher = web.fetcher()
+    try:
+        with pytest.raises(errors.ConnectionLost) as fresh:
+            await fetcher.fetch("http://a.test/reset")  # the first request opens one
+        response, _ = await fetcher.fetch("http://a.test/ok")  # a new one: the last failed
+        response.close()
+        with pytest.raises(errors.ConnectionLost) as reused:
+            await fetcher.fetch("http://a.test/reset")
+    finally:
+        await fetcher.aclose()
+    assert (fresh.value.fresh_connection, reused.value.fresh_connection) == (True, False)
+    assert isinstance(reused.value.__cause__, httpx2.ReadError)

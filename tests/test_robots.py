@@ -1,20 +1,26 @@
-"""robots.txt end to end: rules, caching, failures and Crawl-delay, as the server sees them."""
+"""robots.txt end to end: rules, caching, failures and Crawl-delay, as the server sees them;
+then the Robots class on a fake wall clock, over loopback and over a mock transport."""
 
 from __future__ import annotations
 
 import itertools
 from pathlib import Path
 
+import anyio
+import httpx2
 import pytest
 
 from crawler.fetcher import Fetcher
 from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.guard import AddressGuard
 from crawler.models import Entry
-from crawler.robots import Robots
+from crawler.profiles import load_profiles
+from crawler.robots import Robots, RobotsDecision
 from crawler.settings import FetchSettings, RetrySettings, RobotsSettings
+from tests import mock_transport as mock
 from tests import site
 from tests.crawling import crawl, index
+from tests.mock_transport import MockWeb
 from tests.site import SiteFactory
 
 OBEY = "robots.obey=true"
@@ -263,3 +269,227 @@ async def test_a_robots_txt_that_cannot_be_fetched_at_all_fails_at_once(
         await fetcher.aclose()
     assert decision.fail == "blocked_address"
     assert decision.error is not None
+
+
+# -- RFC 9309 status semantics through the real Robots class, without sockets ----------------
+
+T0 = 1_000_000.0
+HOST = "a.test"
+
+
+def _at(path: str) -> Entry:
+    return Entry(key=1, url=f"http://{HOST}{path}", host=HOST)
+
+
+def _mock_robots(
+    frontier: SQLiteFrontier, web: MockWeb, wall: list[float], pacing: _Pacing | None = None
+) -> tuple[Robots, Fetcher]:
+    fetcher = web.fetcher()
+    robots = Robots(
+        fetcher,
+        frontier,
+        RobotsSettings(),
+        "crawler/1.0",
+        wall=lambda: wall[0],
+        pacing=pacing,
+        max_wait=RetrySettings().max_wait,
+    )
+    return robots, fetcher
+
+
+@pytest.mark.anyio
+async def test_2xx_rules_decide_and_are_fetched_once_per_ttl(frontier: SQLiteFrontier) -> None:
+    web = MockWeb()
+    rules = b"User-agent: *\nDisallow: /private\nCrawl-delay: 2\nSitemap: /map.xml\n"
+    web.route(f"http://{HOST}/robots.txt", mock.ok(rules, content_type="text/plain"))
+    wall = [T0]
+    robots, fetcher = _mock_robots(frontier, web, wall)
+    try:
+        first = await robots.check(_at("/private/x"))
+        second = await robots.check(_at("/public"))
+        wall[0] = T0 + RobotsSettings().ttl + 1  # expired: asked again
+        third = await robots.check(_at("/public"))
+    finally:
+        await fetcher.aclose()
+    assert (first.allowed, first.fetched, first.crawl_delay) == (False, True, 2.0)
+    assert first.sitemaps == (f"http://{HOST}/map.xml",)
+    assert (second.allowed, second.fetched, second.sitemaps) == (True, False, ())
+    assert (third.allowed, third.fetched) == (True, True)
+    assert len(web.hits(f"http://{HOST}/robots.txt")) == 2
+    stored = await frontier.robots(HOST)
+    assert stored is not None
+    assert (stored.status, stored.failing_since) == (200, None)
+
+
+@pytest.mark.anyio
+async def test_robots_txt_is_asked_for_without_credentials(frontier: SQLiteFrontier) -> None:
+    web = MockWeb()
+    web.route(f"http://{HOST}/robots.txt", mock.ok(b"User-agent: *\nAllow: /\n"))
+    profiles = load_profiles(
+        [{"hosts": [HOST], "headers": {"X-Key": "k"}, "auth": {"type": "bearer", "token": "t"}}]
+    )
+    fetcher = web.fetcher(profiles=profiles)
+    robots = Robots(fetcher, frontier, RobotsSettings(), "crawler/1.0", wall=lambda: T0)
+    try:
+        decision = await robots.check(_at("/a"))
+    finally:
+        await fetcher.aclose()
+    assert decision.allowed is True
+    [request] = web.requests
+    assert "authorization" not in request.headers
+    assert "x-key" not in request.headers
+
+
+@pytest.mark.anyio
+async def test_redirects_are_followed_for_five_hops_each_paced(frontier: SQLiteFrontier) -> None:
+    web = MockWeb()
+    web.route(f"http://{HOST}/robots.txt", mock.redirect("/r1"))
+    for hop in range(1, 4):
+        web.route(f"http://{HOST}/r{hop}", mock.redirect(f"/r{hop + 1}", code=302))
+    web.route(f"http://{HOST}/r4", mock.redirect("http://b.test/robots.txt", code=308))
+    web.route("http://b.test/robots.txt", mock.ok(b"User-agent: *\nDisallow: /no\n"))
+    pacing = _Pacing(delay=0)
+    robots, fetcher = _mock_robots(frontier, web, [T0], pacing)
+    try:
+        decision = await robots.check(_at("/no"))
+    finally:
+        await fetcher.aclose()
+    assert decision.allowed is False  # the rules at the end of the chain, on another host
+    assert len(web.requests) == 6  # the first request and five redirects
+    assert pacing.booked == [HOST] * 4 + ["b.test"]  # each hop booked on its own host
+
+
+@pytest.mark.anyio
+async def test_a_sixth_redirect_is_not_followed_and_allows_all(frontier: SQLiteFrontier) -> None:
+    web = MockWeb()
+    web.route(f"http://{HOST}/robots.txt", mock.redirect("/r1"))
+    for hop in range(1, 7):
+        web.route(f"http://{HOST}/r{hop}", mock.redirect(f"/r{hop + 1}"))
+    web.route(f"http://{HOST}/r7", mock.ok(b"User-agent: *\nDisallow: /\n"))
+    robots, fetcher = _mock_robots(frontier, web, [T0])
+    try:
+        decision = await robots.check(_at("/a"))
+    finally:
+        await fetcher.aclose()
+    assert decision.allowed is True  # RFC 9309 2.3.1.2: unreached, so "unavailable"
+    assert [r.url.path for r in web.requests] == ["/robots.txt", "/r1", "/r2", "/r3", "/r4", "/r5"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("code", [400, 401, 403, 404, 410, 429])
+async def test_4xx_allows_all_until_the_ttl(frontier: SQLiteFrontier, code: int) -> None:
+    # RFC 9309 2.3.1.3 counts every 4xx as "unavailable", 429 included (Google's crawler
+    # treats 429 like a 5xx instead; this pins what robots.py does today).
+    web = MockWeb()
+    web.route(f"http://{HOST}/robots.txt", mock.status(code))
+    robots, fetcher = _mock_robots(frontier, web, [T0])
+    try:
+        first = await robots.check(_at("/a"))
+        second = await robots.check(_at("/b"))
+    finally:
+        await fetcher.aclose()
+    assert (first.allowed, first.fetched, second.allowed, second.fetched) == (
+        True,
+        True,
+        True,
+        False,
+    )
+    assert len(web.requests) == 1
+    stored = await frontier.robots(HOST)
+    assert stored is not None
+    assert (stored.status, stored.body, stored.expires_at) == (
+        code,
+        None,
+        T0 + RobotsSettings().ttl,
+    )
+
+
+@pytest.mark.anyio
+async def test_5xx_disallows_and_is_asked_again_with_back_off(frontier: SQLiteFrontier) -> None:
+    web = MockWeb()
+    web.route(
+        f"http://{HOST}/robots.txt",
+        mock.sequence(
+            mock.status(503), mock.status(500), mock.status(502), mock.ok(b"User-agent: *\n")
+        ),
+    )
+    wall = [T0]
+    robots, fetcher = _mock_robots(frontier, web, wall)
+    waits = []
+    try:
+        decision = await robots.check(_at("/a"))
+        while decision.allowed is None:
+            assert decision.fail is None
+            assert decision.error is None
+            early = await robots.check(_at("/b"))  # before the next try: no request
+            assert (early.allowed, early.not_before) == (None, decision.not_before)
+            waits.append(decision.not_before - wall[0])
+            wall[0] = decision.not_before
+            decision = await robots.check(_at("/a"))
+    finally:
+        await fetcher.aclose()
+    assert waits == [60.0, 60.0, 120.0]  # robots.retry_base, then the time failing so far
+    assert decision.allowed is True
+    assert len(web.requests) == 4
+
+
+@pytest.mark.anyio
+async def test_5xx_past_the_wait_bound_fails_robots_unavailable(
+    frontier: SQLiteFrontier,
+) -> None:
+    web = MockWeb()
+    web.route(f"http://{HOST}/robots.txt", mock.status(503))
+    wall = [T0]
+    robots, fetcher = _mock_robots(frontier, web, wall)
+    try:
+        decision = await robots.check(_at("/a"))
+        while decision.fail is None:
+            wall[0] = decision.not_before
+            decision = await robots.check(_at("/a"))
+        later = await robots.check(_at("/b"))
+    finally:
+        await fetcher.aclose()
+    # Asked at +0, +60, +120 and +240 s; the next try (+480 s) would pass retry.max_wait.
+    assert wall[0] == T0 + 240
+    assert (decision.fail, later.fail) == ("robots_unavailable", "robots_unavailable")
+    assert len(web.requests) == 4  # failing URLs cost no request
+
+
+@pytest.mark.anyio
+async def test_no_answer_stores_nothing_and_its_waiters_share_the_failure(
+    frontier: SQLiteFrontier,
+) -> None:
+    web = MockWeb()
+    started, release = anyio.Event(), anyio.Event()
+
+    async def refused(request: httpx2.Request) -> httpx2.Response:
+        started.set()
+        await release.wait()
+        raise httpx2.ConnectError("connection refused")
+
+    web.route(f"http://{HOST}/robots.txt", mock.sequence(mock.status(503), refused))
+    wall = [T0]
+    robots, fetcher = _mock_robots(frontier, web, wall)
+    decisions: dict[str, RobotsDecision] = {}
+
+    async def check(path: str) -> None:
+        decisions[path] = await robots.check(_at(path))
+
+    try:
+        wall[0] = (await robots.check(_at("/first"))).not_before  # a failing record, expired
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(check, "/a")
+            await started.wait()
+            tg.start_soon(check, "/b")
+            await anyio.wait_all_tasks_blocked()
+            release.set()
+    finally:
+        await fetcher.aclose()
+    assert len(web.requests) == 2  # /b waited for /a's fetch instead of asking again
+    for decision in decisions.values():
+        assert decision.allowed is None
+        assert decision.error is not None
+        assert decision.error.reason == "connect"
+    stored = await frontier.robots(HOST)
+    assert stored is not None
+    assert (stored.status, stored.expires_at) == (503, T0 + 60)  # the refusal stored nothing

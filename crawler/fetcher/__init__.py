@@ -1,9 +1,10 @@
 """Fetcher: pooled httpx2 clients; streams a response with caps and maps errors to ours.
 
-This package is the only importer of httpx2/httpcore2 (transport.py: connecting and pools;
-auth.py: profile credentials and cookies). httpx2 is the maintained continuation of httpx
-(same API): its connection pool stays fast at hundreds of concurrent requests where httpx
-0.28's slows down sharply (see README).
+This package is the only importer of httpx2/httpcore2 (transport.py: the transport factory
+and per-origin pools; pool.py: one httpcore2 pool as an httpx2 transport; network.py:
+guarded connecting; auth.py: profile credentials and cookies). httpx2 is the maintained
+continuation of httpx (same API): its connection pool stays fast at hundreds of concurrent
+requests where httpx 0.28's slows down sharply (see README).
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ import base64
 import dataclasses
 import hashlib
 import re
-import ssl
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
@@ -35,12 +34,11 @@ from crawler.fetcher.auth import (
     jar_json,
     profile_key,
 )
+from crawler.fetcher.network import OPENED
 from crawler.fetcher.transport import (
     ACCEPT_ENCODING,
-    KEEPALIVE_SECONDS,
-    GuardedBackend,
-    PerOriginTransport,
-    PoolTransport,
+    GuardedPools,
+    TransportFactory,
     proxy_from,
     translate,
 )
@@ -78,6 +76,9 @@ class Fetcher:
     the top-level ones; each profile that needs another transport gets a client of its own,
     created on first use and reused. Headers, credentials, cookies and timeouts are per
     request, so they never need a client of their own.
+
+    `transport` makes each client's transport from its spec (like httpx2's
+    `AsyncClient(transport=...)`); by default `GuardedPools` over `guard` and `resolver`.
     """
 
     def __init__(
@@ -90,19 +91,23 @@ class Fetcher:
         cookie_store: CookieStore | None = None,
         *,
         resolver: Resolver | None = None,
+        transport: TransportFactory | None = None,
     ) -> None:
         self._settings = settings
-        self._own_resolver = resolver is None  # then closed by aclose()
-        self._resolver = resolver or Resolver()
-        self._guard = guard
-        self._per_host = per_host_connections
+        self._own_resolver: Resolver | None = None  # made here, so closed by aclose()
+        if transport is None:
+            if resolver is None:
+                resolver = self._own_resolver = Resolver()
+            transport = GuardedPools(
+                settings, guard, resolver=resolver, per_host=per_host_connections
+            )
+        self._make_transport = transport
         self._profiles = profiles or Profiles()
         self._store_credentials = store_credentials
         self._cookie_store = cookie_store
         self._jars: dict[str, httpx2.Cookies] = {}
         self._jar_lock = anyio.Lock()
         self._auths = {p.index: auth_for(p.auth) for p in self._profiles.all}
-        self._opened: ContextVar[list[str] | None] = ContextVar("opened", default=None)
         self._default = Transport(proxy=proxy_from(settings), ca_bundle=settings.ca_bundle)
         self._clients: dict[Transport, httpx2.AsyncClient] = {}
         self._token_clients: dict[Transport, httpx2.AsyncClient] = {}
@@ -141,32 +146,8 @@ class Fetcher:
         return client
 
     def _new_client(self, spec: Transport) -> httpx2.AsyncClient:
-        settings = self._settings
-        backend = GuardedBackend(None if spec.proxy else self._guard, self._opened, self._resolver)
-        if spec.verify:
-            ssl_context = ssl.create_default_context(cafile=spec.ca_bundle or None)
-        else:
-            ssl_context = ssl.create_default_context()
-            ssl_context.check_hostname = False
-            ssl_context.verify_mode = ssl.CERT_NONE
-        if spec.client_cert:
-            ssl_context.load_cert_chain(
-                spec.client_cert, spec.client_key or None, password=spec.key_password or None
-            )
-        pool_settings: dict[str, Any] = {
-            "max_connections": self._per_host,
-            "max_keepalive_connections": self._per_host,
-            "keepalive_expiry": KEEPALIVE_SECONDS,
-            "http1": True,
-            "http2": settings.http2,
-            "network_backend": backend,
-        }
-        proxy = spec.proxy
-        transport = PerOriginTransport(
-            lambda: PoolTransport(pool_settings, proxy, ssl_context), max_idle=settings.concurrency
-        )
-        client = httpx2.AsyncClient(
-            transport=transport,
+        return httpx2.AsyncClient(
+            transport=self._make_transport(spec),
             timeout=self._timeout,
             follow_redirects=False,
             trust_env=False,
@@ -175,23 +156,17 @@ class Fetcher:
             # between unrelated URLs of a host.
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             headers={
-                "User-Agent": settings.user_agent,
+                "User-Agent": self._settings.user_agent,
                 "Accept": "*/*",
                 "Accept-Encoding": ACCEPT_ENCODING,
             },
         )
-        return client
-
-    @property
-    def clients(self) -> int:
-        """HTTP clients made so far (one per distinct transport)."""
-        return len(self._clients)
 
     async def aclose(self) -> None:
         for client in [*self._clients.values(), *self._token_clients.values()]:
             await client.aclose()
-        if self._own_resolver:
-            await self._resolver.aclose()
+        if self._own_resolver is not None:
+            await self._own_resolver.aclose()
 
     async def _jar(self, key: str) -> httpx2.Cookies:
         jar = self._jars.get(key)
@@ -253,11 +228,11 @@ class Fetcher:
         The first profile matching `url` sets the transport, and unless `credentials` is
         false (robots.txt) also its headers, auth and cookies.
 
-        Raises a FetchError; its `fresh_connection` attribute says whether the attempt
-        opened a new connection (a failure on a reused one deserves a quick retry).
+        Raises a FetchError; its `fresh_connection` says whether the attempt opened a new
+        connection (a failure on a reused one deserves a quick retry).
         """
         opened: list[str] = []
-        token = self._opened.set(opened)
+        token = OPENED.set(opened)
         body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
         deadline = self._settings.deadline
         try:
@@ -276,13 +251,13 @@ class Fetcher:
         except httpx2.HTTPError as exc:
             body.close()
             error = translate(exc)
-            error.fresh_connection = bool(opened)  # type: ignore[attr-defined]
+            error.fresh_connection = bool(opened)
             raise error from exc
         except BaseException:
             body.close()
             raise
         finally:
-            self._opened.reset(token)
+            OPENED.reset(token)
 
     @asynccontextmanager
     async def _send(self, call: _Call) -> AsyncIterator[httpx2.Response]:

@@ -1,177 +1,43 @@
-"""Transport of the fetcher: guarded DNS + connect, one small pool per origin, proxies, and
-the mapping of httpx2 errors onto the crawler's own."""
+"""Transport of the fetcher: the factory seam, one small pool per origin, proxies and TLS
+material, and the mapping of httpx2 errors onto the crawler's own.
+
+A `TransportFactory` makes the httpx2 transport of one transport spec; the Fetcher takes
+one (tests pass an `httpx2.MockTransport`) and uses `GuardedPools` when given none.
+"""
 
 from __future__ import annotations
 
-import ipaddress
-import select
-import socket
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextvars import ContextVar
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
 
-import anyio
-import httpcore2
 import httpx2
 
 from crawler import errors
 from crawler.dns import Resolver
+from crawler.fetcher.network import GuardedBackend
+from crawler.fetcher.pool import PoolTransport, new_pool
 from crawler.guard import AddressGuard
+from crawler.profiles import Transport
 from crawler.settings import FetchSettings
 
 KEEPALIVE_SECONDS = 30.0
 ACCEPT_ENCODING = "gzip, deflate"
 
 
-def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+class TransportFactory(Protocol):
+    """Makes the httpx2 transport for one transport spec (proxy and TLS material).
 
+    The Fetcher calls it once per distinct spec it needs (once more per spec for OAuth2
+    token requests, which must not share pools with the requests they authenticate) and
+    closes what it made. A transport raises httpx2's errors, and calls
+    `network.note_connection` whenever a request opens a connection: the failure of a
+    request that opened none is taken for one on a kept-alive connection, which the
+    worker retries once in place.
+    """
 
-class GuardedBackend(httpcore2.AsyncNetworkBackend):
-    """Resolves host names (through the crawl's resolver) and connects only to addresses the
-    guard permits."""
-
-    def __init__(
-        self,
-        guard: AddressGuard | None,
-        opened: ContextVar[list[str] | None],
-        resolver: Resolver | None = None,
-    ) -> None:
-        self._inner = httpcore2.AnyIOBackend()
-        self._guard = guard
-        self._opened = opened
-        self._resolver = resolver or Resolver()
-
-    async def _addresses(self, host: str, port: int) -> list[str]:
-        if is_ip(host):
-            if self._guard is not None and not self._guard.permits(host, port):
-                raise errors.BlockedAddress(f"{host} is a blocked address")
-            return [host]
-        found = list(await self._resolver.resolve(host))
-        if self._guard is None:
-            return found
-        allowed = [a for a in found if self._guard.permits(a, port)]
-        if not allowed:
-            raise errors.BlockedAddress(f"{host} resolves to blocked address(es) {found}")
-        return allowed
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore2.AsyncNetworkStream:
-        opened = self._opened.get()
-        if opened is not None:
-            opened.append(host)
-        last: Exception | None = None
-        for address in await self._addresses(host, port):
-            try:
-                stream = await self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
-                )
-            except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
-                last = exc
-            else:
-                return Connection(stream)
-        assert last is not None
-        raise last
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore2.AsyncNetworkStream:  # pragma: no cover - never configured
-        raise errors.BlockedAddress("unix sockets are not used")
-
-    async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
-
-
-class Connection(httpcore2.AsyncNetworkStream):
-    """A connected stream whose fixed facts (socket, addresses, TLS object) are looked up once.
-
-    anyio answers each `extra()` lookup by building every socket attribute afresh, with a
-    getpeername() system call; httpcore2 asks for the raw socket before every request on a
-    kept-alive connection (to see whether the server closed it) and the fetcher asks for
-    the peer address of every response. Those answers never change for one stream."""
-
-    __slots__ = ("_facts", "_inner")
-
-    def __init__(self, inner: httpcore2.AsyncNetworkStream) -> None:
-        self._inner = inner
-        self._facts: dict[str, Any] = {}
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._inner.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore2.AsyncNetworkStream:
-        return Connection(await self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":
-            return readable(self.get_extra_info("socket"))
-        try:
-            return self._facts[info]
-        except KeyError:
-            fact = self._facts[info] = self._inner.get_extra_info(info)
-            return fact
-
-
-def readable(sock: socket.socket | None) -> bool:
-    """Whether a read would return at once: data waiting, the peer's close, or no socket."""
-    fd = -1 if sock is None else sock.fileno()
-    if fd < 0:
-        return True
-    poll = select.poll()
-    poll.register(fd, select.POLLIN)
-    return bool(poll.poll(0))
-
-
-class PoolTransport(httpx2.AsyncHTTPTransport):
-    """httpx2's transport with our network backend plugged into httpcore2's pool."""
-
-    def __init__(self, common: dict[str, Any], proxy: str, ssl_context: ssl.SSLContext) -> None:
-        super().__init__(verify=ssl_context, trust_env=False)
-        if proxy.startswith("socks5"):
-            url = httpx2.URL(proxy)
-            self._pool = httpcore2.AsyncSOCKSProxy(
-                proxy_url=httpcore2.URL(
-                    scheme=b"socks5", host=url.raw_host, port=url.port, target=url.raw_path
-                ),
-                proxy_auth=(url.username, url.password) if url.username else None,
-                ssl_context=ssl_context,
-                **common,
-            )
-        elif proxy:
-            url = httpx2.URL(proxy)
-            self._pool = httpcore2.AsyncHTTPProxy(
-                proxy_url=httpcore2.URL(
-                    scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
-                ),
-                proxy_auth=(url.username, url.password) if url.username else None,
-                ssl_context=ssl_context,
-                **common,
-            )
-        else:
-            self._pool = httpcore2.AsyncConnectionPool(ssl_context=ssl_context, **common)
+    def __call__(self, spec: Transport) -> httpx2.AsyncBaseTransport: ...
 
 
 class Tracked(httpx2.AsyncByteStream):
@@ -206,10 +72,10 @@ class PerOriginTransport(httpx2.AsyncBaseTransport):
     `max_idle` are closed, least recently used first.
     """
 
-    def __init__(self, make: Callable[[], PoolTransport], max_idle: int) -> None:
+    def __init__(self, make: Callable[[], httpx2.AsyncBaseTransport], max_idle: int) -> None:
         self._make = make
         self._max_idle = max_idle
-        self._pools: dict[Origin, PoolTransport] = {}
+        self._pools: dict[Origin, httpx2.AsyncBaseTransport] = {}
         self._active: dict[Origin, int] = {}
         self._idle: dict[Origin, None] = {}  # insertion order = least recently used first
 
@@ -252,6 +118,48 @@ class PerOriginTransport(httpx2.AsyncBaseTransport):
             await pool.aclose()
 
 
+class GuardedPools:
+    """The default TransportFactory: for each spec, one small pool per origin, connecting
+    only where the guard permits (behind a proxy the proxy connects: no guard then)."""
+
+    def __init__(
+        self, settings: FetchSettings, guard: AddressGuard, *, resolver: Resolver, per_host: int
+    ) -> None:
+        self._settings = settings
+        self._guard = guard
+        self._resolver = resolver
+        self._per_host = per_host
+
+    def __call__(self, spec: Transport) -> httpx2.AsyncBaseTransport:
+        pool_settings: dict[str, Any] = {
+            "max_connections": self._per_host,
+            "max_keepalive_connections": self._per_host,
+            "keepalive_expiry": KEEPALIVE_SECONDS,
+            "http1": True,
+            "http2": self._settings.http2,
+            "network_backend": GuardedBackend(None if spec.proxy else self._guard, self._resolver),
+        }
+        proxy, ssl_context = spec.proxy, ssl_context_for(spec)
+        return PerOriginTransport(
+            lambda: PoolTransport(new_pool(proxy, ssl_context, pool_settings)),
+            max_idle=self._settings.concurrency,
+        )
+
+
+def ssl_context_for(spec: Transport) -> ssl.SSLContext:
+    if spec.verify:
+        context = ssl.create_default_context(cafile=spec.ca_bundle or None)
+    else:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if spec.client_cert:
+        context.load_cert_chain(
+            spec.client_cert, spec.client_key or None, password=spec.key_password or None
+        )
+    return context
+
+
 def proxy_from(settings: FetchSettings) -> str:
     if settings.proxy:
         return settings.proxy
@@ -269,7 +177,7 @@ def translate(exc: Exception) -> errors.FetchError:
     if isinstance(exc, httpx2.TimeoutException):
         return errors.FetchTimeout(text)
     if isinstance(exc, httpx2.ConnectError):
-        if isinstance(exc.__context__, ssl.SSLError) or "SSL" in text or "certificate" in text:
+        if caused_by(exc, ssl.SSLError):
             return errors.TLSFailed(text)
         return errors.ConnectFailed(text)
     if isinstance(exc, httpx2.ReadError | httpx2.WriteError | httpx2.CloseError):
@@ -279,3 +187,16 @@ def translate(exc: Exception) -> errors.FetchError:
     if isinstance(exc, httpx2.InvalidURL | httpx2.UnsupportedProtocol):
         return errors.InvalidURL(text)
     return errors.ProtocolError(f"{type(exc).__name__}: {text}")
+
+
+def caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `exc` or an error in its chain is a `kind`; the chain as a traceback shows
+    it (each `__cause__`, else each `__context__` not hidden by `raise ... from None`)."""
+    link: BaseException | None = exc
+    for _ in range(32):  # a chain is short; this only bounds a pathological one
+        if link is None:
+            return False
+        if isinstance(link, kind):
+            return True
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
+    return False
