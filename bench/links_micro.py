@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-from crawler.models import Entry, Outcome, OutcomeKind, Response, State
+from crawler.models import Entry, Response
 from crawler.settings import CrawlSettings
 from crawler.urls import identify
 from crawler.worker import Worker
@@ -60,8 +60,7 @@ def run_once(worker: Worker, corpus: list[tuple[str, bytes]]) -> tuple[float, in
     seen = worker._seen
     started = time.process_time()
     for entry, response in entries:
-        outcome = Outcome(entry, OutcomeKind.TERMINAL, State.DONE, 1, response=response)
-        worker._discover(entry, response, outcome)
+        outcome = worker._discover(entry, response, 1)
         for new in outcome.new_urls:  # as the writer does once the page is committed
             seen.store(new.key)
         followed += outcome.links or 0

@@ -38,8 +38,6 @@ from crawler.writers.process import OutputProcess
 
 DB_NAME = "crawl.db"
 
-Service = Callable[[], Coroutine[Any, Any, None]]  # runs alongside the crawl until cancelled
-
 log = structlog.get_logger("crawler")
 
 

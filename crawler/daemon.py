@@ -18,7 +18,7 @@ from crawler import status
 from crawler.crawl import Crawl
 from crawler.errors import StorageError
 from crawler.frontier import Counts, Frontier
-from crawler.inbox import Inbox
+from crawler.inbox import Inbox, Ingested
 from crawler.seeds import parse_lines
 from crawler.service import Api, serve_api
 from crawler.settings import Settings
@@ -134,10 +134,10 @@ class ServiceBackend:
             sort_query=self._settings.crawl.sort_query,
             settle_seconds=self._settings.service.inbox_settle_seconds,
         )
-        while True:
-            for ingested in await inbox.scan():
-                self._seeded(ingested.added)
-            await anyio.sleep(self._settings.service.inbox_interval)
+        await inbox.run(self._settings.service.inbox_interval, on_ingested=self._ingested)
+
+    def _ingested(self, ingested: Ingested) -> None:
+        self._seeded(ingested.added)
 
 
 async def serve(crawl: Crawl, frontier: Frontier, data_dir: Path, settings: Settings) -> int | None:

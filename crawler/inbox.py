@@ -133,11 +133,16 @@ class Inbox:
         self._seen: dict[str, _Signature] = {}  # what the previous scan saw
         self._lock = anyio.Lock()
 
-    async def run(self, interval: float = 1.0) -> None:
-        """Scan every `interval` seconds until cancelled. A bad file is moved aside or logged,
-        never raised; a StorageError of the frontier is (the service cannot go on)."""
+    async def run(
+        self, interval: float = 1.0, *, on_ingested: Callable[[Ingested], None] | None = None
+    ) -> None:
+        """Scan every `interval` seconds until cancelled; `on_ingested` is told of each file
+        read. A bad file is moved aside or logged, never raised; a StorageError of the
+        frontier is (the service cannot go on)."""
         while True:
-            await self.scan()
+            for ingested in await self.scan():
+                if on_ingested is not None:
+                    on_ingested(ingested)
             await anyio.sleep(interval)
 
     async def scan(self) -> list[Ingested]:

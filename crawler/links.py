@@ -52,20 +52,14 @@ def _codec(name: str | None) -> str | None:
         return None
 
 
-def decode(body: bytes, content_type: str | None) -> str:
-    """Text of an HTML body: BOM, HTTP charset, <meta charset>, then UTF-8; never raises.
-
-    The BOM wins over the HTTP charset, as in browsers (WHATWG encoding sniffing)."""
-    markup = source(body, content_type)
-    return markup if isinstance(markup, str) else markup.decode("utf-8", errors="replace")
-
-
 def source(body: bytes, content_type: str | None) -> str | bytes:
-    """An HTML body as `extract` takes it, with the charset `decode` would choose.
+    """An HTML body as `extract` takes it: its charset from the BOM, the HTTP charset, then
+    <meta charset>, else UTF-8; never raises. The BOM wins over the HTTP charset, as in
+    browsers (WHATWG encoding sniffing).
 
     A UTF-8 body stays bytes (BOM removed): the parser decodes UTF-8 itself, invalid bytes
-    to U+FFFD as `decode` does, so it is not decoded to text only to be encoded back. A body
-    in any other charset is decoded to text."""
+    to U+FFFD as `bytes.decode(errors="replace")` does, so it is not decoded to text only to
+    be encoded back. A body in any other charset is decoded to text."""
     for bom, name in _BOMS:
         if body.startswith(bom):
             body = body[len(bom) :]

@@ -18,7 +18,7 @@ from prometheus_client import (
 )
 
 from crawler.frontier.values import Counts
-from crawler.models import Outcome, OutcomeKind, State
+from crawler.models import Outcome, State
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _REASON = re.compile(r"^[a-z0-9_]{1,40}$")
@@ -27,7 +27,7 @@ OTHER = "other"
 
 def outcome_label(outcome: Outcome) -> str:
     """`done`, `failed`, `skipped`, or `retry` for an attempt deferred to the frontier."""
-    return "retry" if outcome.kind is OutcomeKind.DEFER else outcome.state.value
+    return outcome.state.value if outcome.final else "retry"
 
 
 def reason_label(reason: str | None) -> str:
@@ -88,7 +88,7 @@ class Metrics:
     def record(self, outcome: Outcome) -> None:
         """Count one finished attempt (terminal or deferred). A URL only held back (its
         host's robots.txt fetched first or still unavailable) was not attempted: no count."""
-        if outcome.kind is OutcomeKind.DEFER and outcome.attempts == outcome.entry.attempts:
+        if not outcome.final and outcome.attempts == outcome.entry.attempts:
             return
         label = outcome_label(outcome)
         self._attempts.labels(label).inc()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import IO
 
 SPOOL_BYTES = 256 * 1024  # a body past this size is held in a temporary file, not in memory
@@ -84,17 +84,19 @@ class Response:
         self.body.close()
 
 
-class OutcomeKind(enum.Enum):
-    TERMINAL = "terminal"  # done/failed/skipped: written to WARC + JSONL, then committed
-    DEFER = "defer"  # back to the frontier with not_before; nothing written
-
-
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True, kw_only=True)
 class Outcome:
-    """What became of one attempt at one entry; the writer persists it."""
+    """What became of one attempt at one entry; the writer persists it.
+
+    Final (`done`, `failed`, `skipped`): written to WARC + JSONL, then committed. Deferred
+    (`state` queued): back to the frontier with `not_before`; nothing is written.
+
+    Immutable: built once by a named constructor, changed only by `dataclasses.replace`.
+    `response` holds an open body; it belongs to the writer, which closes it once the batch
+    is written (a copy made by `replace` shares it, and a deferral never carries one).
+    """
 
     entry: Entry
-    kind: OutcomeKind
     state: State
     attempts: int
     reason: str | None = None
@@ -105,9 +107,114 @@ class Outcome:
     status: int | None = None
     payload_digest: str | None = None
     redirect_to: str | None = None
-    new_urls: list[NewURL] = field(default_factory=list)
+    new_urls: tuple[NewURL, ...] = ()
     message: str | None = None
     links: int | None = None  # in-scope links found (None: the page was not parsed)
     links_truncated: bool = False
     out_of_scope: int = 0
     host_down: bool = False  # failed without a request: its host was given up as down
+
+    @property
+    def final(self) -> bool:
+        """Done, failed or skipped (else deferred: its state is still queued)."""
+        return self.state is not State.QUEUED
+
+    @classmethod
+    def done(
+        cls,
+        entry: Entry,
+        *,
+        attempts: int,
+        response: Response,
+        status: int,
+        redirect_to: str | None = None,
+        message: str | None = None,
+        new_urls: tuple[NewURL, ...] = (),
+        links: int | None = None,
+        links_truncated: bool = False,
+        out_of_scope: int = 0,
+    ) -> Outcome:
+        """A response, whatever its status: the URL is fetched."""
+        return cls(
+            entry=entry,
+            state=State.DONE,
+            attempts=attempts,
+            response=response,
+            status=status,
+            redirect_to=redirect_to,
+            message=message,
+            new_urls=new_urls,
+            links=links,
+            links_truncated=links_truncated,
+            out_of_scope=out_of_scope,
+        )
+
+    @classmethod
+    def failed(
+        cls,
+        entry: Entry,
+        *,
+        attempts: int,
+        reason: str,
+        message: str | None = None,
+        status: int | None = None,
+        response: Response | None = None,
+        redirect_to: str | None = None,
+    ) -> Outcome:
+        """Final without success: `reason` says why (a response may still be written)."""
+        return cls(
+            entry=entry,
+            state=State.FAILED,
+            attempts=attempts,
+            reason=reason,
+            message=message,
+            status=status,
+            response=response,
+            redirect_to=redirect_to,
+        )
+
+    @classmethod
+    def skipped(cls, entry: Entry, *, attempts: int, reason: str) -> Outcome:
+        """Final without a request: the crawl may not fetch it (e.g. robots.txt)."""
+        return cls(entry=entry, state=State.SKIPPED, attempts=attempts, reason=reason)
+
+    @classmethod
+    def given_up(cls, entry: Entry, *, reason: str, host_down: bool) -> Outcome:
+        """Failed without a request: its host is down, or blocked for longer than anyone
+        waits; it keeps the status of its last attempt."""
+        return cls(
+            entry=entry,
+            state=State.FAILED,
+            attempts=entry.attempts,
+            reason=reason,
+            status=entry.status,
+            message="host down" if host_down else "host blocked too long",
+            host_down=host_down,
+        )
+
+    @classmethod
+    def deferred(
+        cls,
+        entry: Entry,
+        *,
+        attempts: int,
+        reason: str,
+        not_before: float,
+        status: int | None = None,
+        new_urls: tuple[NewURL, ...] = (),
+    ) -> Outcome:
+        """Back to the frontier until `not_before` (wall-clock), with no response (the
+        worker closed it); `new_urls` still enter the frontier."""
+        return cls(
+            entry=entry,
+            state=State.QUEUED,
+            attempts=attempts,
+            reason=reason,
+            not_before=not_before,
+            status=status,
+            new_urls=new_urls,
+        )
+
+    def unwritten(self, message: str) -> Outcome:
+        """This final outcome, failed as `warc_error`: its record could not be written."""
+        return replace(self, state=State.FAILED, reason="warc_error", message=message)

@@ -24,7 +24,7 @@ from rich.progress import (
 )
 
 from crawler.frontier.values import Counts
-from crawler.models import Outcome, OutcomeKind
+from crawler.models import Outcome
 
 RATE_WINDOW = 60.0  # seconds over which rates are averaged
 
@@ -48,7 +48,7 @@ class Tally:
         for outcome in batch:
             if outcome.response is not None:
                 size += outcome.response.wire_bytes
-            if outcome.kind is OutcomeKind.TERMINAL:
+            if outcome.final:
                 finished += 1
                 self.states["queued"] -= 1
                 self.states[outcome.state.value] += 1

@@ -38,15 +38,28 @@ log = structlog.get_logger("crawler.scheduler")
 
 @dataclass(slots=True)
 class HostSlot:
-    """A host's download slot: its queue, requests in flight, pace and earliest next start."""
+    """A host's download slot: its queue, requests in flight, pace and earliest next start.
+
+    Its start timing (monotonic clock) changes only through `book` and `hold`, and only ever
+    later: a start booked or a hold applied is never undone by another."""
 
     pace: Pace
     limit: int  # requests in flight at most (per_host_concurrency, or a profile's)
     queue: deque[Entry] = field(default_factory=deque)
     inflight: int = 0
-    next_start: float = 0.0
+    next_start: float = 0.0  # no request may start before this
     in_heap: bool = False
-    last_start: float = 0.0
+    last_start: float = 0.0  # the latest request start booked
+
+    def book(self, start: float) -> None:
+        """A request starts at `start`: the next one waits a delay from it."""
+        self.last_start = max(self.last_start, start)
+        self.next_start = max(self.next_start, start + self.pace.delay())
+
+    def hold(self, until: float = -math.inf) -> None:
+        """The next start waits a delay (as the pace now says) from the last one, and at
+        least until `until`."""
+        self.next_start = max(self.next_start, self.last_start + self.pace.delay(), until)
 
 
 class Scheduler:
@@ -124,8 +137,7 @@ class Scheduler:
             return 0.0
         now = self._clock()
         start = max(now, slot.next_start)
-        slot.last_start = start
-        slot.next_start = start + slot.pace.delay()
+        slot.book(start)
         return start - now
 
     def started(self, host: str) -> None:
@@ -133,16 +145,14 @@ class Scheduler:
         hand-off (a busy event loop can make the two differ)."""
         slot = self._slots.get(self._keys.of(host))
         if slot is not None:
-            now = self._clock()
-            slot.last_start = max(slot.last_start, now)
-            slot.next_start = max(slot.next_start, now + slot.pace.delay())
+            slot.book(self._clock())
 
     def set_delay(self, host: str, delay: float) -> None:
         """Raise `host`'s delay (robots.txt Crawl-delay), never below politeness.delay."""
         slot = self._slots.get(self._keys.of(host))
         if slot is not None:
             slot.pace.crawl_delay = delay
-            slot.next_start = max(slot.next_start, slot.last_start + slot.pace.delay())
+            slot.hold()
 
     def delay_of(self, host: str) -> float:
         slot = self._slots.get(self._keys.of(host))
@@ -176,10 +186,10 @@ class Scheduler:
     def _hold(self, slot: HostSlot) -> None:
         """Apply the pace: the delay from the last start, and any blocked-until time. URLs
         buffered for a host that must wait long go back to the frontier until then."""
-        slot.next_start = max(slot.next_start, slot.last_start + slot.pace.delay())
+        slot.hold()
         blocked = slot.pace.blocked_until - self._wall()
         if blocked > 0:
-            slot.next_start = max(slot.next_start, self._clock() + blocked)
+            slot.hold(self._clock() + blocked)
         if slot.queue and self._waits_long(slot):
             entries = list(slot.queue)
             ready = self._wall() + slot.next_start - self._clock()
@@ -267,9 +277,8 @@ class Scheduler:
         if slot is None:
             settings = self._settings_for(host)
             pace = Pace(budget, settings, saved, self._max_block, self._health)
-            slot = self._slots[budget] = HostSlot(
-                pace=pace, limit=settings.per_host_concurrency, next_start=self._start_floor
-            )
+            slot = self._slots[budget] = HostSlot(pace=pace, limit=settings.per_host_concurrency)
+            slot.hold(self._start_floor)
             self._hold(slot)
         return slot
 
@@ -385,8 +394,8 @@ class Scheduler:
             entry = slot.queue.popleft()
             self._buffered -= 1
             slot.inflight += 1
-            if not given_up:
-                slot.next_start = now + slot.pace.delay()
+            if not given_up:  # until the hand-off books its start
+                slot.hold(now + slot.pace.delay())
             self._push(budget, slot)
             return entry
         return None
@@ -435,8 +444,9 @@ class Scheduler:
                     continue
                 self._inflight[entry.key] = entry
                 await work.send(entry)
-                # The request starts now, not when it was picked: count the delay from here.
+                # Handed off: its request starts now, not when it was picked (a robots.txt
+                # fetch takes this start too); the worker books it again, later, when the
+                # request itself goes out (`started`).
                 slot = self._slots[self._keys.of(entry.host)]
                 if slot.pace.given_up(self._wall()) is None:
-                    slot.last_start = self._clock()
-                    slot.next_start = slot.last_start + slot.pace.delay()
+                    slot.book(self._clock())

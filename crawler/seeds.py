@@ -55,13 +55,6 @@ def parse_line(text: str, sort_query: bool = False) -> NewURL:
     return NewURL(key=url_key(canonical_url), url=url, host=host)
 
 
-def parse_text(
-    text: str, sort_query: bool = False, source: str = "<request>"
-) -> tuple[list[NewURL], SeedReport]:
-    """Newline-separated seed URLs (e.g. a request body) as frontier entries, and a report."""
-    return parse_lines(text.removeprefix("\ufeff").split("\n"), sort_query, source)
-
-
 def parse_lines(
     lines: Iterable[str], sort_query: bool = False, source: str = "<request>"
 ) -> tuple[list[NewURL], SeedReport]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 import re
@@ -391,9 +390,3 @@ def load_settings(
     _merge(raw, _env_layer(env), "environment")
     _merge(raw, _set_layer(assignments), "--set")
     return _build(raw, profiles)
-
-
-def with_overrides(settings: Settings, section: str, **values: Any) -> Settings:
-    """A copy of `settings` with some keys of one section replaced (used by the CLI flags)."""
-    current = getattr(settings, section)
-    return dataclasses.replace(settings, **{section: dataclasses.replace(current, **values)})

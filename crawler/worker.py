@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import NamedTuple
 from urllib.parse import urljoin
 
 import structlog
@@ -14,7 +16,7 @@ from crawler import links, sitemaps
 from crawler.errors import ConnectionLost, FetchError, FetchTimeout, ProtocolError
 from crawler.fetcher import Fetcher
 from crawler.links import extract, is_html, source
-from crawler.models import Entry, NewURL, Outcome, OutcomeKind, Response, State
+from crawler.models import Entry, NewURL, Outcome, Response
 from crawler.politeness import HOST_FAILURES
 from crawler.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after, retry_in_place
 from crawler.robots import Robots
@@ -28,6 +30,14 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_IN_PLACE_WAIT = 5.0  # an in-place retry never waits longer than this for politeness
 
 log = structlog.get_logger("crawler.worker")
+
+
+class Followed(NamedTuple):
+    """What became of the URLs a page (or sitemap) names."""
+
+    new_urls: tuple[NewURL, ...]  # to add: fetchable, in scope, not in the frontier yet
+    links: int  # fetchable and in scope (new or not)
+    out_of_scope: int
 
 
 class Worker:
@@ -77,9 +87,7 @@ class Worker:
         if held is None and self._robots is not None:
             held = await self._obey_robots(entry)
         if held is not None:
-            held.fetched_at = fetched_at
-            self._log(held)
-            return held
+            return self._finish(held, fetched_at)
         tries = 0
 
         async def once() -> tuple[Response, str]:
@@ -100,6 +108,7 @@ class Worker:
                 and self._scheduler.seconds_until_start(entry.host) <= MAX_IN_PLACE_WAIT
             )
 
+        payload_digest: str | None = None
         try:
             response, digest = await retry_in_place(
                 once, stale_connection, lambda: self._scheduler.reserve_start(entry.host)
@@ -117,33 +126,35 @@ class Worker:
             )
             try:
                 outcome = self._judge_response(entry, response, entry.attempts + tries)
-                outcome.payload_digest = digest
+                payload_digest = digest
             except Exception as exc:
                 response.close()
                 outcome = self._crashed(entry, exc, entry.attempts + tries)
-        outcome.fetched_at = fetched_at
-        outcome.elapsed_ms = int((self._clock() - started) * 1000)
+        elapsed_ms = int((self._clock() - started) * 1000)
+        return self._finish(outcome, fetched_at, elapsed_ms, payload_digest)
+
+    def _finish(
+        self,
+        outcome: Outcome,
+        fetched_at: float,
+        elapsed_ms: int = 0,
+        payload_digest: str | None = None,
+    ) -> Outcome:
+        """The judged outcome with the attempt's timing (and digest), logged."""
+        outcome = replace(
+            outcome, fetched_at=fetched_at, elapsed_ms=elapsed_ms, payload_digest=payload_digest
+        )
         self._log(outcome)
         return outcome
 
     def _crashed(self, entry: Entry, exc: Exception, attempts: int) -> Outcome:
         log.exception("fetch_crashed", url=entry.url)
-        return Outcome(
-            entry,
-            OutcomeKind.TERMINAL,
-            State.FAILED,
-            attempts,
-            "internal_error",
-            message=f"{type(exc).__name__}: {exc}",
-        )
+        message = f"{type(exc).__name__}: {exc}"
+        return Outcome.failed(entry, attempts=attempts, reason="internal_error", message=message)
 
     def _host_given_up(self, entry: Entry, reason: str) -> Outcome:
         """Its host is down (or blocked past retry.max_wait): fail without a request."""
-        outcome = Outcome(entry, OutcomeKind.TERMINAL, State.FAILED, entry.attempts, reason)
-        outcome.host_down = reason in HOST_FAILURES
-        outcome.status = entry.status
-        outcome.message = "host down" if outcome.host_down else "host blocked too long"
-        return outcome
+        return Outcome.given_up(entry, reason=reason, host_down=reason in HOST_FAILURES)
 
     async def _obey_robots(self, entry: Entry) -> Outcome | None:
         """None: go ahead. Else the outcome instead of a fetch (no attempt is charged)."""
@@ -160,51 +171,50 @@ class Worker:
             if gone is not None:
                 return self._host_given_up(entry, gone)
         if decision.fail is not None:
-            outcome = Outcome(entry, OutcomeKind.TERMINAL, State.FAILED, attempts, decision.fail)
-            outcome.message = None if error is None else str(error)
-            return outcome
+            message = None if error is None else str(error)
+            return Outcome.failed(entry, attempts=attempts, reason=decision.fail, message=message)
         if error is not None:  # robots.txt got no answer: wait for the host's next probe
             not_before = self._wall() + self._scheduler.seconds_until_start(entry.host)
-            return Outcome(
-                entry, OutcomeKind.DEFER, State.QUEUED, attempts, error.reason, not_before
+            return Outcome.deferred(
+                entry, attempts=attempts, reason=error.reason, not_before=not_before
             )
         if decision.allowed is False:
-            return Outcome(entry, OutcomeKind.TERMINAL, State.SKIPPED, attempts, "robots")
+            return Outcome.skipped(entry, attempts=attempts, reason="robots")
         if decision.allowed is None:
-            return Outcome(
-                entry, OutcomeKind.DEFER, State.QUEUED, attempts, "robots_wait", decision.not_before
+            return Outcome.deferred(
+                entry, attempts=attempts, reason="robots_wait", not_before=decision.not_before
             )
-        if decision.fetched:  # robots.txt used this request slot: the URL waits its turn
-            not_before = self._wall() + self._scheduler.delay_of(entry.host)
-            held = Outcome(
-                entry, OutcomeKind.DEFER, State.QUEUED, attempts, "robots_fetched", not_before
-            )
-            if self._crawl.sitemaps and decision.sitemaps:
-                # The host names its sitemaps itself: they are read whatever the scope.
-                self._follow(entry, list(decision.sitemaps), held, 0, "sitemap", scoped=False)
-            return held
+        if decision.fetched:
+            return self._robots_fetched(entry, decision.sitemaps)
         return None
+
+    def _robots_fetched(self, entry: Entry, named: tuple[str, ...]) -> Outcome:
+        """robots.txt used this request slot: the URL waits its turn. The sitemaps the host
+        names itself are read whatever the scope."""
+        not_before = self._wall() + self._scheduler.delay_of(entry.host)
+        new_urls: tuple[NewURL, ...] = ()
+        if self._crawl.sitemaps and named:
+            new_urls = self._follow(entry, named, 0, "sitemap", scoped=False).new_urls
+        return Outcome.deferred(
+            entry,
+            attempts=entry.attempts,
+            reason="robots_fetched",
+            not_before=not_before,
+            new_urls=new_urls,
+        )
 
     def _judge_error(self, entry: Entry, exc: FetchError, attempts: int) -> Outcome:
         verdict = self._policy.for_error(exc, attempts, self._wall())
         if verdict.retry:
-            return Outcome(
+            return Outcome.deferred(
                 entry,
-                OutcomeKind.DEFER,
-                State.QUEUED,
-                attempts,
-                exc.reason,
-                verdict.not_before,
+                attempts=attempts,
+                reason=exc.reason,
+                not_before=verdict.not_before,
                 status=entry.status,
             )
-        return Outcome(
-            entry,
-            OutcomeKind.TERMINAL,
-            State.FAILED,
-            attempts,
-            exc.reason,
-            status=entry.status,
-            message=str(exc),
+        return Outcome.failed(
+            entry, attempts=attempts, reason=exc.reason, status=entry.status, message=str(exc)
         )
 
     def _judge_response(self, entry: Entry, response: Response, attempts: int) -> Outcome:
@@ -217,45 +227,46 @@ class Worker:
             )
             if verdict.retry:
                 response.close()
-                return Outcome(
+                return Outcome.deferred(
                     entry,
-                    OutcomeKind.DEFER,
-                    State.QUEUED,
-                    attempts,
-                    f"http_{status}",
-                    verdict.not_before,
+                    attempts=attempts,
+                    reason=f"http_{status}",
+                    not_before=verdict.not_before,
                     status=status,
                 )
             return self._final(entry, response, attempts, f"http_{status}", None)
         location = response.header("location")
         if status in REDIRECT_STATUSES and location:
             return self._redirect(entry, response, attempts, location)
-        outcome = Outcome(
-            entry, OutcomeKind.TERMINAL, State.DONE, attempts, response=response, status=status
-        )
         if 200 <= status < 300 and response.decoded is not None:
             if entry.kind == "sitemap":
-                self._read_sitemap(entry, response, outcome)
-            else:
-                self._discover(entry, response, outcome)
-        return outcome
+                return self._read_sitemap(entry, response, attempts)
+            if is_html(response.header("content-type"), response.decoded):
+                return self._discover(entry, response, attempts)
+        return Outcome.done(entry, attempts=attempts, response=response, status=status)
 
-    def _read_sitemap(self, entry: Entry, response: Response, outcome: Outcome) -> None:
+    def _read_sitemap(self, entry: Entry, response: Response, attempts: int) -> Outcome:
         """A sitemap's URLs enter at depth 1 (an index's sitemaps stay sitemaps)."""
         found = sitemaps.parse(response.decoded or b"")
         response.decoded = None
-        outcome.links_truncated = found.truncated
-        if found.error is not None:
-            outcome.message = f"sitemap not fully read: {found.error}"
         kind = "sitemap" if found.index else None
         depth = entry.depth if found.index else entry.depth + 1
-        self._follow(entry, found.urls, outcome, depth=depth, kind=kind)
+        followed = self._follow(entry, found.urls, depth=depth, kind=kind)
+        return Outcome.done(
+            entry,
+            attempts=attempts,
+            response=response,
+            status=response.status,
+            message=None if found.error is None else f"sitemap not fully read: {found.error}",
+            new_urls=followed.new_urls,
+            links=followed.links,
+            links_truncated=found.truncated,
+            out_of_scope=followed.out_of_scope,
+        )
 
-    def _discover(self, entry: Entry, response: Response, outcome: Outcome) -> None:
-        """Follow the page's links that are in scope (one depth further)."""
+    def _discover(self, entry: Entry, response: Response, attempts: int) -> Outcome:
+        """Follow the links of an HTML page that are in scope (one depth further)."""
         body = response.decoded or b""
-        if not is_html(response.header("content-type"), body):
-            return
         found = extract(
             source(body, response.header("content-type")),
             entry.url,
@@ -264,31 +275,40 @@ class Worker:
             x_robots_tag=response.header("x-robots-tag"),
         )
         response.decoded = None  # not needed any more: free it before the writer's queue
-        outcome.links_truncated = found.truncated or len(body) < response.decoded_bytes
-        self._follow(entry, found.urls, outcome, depth=entry.depth + 1)
+        followed = self._follow(entry, found.urls, depth=entry.depth + 1)
+        return Outcome.done(
+            entry,
+            attempts=attempts,
+            response=response,
+            status=response.status,
+            new_urls=followed.new_urls,
+            links=followed.links,
+            links_truncated=found.truncated or len(body) < response.decoded_bytes,
+            out_of_scope=followed.out_of_scope,
+        )
 
     def _follow(
         self,
         entry: Entry,
-        urls: list[str],
-        outcome: Outcome,
+        urls: Sequence[str],
         depth: int,
         kind: str | None = None,
         scoped: bool = True,
-    ) -> None:
-        """Add the fetchable, in-scope `urls` the frontier lacks to the outcome's new URLs."""
+    ) -> Followed:
+        """Which of `urls` are fetchable and in scope, and which of those the frontier lacks."""
         origin = entry.origin or entry.host
         allows = self._scope.allows
         seen = self._seen
-        new_urls = outcome.new_urls
+        new_urls: list[NewURL] = []
         followed = 0
+        out_of_scope = 0
         for url in urls:
             try:
                 host, key = seen.host(url)
             except ValueError:  # BadURL included
                 continue
             if scoped and not allows(url, host, origin):
-                outcome.out_of_scope += 1
+                out_of_scope += 1
                 continue  # dropped before it costs a key
             followed += 1
             if key is None:
@@ -306,20 +326,25 @@ class Worker:
                     kind=kind,
                 )
             )
-        outcome.links = followed
+        return Followed(tuple(new_urls), followed, out_of_scope)
 
     def _final(
-        self, entry: Entry, response: Response, attempts: int, reason: str, message: str | None
+        self,
+        entry: Entry,
+        response: Response,
+        attempts: int,
+        reason: str,
+        message: str | None,
+        redirect_to: str | None = None,
     ) -> Outcome:
-        return Outcome(
+        return Outcome.failed(
             entry,
-            OutcomeKind.TERMINAL,
-            State.FAILED,
-            attempts,
-            reason,
-            response=response,
-            status=response.status,
+            attempts=attempts,
+            reason=reason,
             message=message,
+            status=response.status,
+            response=response,
+            redirect_to=redirect_to,
         )
 
     def _redirect(self, entry: Entry, response: Response, attempts: int, location: str) -> Outcome:
@@ -334,47 +359,54 @@ class Worker:
             target, canonical_url, host = locate(target, self._crawl.sort_query)
             key = url_key(canonical_url)
         except ValueError as exc:  # BadURL included
-            # Still a result (done with its 3xx status); the target is just not followed.
-            outcome = Outcome(
-                entry, OutcomeKind.TERMINAL, State.DONE, attempts, status=response.status
-            )
-            outcome.response = response
-            outcome.message = f"redirect not followed: {exc}"
-            outcome.redirect_to = target
-            return outcome
+            return self._not_followed(entry, response, attempts, target, str(exc))
         # A seed's redirect chain may go anywhere (it names a new seed host); deeper pages'
         # redirects stay in the crawl's scope like their links.
         origin = host if entry.depth == 0 else (entry.origin or entry.host)
         if key in entry.chain_keys():
-            outcome = self._final(entry, response, attempts, "redirect_loop", target)
-        elif entry.redirects >= self._max_redirects:
-            outcome = self._final(entry, response, attempts, "too_many_redirects", target)
-        elif not self._scope.allows(target, host, origin):
-            outcome = Outcome(
-                entry, OutcomeKind.TERMINAL, State.DONE, attempts, status=response.status
-            )
-            outcome.response = response
-            outcome.message = "redirect not followed: out of scope"
-            outcome.out_of_scope = 1
-        else:
-            outcome = Outcome(
-                entry, OutcomeKind.TERMINAL, State.DONE, attempts, status=response.status
-            )
-            outcome.response = response
-            outcome.new_urls.append(
-                NewURL(
-                    key=key,
-                    url=target,
-                    host=host,
-                    depth=entry.depth,
-                    redirects=entry.redirects + 1,
-                    chain=f"{entry.chain} {entry.key}".strip(),
-                    discovered_from=entry.url,
-                    origin=origin,
-                )
-            )
-        outcome.redirect_to = target
-        return outcome
+            return self._final(entry, response, attempts, "redirect_loop", target, target)
+        if entry.redirects >= self._max_redirects:
+            return self._final(entry, response, attempts, "too_many_redirects", target, target)
+        if not self._scope.allows(target, host, origin):
+            return self._not_followed(entry, response, attempts, target, "out of scope", 1)
+        hop = NewURL(
+            key=key,
+            url=target,
+            host=host,
+            depth=entry.depth,
+            redirects=entry.redirects + 1,
+            chain=f"{entry.chain} {entry.key}".strip(),
+            discovered_from=entry.url,
+            origin=origin,
+        )
+        return Outcome.done(
+            entry,
+            attempts=attempts,
+            response=response,
+            status=response.status,
+            redirect_to=target,
+            new_urls=(hop,),
+        )
+
+    def _not_followed(
+        self,
+        entry: Entry,
+        response: Response,
+        attempts: int,
+        target: str,
+        why: str,
+        out_of_scope: int = 0,
+    ) -> Outcome:
+        """Still a result (done with its 3xx status); the target is just not followed."""
+        return Outcome.done(
+            entry,
+            attempts=attempts,
+            response=response,
+            status=response.status,
+            message=f"redirect not followed: {why}",
+            redirect_to=target,
+            out_of_scope=out_of_scope,
+        )
 
     def _log(self, outcome: Outcome) -> None:
         response = outcome.response
@@ -386,6 +418,6 @@ class Worker:
             bytes=response.wire_bytes if response else 0,
             elapsed_ms=outcome.elapsed_ms,
             attempt=outcome.attempts,
-            outcome=outcome.state.value if outcome.kind is OutcomeKind.TERMINAL else "retry",
+            outcome=outcome.state.value if outcome.final else "retry",
             reason=outcome.reason,
         )

@@ -12,7 +12,7 @@ from anyio.abc import ObjectReceiveStream
 from crawler.errors import FULL_ERRNOS, OutOfSpace, StorageError
 from crawler.frontier import Frontier
 from crawler.frontier.values import CommitBatch, Committed, Deferred, Finished, HostState
-from crawler.models import Outcome, OutcomeKind, State
+from crawler.models import Outcome
 from crawler.seen import Seen
 from crawler.settings import StorageSettings
 from crawler.writers import Sink, WriteResult
@@ -123,19 +123,19 @@ class Writer:
         return False
 
     async def _flush(self, batch: list[Outcome]) -> None:
-        final = [o for o in batch if o.kind is OutcomeKind.TERMINAL]
+        """Write the final outcomes of `batch` (then close their responses), commit the
+        whole batch. An outcome whose record could not be written is replaced in `batch` by
+        its `warc_error` failure, which is what is committed and reported."""
+        positions = [i for i, o in enumerate(batch) if o.final]
+        final = [batch[i] for i in positions]
         commit = CommitBatch()
         try:
             if final:
                 result = await self._write(final)
                 commit.outputs = result.touched
                 for position, message in result.failed.items():
-                    outcome = final[position]
-                    outcome.state, outcome.reason, outcome.message = (
-                        State.FAILED,
-                        "warc_error",
-                        message,
-                    )
+                    at = positions[position]
+                    batch[at] = batch[at].unwritten(message)
         except OSError as exc:  # an in-process sink (tests) raises the OS error itself
             kind = OutOfSpace if exc.errno in FULL_ERRNOS else StorageError
             raise kind(f"cannot write output: {exc}") from exc
@@ -149,7 +149,7 @@ class Writer:
                 if store(new.key):  # also drops repeats within the batch
                     commit.discovered.append(new)
             key, token = o.entry.key, o.entry.token
-            if o.kind is OutcomeKind.TERMINAL:
+            if o.final:
                 commit.finished.append(
                     Finished(key, o.state, o.reason, o.status, o.attempts, o.fetched_at, token)
                 )

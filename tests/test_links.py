@@ -6,9 +6,15 @@ import codecs
 
 import pytest
 
-from crawler.links import Links, decode, extract, is_html, source
+from crawler.links import Links, extract, is_html, source
 
 PAGE = "http://a.example/dir/page.html"
+
+
+def decode(body: bytes, content_type: str | None) -> str:
+    """Text of an HTML body, in the charset `source` chooses (UTF-8 bytes decoded too)."""
+    markup = source(body, content_type)
+    return markup if isinstance(markup, str) else markup.decode("utf-8", errors="replace")
 
 
 def links(

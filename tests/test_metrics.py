@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from crawler.frontier import Counts, HostCounts
 from crawler.metrics import Metrics
-from crawler.models import Entry, Outcome, OutcomeKind, Response, State
+from crawler.models import Entry, Outcome, Response, State
 from crawler.urls import canonical, host_of, url_key
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -35,7 +35,6 @@ def _response(status: int = 200, wire_bytes: int = 100) -> Response:
 
 def _outcome(
     state: State = State.DONE,
-    kind: OutcomeKind = OutcomeKind.TERMINAL,
     response: Response | None = None,
     **fields: Any,
 ) -> Outcome:
@@ -43,7 +42,7 @@ def _outcome(
     entry = Entry(key=url_key(canonical(url)), url=url, host=host_of(url))
     if response is not None:
         fields.setdefault("status", response.status)
-    return Outcome(entry=entry, kind=kind, state=state, attempts=1, response=response, **fields)
+    return Outcome(entry=entry, state=state, attempts=1, response=response, **fields)
 
 
 def _samples(metrics: Metrics) -> Samples:
@@ -76,13 +75,9 @@ def test_attempts_bytes_codes_and_failures() -> None:
     )
     metrics.record(_outcome(State.FAILED, reason="timeout", elapsed_ms=30_000))
     # A deferred 503: its response was closed and dropped, its status and reason remain.
-    metrics.record(
-        _outcome(State.QUEUED, OutcomeKind.DEFER, reason="http_503", status=503, elapsed_ms=12)
-    )
+    metrics.record(_outcome(State.QUEUED, reason="http_503", status=503, elapsed_ms=12))
     # A deferred connection failure carries the status of an earlier attempt: not counted.
-    metrics.record(
-        _outcome(State.QUEUED, OutcomeKind.DEFER, reason="connect", status=503, elapsed_ms=3)
-    )
+    metrics.record(_outcome(State.QUEUED, reason="connect", status=503, elapsed_ms=3))
     metrics.record(_outcome(State.SKIPPED, reason="robots"))  # nothing fetched: no latency
     samples = _samples(metrics)
 
@@ -198,9 +193,9 @@ def test_a_url_held_for_robots_txt_is_not_an_attempt() -> None:
     metrics = Metrics()
     url = "http://a.example/page"
     entry = Entry(key=url_key(canonical(url)), url=url, host=host_of(url), attempts=1)
-    held = Outcome(entry, OutcomeKind.DEFER, State.QUEUED, 1, "robots_fetched")
+    held = Outcome.deferred(entry, attempts=1, reason="robots_fetched", not_before=0.0)
     metrics.record(held)
-    retried = Outcome(entry, OutcomeKind.DEFER, State.QUEUED, 2, "timeout")
+    retried = Outcome.deferred(entry, attempts=2, reason="timeout", not_before=0.0)
     metrics.record(retried)
     samples = _samples(metrics)
     assert _by(samples, "crawler_attempts_total", "outcome")["retry"] == 1.0

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from crawler.frontier import Counts
-from crawler.models import Entry, Outcome, OutcomeKind, State
+from crawler.models import Entry, Outcome, State
 from crawler.progress import RATE_WINDOW, Tally, show_bar
 
 
@@ -19,8 +19,10 @@ def _counts(queued: int, done: int = 0) -> Counts:
     return Counts(total=queued + done, states=states, reasons={}, hosts=[])
 
 
-def _outcome(key: int, state: State, kind: OutcomeKind = OutcomeKind.TERMINAL) -> Outcome:
-    return Outcome(Entry(key, f"http://h.example/{key}", "h.example"), kind, state, 1)
+def _outcome(key: int, state: State) -> Outcome:
+    return Outcome(
+        entry=Entry(key, f"http://h.example/{key}", "h.example"), state=state, attempts=1
+    )
 
 
 def test_commits_move_the_totals_and_rates_cover_the_last_minute() -> None:
@@ -29,7 +31,7 @@ def test_commits_move_the_totals_and_rates_cover_the_last_minute() -> None:
     batch = [
         _outcome(1, State.DONE),
         _outcome(2, State.FAILED),
-        _outcome(3, State.QUEUED, OutcomeKind.DEFER),
+        _outcome(3, State.QUEUED),
     ]
     tally.committed(batch, added=4)  # the batch's pages found 4 new URLs
     assert tally.total == 19

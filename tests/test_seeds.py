@@ -17,7 +17,7 @@ from crawler.seeds import (
     BadLine,
     SeedReport,
     parse_line,
-    parse_text,
+    parse_lines,
     read_seeds,
     seed_files_exist,
 )
@@ -35,6 +35,13 @@ def _write(path: Path, lines: list[str] | bytes) -> str:
 def _read(paths: list[str], batch_size: int = 10_000) -> tuple[list[list[NewURL]], SeedReport]:
     report = SeedReport()
     return list(read_seeds(paths, report, batch_size=batch_size)), report
+
+
+def parse_text(
+    text: str, sort_query: bool = False, source: str = "<request>"
+) -> tuple[list[NewURL], SeedReport]:
+    """Newline-separated seed URLs, as the API's body is (its BOM gone), through parse_lines."""
+    return parse_lines(text.removeprefix("\ufeff").split("\n"), sort_query, source)
 
 
 def _urls(batches: list[list[NewURL]]) -> list[str]:

@@ -10,13 +10,8 @@ from typing import Any
 import pytest
 
 from crawler.errors import ConfigError
-from crawler.settings import (
-    FetchSettings,
-    RetrySettings,
-    Settings,
-    load_settings,
-    with_overrides,
-)
+from crawler.settings import FetchSettings, RetrySettings, Settings, load_settings
+from tests.overrides import with_overrides
 
 DEFAULT_TOML = Path(__file__).resolve().parents[1] / "config" / "default.toml"
 

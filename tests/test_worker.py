@@ -17,7 +17,7 @@ import pytest
 from crawler.fetcher import Fetcher
 from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.guard import AddressGuard
-from crawler.models import Entry, NewURL, Outcome, OutcomeKind, State
+from crawler.models import Entry, NewURL, Outcome, State
 from crawler.retry import RetryPolicy
 from crawler.scheduler import Scheduler
 from crawler.settings import (
@@ -66,7 +66,7 @@ async def test_reset_on_a_reused_connection_is_retried_in_place(
     first = await worker.attempt(_entry(s.url("/warm"), 1))
     assert first.state is State.DONE
     outcome = await worker.attempt(_entry(s.url("/stale"), 2))
-    assert outcome.kind is OutcomeKind.TERMINAL
+    assert outcome.final
     assert (outcome.state, outcome.status, outcome.attempts) == (State.DONE, 200, 2)
     hits = s.hits_for("/stale")
     assert hits[0].connection == s.hits_for("/warm")[0].connection  # it was a reused one
@@ -84,7 +84,7 @@ async def test_reset_on_a_fresh_connection_is_deferred(
     s = make_site()
     s.route("/reset", _reset)
     outcome = await worker.attempt(_entry(s.url("/reset"), 3))
-    assert outcome.kind is OutcomeKind.DEFER
+    assert outcome.state is State.QUEUED
     assert outcome.attempts == 1
     assert outcome.reason in ("connection_reset", "protocol_error")
     assert len(s.hits_for("/reset")) == 1
@@ -99,11 +99,7 @@ async def test_last_attempt_failure_is_final_with_last_status(
     entry = _entry(s.url("/reset"), 4, attempts=2)
     entry.status = 503
     outcome = await worker.attempt(entry)
-    assert (outcome.kind, outcome.state, outcome.attempts) == (
-        OutcomeKind.TERMINAL,
-        State.FAILED,
-        3,
-    )
+    assert (outcome.final, outcome.state, outcome.attempts) == (True, State.FAILED, 3)
     assert outcome.status == 503
     assert outcome.message
 
@@ -119,7 +115,7 @@ async def test_redirect_to_an_unfetchable_url_is_explained(
     assert outcome.redirect_to == "ftp://example.com/file"
     assert outcome.message is not None
     assert "not followed" in outcome.message
-    assert outcome.new_urls == []
+    assert outcome.new_urls == ()
     assert outcome.response is not None
     outcome.response.close()
 
@@ -158,7 +154,7 @@ async def test_a_redirect_not_followed_is_recorded_without_userinfo(
     s = make_site()
     s.route("/r", site.redirect(location))
     outcome = await worker.attempt(_entry(s.url("/r"), 7))
-    assert outcome.new_urls == []
+    assert outcome.new_urls == ()
     assert outcome.redirect_to is not None
     assert "user" not in outcome.redirect_to
     assert "pw" not in (outcome.message or "")

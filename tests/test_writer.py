@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Sequence
+
 import anyio
 import pytest
 
 from crawler.frontier.sqlite import SQLiteFrontier
-from crawler.models import Entry, NewURL, Outcome, OutcomeKind, State
+from crawler.models import Entry, NewURL, Outcome, Response, State
 from crawler.settings import StorageSettings
 from crawler.urls import identify
 from crawler.writer import Writer
@@ -27,10 +30,14 @@ class NoOutput:
 
 def _deferral(url: str) -> Outcome:
     key, host = identify(url)
-    outcome = Outcome(Entry(key, url, host), OutcomeKind.DEFER, State.QUEUED, 1, "robots_fetched")
     found_key, found_host = identify(url + "/next")
-    outcome.new_urls.append(NewURL(found_key, url + "/next", found_host, depth=1))
-    return outcome
+    return Outcome.deferred(
+        Entry(key, url, host),
+        attempts=1,
+        reason="robots_fetched",
+        not_before=0.0,
+        new_urls=(NewURL(found_key, url + "/next", found_host, depth=1),),
+    )
 
 
 async def _run(frontier: SQLiteFrontier, starving: bool) -> bool:
@@ -99,7 +106,7 @@ async def test_a_completion_goes_under_its_lease_and_a_lost_one_is_not_counted(
     async with anyio.create_task_group() as tg:
         tg.start_soon(writer.run, receive)
         for entry in (kept, lost):
-            await send.send(Outcome(entry, OutcomeKind.DEFER, State.QUEUED, 1, "timeout"))
+            await send.send(Outcome.deferred(entry, attempts=1, reason="timeout", not_before=0.0))
         await send.aclose()
     assert [o.entry for o in counted] == [kept]
     states = (await frontier.counts()).states
@@ -107,3 +114,49 @@ async def test_a_completion_goes_under_its_lease_and_a_lost_one_is_not_counted(
     [again] = await frontier.claim(1, 0.0, 1e12)
     assert (again.key, again.attempts) == (kept.key, 1)
     assert holder.key == lost.key
+
+
+class UnwritableRecords:
+    """A sink that writes nothing and reports every outcome's record as not written."""
+
+    def write(self, outcomes: Sequence[Outcome]) -> WriteResult:
+        return WriteResult(failed={i: f"cannot write record {i}" for i in range(len(outcomes))})
+
+    def recover(self, committed: dict[str, int]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.anyio
+async def test_a_record_not_written_is_committed_as_warc_error(frontier: SQLiteFrontier) -> None:
+    url = "http://a.example/p"
+    key, host = identify(url)
+    await frontier.add([NewURL(key, url, host)])
+    [entry] = await frontier.claim(10, 1e12, 2e12)
+    body = io.BytesIO(b"ok")
+    response = Response(200, "OK", "HTTP/1.1", [], [], "GET", "/p", body, 2, 2, False)
+    reported: list[Outcome] = []
+
+    def on_commit(batch: list[Outcome], added: int) -> None:
+        reported.extend(batch)
+
+    writer = Writer(
+        frontier, UnwritableRecords(), StorageSettings(fsync=False, commit_interval=LONG), on_commit
+    )
+    send, receive = anyio.create_memory_object_stream[Outcome](8)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run, receive)
+        await send.send(Outcome.done(entry, attempts=1, response=response, status=200))
+        await send.aclose()
+    [outcome] = reported
+    assert (outcome.state, outcome.reason, outcome.message, outcome.status) == (
+        State.FAILED,
+        "warc_error",
+        "cannot write record 0",
+        200,
+    )
+    assert body.closed  # the writer owns the response: closed once the batch is written
+    counts = await frontier.counts()
+    assert (counts.states["failed"], counts.reasons) == (1, {"warc_error": 1})

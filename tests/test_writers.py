@@ -18,13 +18,14 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from crawler.errors import StorageError
-from crawler.models import SPOOL_BYTES, Entry, Outcome, OutcomeKind, Response, State
-from crawler.settings import Settings, with_overrides
+from crawler.models import SPOOL_BYTES, Entry, Outcome, Response, State
+from crawler.settings import Settings
 from crawler.urls import canonical, host_of, url_key
 from crawler.writers import Outputs
 from crawler.writers.jsonl import IndexFile, rfc3339
 from crawler.writers.process import OutputProcess
 from crawler.writers.warc import WarcFile
+from tests.overrides import with_overrides
 
 FETCHED_AT = 1_700_000_000.25
 DESIGN_KEYS = {
@@ -106,7 +107,7 @@ def _outcome(url: str, response: Response | None = None, **fields: Any) -> Outco
         response.body.seek(0)
         values["payload_digest"] = _digest(response.body.read())
     values.update(fields)
-    return Outcome(entry=entry, kind=OutcomeKind.TERMINAL, response=response, **values)
+    return Outcome(entry=entry, response=response, **values)
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -302,8 +303,13 @@ def test_index_line_has_every_design_key(tmp_path: Path) -> None:
         redirect_to="http://a.example/new",
         attempts=2,
     )
-    failed = _outcome("http://dead.example/", state=State.FAILED, reason="dns", attempts=3)
-    failed.message = "cannot resolve dead.example"
+    failed = _outcome(
+        "http://dead.example/",
+        state=State.FAILED,
+        reason="dns",
+        attempts=3,
+        message="cannot resolve dead.example",
+    )
     outputs = _outputs(tmp_path)
     touched = outputs.write([done, redirect, failed]).touched
     outputs.close()
@@ -385,10 +391,10 @@ def test_unwritable_record_fails_only_its_url(tmp_path: Path) -> None:
     response.target = "/caf\u00e9"  # a request line must be ASCII: the record cannot be built
     bad = _outcome("http://a.example/bad", response)
     outputs = _outputs(tmp_path)
-    outputs.write([good, bad])
+    result = outputs.write([good, bad])
     outputs.close()
     assert (good.state, good.reason) == (State.DONE, None)
-    assert (bad.state, bad.reason) == (State.FAILED, "warc_error")
+    assert list(result.failed) == [1]  # the writer makes it Outcome.unwritten: warc_error
     records = _records(_only(tmp_path / "warc", "*.warc.gz"))
     assert [r["type"] for r in records] == ["warcinfo", "request", "response"]
     lines = _lines(_only(tmp_path / "index", "*.jsonl"))
@@ -407,10 +413,12 @@ def test_failed_response_record_leaves_no_orphan_request(tmp_path: Path, size: i
     outcome = _outcome("http://a.example/x", response)
     after = _outcome("http://a.example/after", _response(b"after"))
     outputs = _outputs(tmp_path)
-    outputs.write([outcome, after])
+    result = outputs.write([outcome, after])
     outputs.close()
     response.close()
-    assert outcome.reason == "warc_error"
+    assert list(result.failed) == [0]  # the writer makes it Outcome.unwritten: warc_error
+    lines = _lines(_only(tmp_path / "index", "*.jsonl"))
+    assert [line["reason"] for line in lines] == ["warc_error", None]
     records = _records(_only(tmp_path / "warc", "*.warc.gz"))
     assert [r["type"] for r in records] == ["warcinfo", "request", "response"]
     assert records[2]["body"] == b"after"

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import structlog
 
 from crawler.errors import StorageError
-from crawler.models import Outcome, State
+from crawler.models import Outcome
 from crawler.settings import Settings
 from crawler.urls import without_userinfo
 from crawler.writers.jsonl import IndexFile, rfc3339
@@ -33,7 +33,7 @@ log = structlog.get_logger("crawler.writers")
 @dataclass(slots=True)
 class WriteResult:
     """What a write made durable: path -> new length, and outcomes that failed to write
-    (by position in the batch -> message; they are final with reason warc_error)."""
+    (by position in the batch -> message): the caller makes them `Outcome.unwritten`."""
 
     touched: dict[str, int] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
@@ -199,10 +199,9 @@ class Outputs:
                     raise
                 except Exception as exc:  # a record is built whole before any byte is written
                     log.error("warc_record_failed", url=outcome.entry.url, error=repr(exc))
-                    outcome.state = State.FAILED
-                    outcome.reason = "warc_error"
-                    outcome.message = f"cannot write WARC record: {exc!r}"
-                    result.failed[position] = outcome.message
+                    message = f"cannot write WARC record: {exc!r}"
+                    outcome = outcome.unwritten(message)
+                    result.failed[position] = message
             self._index.write(index_line(outcome, warc_file, warc_offset))
         if self._warc is not None and self._index is not None:
             fsync = self._settings.storage.fsync

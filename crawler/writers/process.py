@@ -60,7 +60,7 @@ def _portable(outcome: Outcome, fds: list[int]) -> Outcome:
             response.close()
             response.body = io.BytesIO(data)
     if outcome.new_urls:
-        outcome = dataclasses.replace(outcome, new_urls=[])
+        outcome = dataclasses.replace(outcome, new_urls=())
     return outcome
 
 
