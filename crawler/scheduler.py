@@ -417,8 +417,10 @@ class Scheduler:
             timeout = min(timeout, max(0.0, self._claim_after - self._clock()))
         if not self._buffered and not self._inflight:
             due = await self._frontier.next_due()
-            if due is not None:
-                timeout = min(timeout, max(0.0, due - self._wall()))
+            # A due time already past is a URL the last claim passed over (its host is
+            # blocked or has no room): claiming again at once would only spin.
+            if due is not None and due > self._wall():
+                timeout = min(timeout, due - self._wall())
                 self._claim_after = min(self._claim_after, self._clock() + timeout)
         with anyio.move_on_after(timeout):
             await self._wakeup.wait()

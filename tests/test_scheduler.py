@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -243,3 +244,45 @@ async def test_blocked_and_busy_hosts_never_starve_a_ready_one(tmp_path: Path) -
     # buffered or given back for its host's block is queued again, none lost.
     assert counts.states["leased"] == len(got)
     assert counts.states["queued"] == 50_002 - len(got)
+
+
+class _CountingClaims:
+    """A frontier that counts its claims (everything else goes to the real one)."""
+
+    def __init__(self, inner: SQLiteFrontier) -> None:
+        self._inner = inner
+        self.claims = 0
+
+    async def claim(self, *args: Any, **kwargs: Any) -> list[Entry]:
+        self.claims += 1
+        return await self._inner.claim(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@pytest.mark.anyio
+async def test_a_frontier_holding_only_blocked_hosts_is_not_claimed_in_a_loop(
+    tmp_path: Path,
+) -> None:
+    """Every queued URL is on a host blocked by a saved Retry-After: the scheduler waits
+    (claiming about once per idle poll), it does not spin on claims that return nothing."""
+    inner = await _frontier(tmp_path, {"blocked.example": 50})
+    await inner.commit(CommitBatch(hosts=[HostState("blocked.example", 0.0, 1e12)]))
+    frontier = _CountingClaims(inner)
+    scheduler = Scheduler(
+        frontier,  # type: ignore[arg-type]
+        PolitenessSettings(),
+        FrontierSettings(),
+        forever=True,
+    )
+    send, receive = anyio.create_memory_object_stream[Entry](0)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run, send)
+            assert await _nothing_within(receive, 2.5)
+            scheduler.stop()
+    finally:
+        receive.close()
+        await inner.aclose()
+    assert 1 <= frontier.claims <= 5  # about one per second (IDLE_POLL), not hundreds

@@ -277,7 +277,7 @@ async def test_a_redirect_chain_is_followed_hop_by_hop_until_it_loops(mocked: Mo
         307,
         f"{A}/a",
     )
-    assert three.new_urls == []
+    assert three.new_urls == ()
 
 
 @pytest.mark.anyio
@@ -302,13 +302,13 @@ async def test_too_many_redirects_fail_and_a_3xx_without_location_is_done(
         301,
         f"{A}/further",
     )
-    assert far.new_urls == []
+    assert far.new_urls == ()
     nowhere = _closed(await mocked.worker.attempt(_at(f"{A}/nowhere")))
     assert (nowhere.state, nowhere.status, nowhere.redirect_to, nowhere.new_urls) == (
         State.DONE,
         302,
         None,
-        [],
+        (),
     )
 
 
@@ -464,7 +464,7 @@ async def test_an_unknown_encoding_is_stored_but_not_parsed(make_mocked: MakeMoc
         State.DONE,
         None,
         200,
-        [],
+        (),
     )
 
 
