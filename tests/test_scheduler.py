@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 from pathlib import Path
 
 import anyio
@@ -11,6 +12,7 @@ from crawler.frontier import CommitBatch, Finished
 from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.models import Entry, NewURL, State
 from crawler.politeness import HostState
+from crawler.retry import parse_retry_after
 from crawler.scheduler import Scheduler
 from crawler.settings import FrontierSettings, PolitenessSettings
 
@@ -243,3 +245,133 @@ async def test_blocked_and_busy_hosts_never_starve_a_ready_one(tmp_path: Path) -
     # buffered or given back for its host's block is queued again, none lost.
     assert counts.states["leased"] == len(got)
     assert counts.states["queued"] == 50_002 - len(got)
+
+
+# -- Retry-After and a saved block, on fake clocks (the end-to-end tests on real time are in
+# -- test_politeness.py, test_crawl.py and test_cli.py) -------------------------------------
+
+WALL = 1_000_000.0  # a whole second: an HTTP-date names it exactly
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("retry_after", "wait"),
+    [("5", 5.0), (email.utils.formatdate(WALL + 7, usegmt=True), 7.0)],
+    ids=["seconds", "http-date"],
+)
+async def test_retry_after_holds_the_whole_host_while_another_runs_at_full_speed(
+    tmp_path: Path, retry_after: str, wait: float
+) -> None:
+    """What the worker does with a 429's Retry-After (parse it on the wall clock, tell the
+    scheduler) holds every URL of that host for the whole wait, longer than the back-off
+    of the 429 alone (2 s), and not one URL of another host."""
+    frontier = await _frontier(tmp_path, {"limited.example": 4, "free.example": 20})
+    now, wall = [0.0], [WALL]
+    scheduler = Scheduler(
+        frontier,
+        PolitenessSettings(per_host_concurrency=1, delay=0.0),
+        FrontierSettings(claim_batch=50),
+        clock=lambda: now[0],
+        wall=lambda: wall[0],
+    )
+    send, receive = anyio.create_memory_object_stream[Entry](0)
+    limited: list[Entry] = []
+    free: list[Entry] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run, send)
+            with anyio.fail_after(10):
+                while len(free) < 20 or not limited:
+                    entry = await receive.receive()
+                    if entry.host == "limited.example":
+                        assert not limited, "the limited host was fetched during its wait"
+                        seconds = parse_retry_after(retry_after, wall[0])
+                        scheduler.feedback(entry.host, 429, seconds, 0.1)
+                        limited.append(entry)
+                    else:
+                        free.append(entry)
+                    scheduler.done(entry)
+            # All 20 of the free host went out without the clocks moving: it was not held.
+            assert len({entry.key for entry in free}) == 20
+            assert await _nothing_within(receive, 0.2)
+            now[0] += wait - 0.1
+            wall[0] += wait - 0.1
+            assert await _nothing_within(receive, 0.2)  # nothing to it during Retry-After
+            now[0] += 0.1
+            wall[0] += 0.1
+            with anyio.fail_after(5):
+                again = await receive.receive()
+            assert again.host == "limited.example"
+            assert again.key != limited[0].key
+            scheduler.stop()
+    finally:
+        receive.close()
+        await frontier.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_hosts_block_saved_before_a_restart_holds_until_it_ends(tmp_path: Path) -> None:
+    """A Retry-After committed before a crash (the host's row) holds a new scheduler on a
+    fresh start, whatever its own clocks say, until the saved wall-clock time."""
+    frontier = await _frontier(tmp_path, {"a.example": 2})
+    await frontier.commit(CommitBatch(hosts=[HostState("a.example", 1.0, WALL + 4.0)]))
+    now, wall = [0.0], [WALL]
+    scheduler = Scheduler(
+        frontier,
+        PolitenessSettings(per_host_concurrency=1, delay=0.0),
+        FrontierSettings(),
+        clock=lambda: now[0],
+        wall=lambda: wall[0],
+    )
+    send, receive = anyio.create_memory_object_stream[Entry](0)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run, send)
+            assert await _nothing_within(receive, 0.2)
+            now[0] += 3.9
+            wall[0] += 3.9
+            assert await _nothing_within(receive, 0.2)
+            now[0] += 0.1
+            wall[0] += 0.1
+            with anyio.fail_after(5):
+                first = await receive.receive()
+            assert first.host == "a.example"
+            scheduler.stop()
+    finally:
+        receive.close()
+        await frontier.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_crawl_delay_counts_from_the_last_start_and_never_lowers_the_delay(
+    tmp_path: Path,
+) -> None:
+    """robots.txt's Crawl-delay (set_delay) on a fake clock; end to end in test_robots.py."""
+    frontier = await _frontier(tmp_path, {"a.example": 3})
+    now = [1000.0]
+    scheduler = Scheduler(
+        frontier,
+        PolitenessSettings(per_host_concurrency=2, delay=1.0),
+        FrontierSettings(claim_batch=8),
+        clock=lambda: now[0],
+    )
+    send, receive = anyio.create_memory_object_stream[Entry](0)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run, send)
+            now[0] += 1.0  # past the restart floor
+            first = await receive.receive()
+            scheduler.set_delay(first.host, 5.0)  # read from robots.txt after the first start
+            assert scheduler.delay_of(first.host) == 5.0
+            now[0] += 4.9
+            assert await _nothing_within(receive, 0.2)
+            now[0] += 0.1
+            with anyio.fail_after(5):
+                second = await receive.receive()
+            assert second.key != first.key
+            scheduler.set_delay(first.host, 0.1)  # a Crawl-delay below politeness.delay
+            assert scheduler.delay_of(first.host) == 1.0
+            scheduler.stop()
+    finally:
+        receive.close()
+        await frontier.aclose()
