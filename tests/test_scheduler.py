@@ -35,6 +35,15 @@ async def _nothing_within(receive: anyio.abc.ObjectReceiveStream[Entry], seconds
     return True
 
 
+def _advance(scheduler: Scheduler, seconds: float, *clocks: list[float]) -> None:
+    """Move the fake clocks on by `seconds` and wake the scheduler, as the writer's next
+    commit would. On real time it wakes by itself when a start falls due; it cannot see a
+    fake clock move, and would sleep through a check that nothing is handed out."""
+    for clock in clocks:
+        clock[0] += seconds
+    scheduler.committed()
+
+
 @pytest.mark.anyio
 async def test_delay_holds_after_start_and_between_requests(tmp_path: Path) -> None:
     frontier = await _frontier(tmp_path, {"a.example": 3})
@@ -51,15 +60,15 @@ async def test_delay_holds_after_start_and_between_requests(tmp_path: Path) -> N
             tg.start_soon(scheduler.run, send)
             # A restart may follow a request of the previous process: wait out the delay.
             assert await _nothing_within(receive, 0.2)
-            now[0] += 10
+            _advance(scheduler, 10, now)
             first = await receive.receive()
             # Concurrency 2 allows another request, but not before the delay has passed.
             assert await _nothing_within(receive, 0.2)
-            now[0] += 10
+            _advance(scheduler, 10, now)
             second = await receive.receive()
             assert first.key != second.key
             # Two in flight: even with the delay over, nothing until one is done.
-            now[0] += 10
+            _advance(scheduler, 10, now)
             assert await _nothing_within(receive, 0.2)
             scheduler.done(first)
             third = await receive.receive()
@@ -86,7 +95,7 @@ async def test_a_host_buffers_only_its_lookahead_the_rest_waits_in_the_frontier(
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(scheduler.run, send)
-            now[0] += 10
+            _advance(scheduler, 10, now)
             got = {(await receive.receive()).host, (await receive.receive()).host}
             assert got == {"big.example", "small.example"}  # the big host does not starve it
             scheduler.stop()
@@ -146,13 +155,13 @@ async def test_an_in_place_retry_books_its_start(tmp_path: Path) -> None:
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(scheduler.run, send)
-            now[0] += 1
+            _advance(scheduler, 1, now)
             first = await receive.receive()
             # The retry books the next start (1 s on); the scheduler may not hand it out too.
             assert scheduler.reserve_start(first.host) == pytest.approx(1.0)
-            now[0] += 1
+            _advance(scheduler, 1, now)
             assert await _nothing_within(receive, 0.2)
-            now[0] += 1
+            _advance(scheduler, 1, now)
             await receive.receive()
             scheduler.stop()
     finally:
@@ -180,13 +189,13 @@ async def test_politeness_key_domain_makes_hosts_share_one_budget(
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(scheduler.run, send)
-            now[0] += 10  # past the restart floor
+            _advance(scheduler, 10, now)  # past the restart floor
             first = await receive.receive()
             scheduler.done(first)
             # One budget for the domain: the other host waits for the delay; two: it does not.
             assert await _nothing_within(receive, 0.2) is shared
             if shared:
-                now[0] += 10
+                _advance(scheduler, 10, now)
                 await receive.receive()
             scheduler.stop()
     finally:
@@ -222,7 +231,7 @@ async def test_blocked_and_busy_hosts_never_starve_a_ready_one(tmp_path: Path) -
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(scheduler.run, send)
-            now[0] += 1.0  # past the restart floor (politeness.delay)
+            _advance(scheduler, 1.0, now)  # past the restart floor (politeness.delay)
             with anyio.fail_after(10):
                 while "ready.example" not in got:
                     entry = await receive.receive()
@@ -294,11 +303,9 @@ async def test_retry_after_holds_the_whole_host_while_another_runs_at_full_speed
             # All 20 of the free host went out without the clocks moving: it was not held.
             assert len({entry.key for entry in free}) == 20
             assert await _nothing_within(receive, 0.2)
-            now[0] += wait - 0.1
-            wall[0] += wait - 0.1
+            _advance(scheduler, wait - 0.1, now, wall)
             assert await _nothing_within(receive, 0.2)  # nothing to it during Retry-After
-            now[0] += 0.1
-            wall[0] += 0.1
+            _advance(scheduler, 0.1, now, wall)
             with anyio.fail_after(5):
                 again = await receive.receive()
             assert again.host == "limited.example"
@@ -328,11 +335,9 @@ async def test_a_hosts_block_saved_before_a_restart_holds_until_it_ends(tmp_path
         async with anyio.create_task_group() as tg:
             tg.start_soon(scheduler.run, send)
             assert await _nothing_within(receive, 0.2)
-            now[0] += 3.9
-            wall[0] += 3.9
+            _advance(scheduler, 3.9, now, wall)
             assert await _nothing_within(receive, 0.2)
-            now[0] += 0.1
-            wall[0] += 0.1
+            _advance(scheduler, 0.1, now, wall)
             with anyio.fail_after(5):
                 first = await receive.receive()
             assert first.host == "a.example"
@@ -359,13 +364,13 @@ async def test_a_crawl_delay_counts_from_the_last_start_and_never_lowers_the_del
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(scheduler.run, send)
-            now[0] += 1.0  # past the restart floor
+            _advance(scheduler, 1.0, now)  # past the restart floor
             first = await receive.receive()
             scheduler.set_delay(first.host, 5.0)  # read from robots.txt after the first start
             assert scheduler.delay_of(first.host) == 5.0
-            now[0] += 4.9
+            _advance(scheduler, 4.9, now)
             assert await _nothing_within(receive, 0.2)
-            now[0] += 0.1
+            _advance(scheduler, 0.1, now)
             with anyio.fail_after(5):
                 second = await receive.receive()
             assert second.key != first.key
