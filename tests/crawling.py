@@ -5,9 +5,11 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +110,17 @@ def cli_process(data_dir: Path, *args: str) -> subprocess.Popen[bytes]:
 def gz_lines(path: Path) -> list[str]:
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         return handle.read().splitlines()
+
+
+def database_rows(data_dir: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """The rows of `sql` on the crawl's database, read-only and from outside the crawler
+    (what is committed, whatever the crawler holds in memory); [] while the database or its
+    tables do not exist yet."""
+    uri = f"{(data_dir / 'crawl.db').resolve().as_uri()}?mode=ro"
+    try:
+        with closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:
+            return db.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "unable to open" in str(exc) or "no such table" in str(exc):
+            return []
+        raise

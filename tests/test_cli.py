@@ -11,8 +11,17 @@ import time
 from pathlib import Path
 
 from tests import site
-from tests.crawling import cli_process, index, index_lines, sets, warc_records, write_seeds
+from tests.crawling import (
+    cli_process,
+    database_rows,
+    index,
+    index_lines,
+    sets,
+    warc_records,
+    write_seeds,
+)
 from tests.site import Site, SiteFactory
+from tests.waiting import eventually
 
 
 def _slow_site(make_site: SiteFactory, pages: int, seconds: float) -> Site:
@@ -45,12 +54,21 @@ def _finish(proc: subprocess.Popen[bytes], timeout: float) -> int:
 
 
 def _wait_for_lines(data: Path, at_least: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (data / "index").is_dir() and len(index_lines(data)) >= at_least:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"fewer than {at_least} index lines after {timeout} s")
+    eventually(
+        lambda: len(index_lines(data)),
+        timeout,
+        f"at least {at_least} index lines",
+        until=lambda n: n >= at_least,
+    )
+
+
+def _wait_in_flight(s: Site, at_least: int) -> None:
+    eventually(
+        lambda: s.max_in_flight,
+        10,
+        f"{at_least} fetches in flight at once",
+        until=lambda n: n >= at_least,
+    )
 
 
 def _assert_exactly_once(data: Path, urls: list[str]) -> None:
@@ -103,9 +121,7 @@ def test_sigterm_releases_in_flight_and_resume_finishes(
     seeds = write_seeds(tmp_path / "seeds.txt", urls)
     data = tmp_path / "crawl"
     proc = _run(data, seeds, "shutdown.grace_seconds=0.2", "politeness.per_host_concurrency=4")
-    deadline = time.monotonic() + 10
-    while s.max_in_flight < 4 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    _wait_in_flight(s, 4)
     proc.send_signal(signal.SIGTERM)
     assert _finish(proc, 10) == 143
     status = _status(data)
@@ -133,9 +149,7 @@ def test_sigterm_lets_in_flight_fetches_finish_within_grace(
     seeds = write_seeds(tmp_path / "seeds.txt", urls)
     data = tmp_path / "crawl"
     proc = _run(data, seeds, "shutdown.grace_seconds=5", "politeness.per_host_concurrency=2")
-    deadline = time.monotonic() + 10
-    while s.max_in_flight < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    _wait_in_flight(s, 2)
     proc.send_signal(signal.SIGINT)
     assert _finish(proc, 10) == 130
     lines = index(data)
@@ -202,19 +216,13 @@ def test_second_run_on_the_same_directory_is_refused(
     seeds = write_seeds(tmp_path / "s.txt", [s.url(f"/p{i}") for i in range(4)])
     data = tmp_path / "crawl"
     first = _run(data, seeds)
-    _wait_until_exists(data / "crawl.db")
+    eventually((data / "crawl.db").exists, 10, "the first run's crawl.db")
     second = _run(data, seeds)
     _, err = second.communicate(timeout=10)
     assert second.returncode == 3
     assert b"another crawler is running" in err
     first.send_signal(signal.SIGTERM)
     assert _finish(first, 15) == 143
-
-
-def _wait_until_exists(path: Path) -> None:
-    deadline = time.monotonic() + 10
-    while not path.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
 
 
 def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
@@ -266,9 +274,7 @@ def test_politeness_holds_across_a_sigkill_restart(tmp_path: Path, make_site: Si
     data = tmp_path / "crawl"
     polite = ("politeness.delay=1.0", "politeness.per_host_concurrency=1")
     proc = _run(data, seeds, *polite)
-    deadline = time.monotonic() + 15
-    while len(s.hits) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    eventually(lambda: len(s.hits), 15, "2 requests before the kill", until=lambda n: n >= 2)
     proc.send_signal(signal.SIGKILL)
     _finish(proc, 10)
     last_before = max(hit.started for hit in s.hits)
@@ -286,13 +292,17 @@ def test_politeness_holds_across_a_sigkill_restart(tmp_path: Path, make_site: Si
 def test_retry_after_is_honoured_after_a_crash(tmp_path: Path, make_site: SiteFactory) -> None:
     s = make_site()
     s.route("/limited", site.sequence(site.retry_after(429, "3"), site.ok(b"finally")))
-    seeds = write_seeds(tmp_path / "seeds.txt", [s.url("/limited")])
+    url = s.url("/limited")
+    seeds = write_seeds(tmp_path / "seeds.txt", [url])
     data = tmp_path / "crawl"
     proc = _run(data, seeds)
-    deadline = time.monotonic() + 15
-    while not s.hits and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.5)  # let the deferral be committed (commit_interval is 0.05 s here)
+    # Killed once the deferral is committed (not merely answered): its wait is on disk.
+    eventually(
+        lambda: database_rows(data, "SELECT state, reason, attempts FROM urls WHERE url = ?", url),
+        15,
+        "the 429's deferral committed",
+        until=lambda rows: rows == [("queued", "http_429", 1)],
+    )
     proc.send_signal(signal.SIGKILL)
     _finish(proc, 10)
     proc = _run(data, seeds)

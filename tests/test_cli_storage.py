@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ import pytest
 from tests import site
 from tests.crawling import index, sets, warc_records, write_seeds
 from tests.site import SiteFactory
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -228,13 +228,6 @@ def test_seed_refuses_a_directory_without_a_crawl_unless_create(
 # -- a volume remounted read-only under a running crawl: ext4 with errors=remount-ro --------
 
 
-def _eventually(condition: Callable[[], bool], what: str, within: float = 30) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {within} s: {what}"
-        time.sleep(0.05)
-
-
 class Volume:
     """An ext4 image mounted, with `errors=remount-ro`, only in the namespace of the command
     that uses it (the mount goes when that command ends)."""
@@ -327,10 +320,16 @@ def _assert_held(proc: subprocess.Popen[str], log: Path) -> int:
     def reported() -> bool:
         return bool(_events(log, "storage_full")) or proc.poll() is not None
 
-    _eventually(reported, "the writer reports it")
+    eventually(reported, 30, "the writer reports it", interval=0.05)
     assert proc.poll() is None, f"the crawl ended: {proc.communicate()[1]}"
     held = len(_events(log, "progress"))
-    _eventually(lambda: len(_events(log, "progress")) >= held + 3, "3 progress lines")
+    eventually(
+        lambda: len(_events(log, "progress")),
+        30,
+        f"3 more progress lines than {held}",
+        until=lambda n: n >= held + 3,
+        interval=0.05,
+    )
     assert proc.poll() is None, "the crawl ended instead of waiting"
     progress = _events(log, "progress")[held:]
     assert len({(event["done"], event["retries"]) for event in progress}) == 1
@@ -381,7 +380,13 @@ def test_a_volume_remounted_read_only_holds_the_crawl_until_restarted_on_a_good_
         proc = volume.start(first, stdout=stdout, stderr=subprocess.PIPE)
     try:
         database = data / "crawl.db"
-        _eventually(lambda: _count(proc.pid, database, "state = 'done'") >= 20, "20 URLs done")
+        eventually(
+            lambda: _count(proc.pid, database, "state = 'done'"),
+            30,
+            "20 URLs done",
+            until=lambda n: n >= 20,
+            interval=0.05,
+        )
         volume.fail()
         assert _assert_held(proc, log) < pages
         if command == "serve":
@@ -429,7 +434,13 @@ def test_a_database_on_a_volume_remounted_read_only_holds_the_crawl(
         proc = volume.start(run, stdout=stdout, stderr=subprocess.PIPE)
     try:
         database = data / "crawl.db"
-        _eventually(lambda: _count(proc.pid, database, "attempts >= 2") >= 20, "20 deferred")
+        eventually(
+            lambda: _count(proc.pid, database, "attempts >= 2"),
+            30,
+            "20 URLs deferred",
+            until=lambda n: n >= 20,
+            interval=0.05,
+        )
         volume.fail()
         assert _assert_held(proc, log) == 0
         assert not _events(log, "output_recover_failed")  # the output was not involved

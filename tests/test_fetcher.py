@@ -10,7 +10,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from tests import site
 from tests.crawling import crawl, index, warc_records
 from tests.mock_transport import MockWeb
 from tests.site import SiteFactory
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = AddressGuard(["127.0.0.0/8"])
@@ -74,16 +74,18 @@ def h2_server(tmp_path: Path) -> Iterator[TLSServer]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"hypercorn exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("hypercorn did not start") from None
-                time.sleep(0.05)
+        eventually(listening, 15, f"hypercorn listening on port {port}", interval=0.05)
         yield TLSServer(f"https://127.0.0.1:{port}", ca_file)
     finally:
         proc.terminate()

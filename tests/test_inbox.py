@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import os
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -16,6 +15,7 @@ import structlog.testing
 from crawler import inbox as inbox_module
 from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.inbox import Inbox, Ingested
+from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.anyio
 
@@ -332,14 +332,6 @@ async def test_a_missing_inbox_is_created_and_a_file_in_its_place_is_logged(
     assert [e["event"] for e in logs] == ["inbox_error"]
 
 
-async def _eventually(condition: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await anyio.sleep(0.01)
-    raise AssertionError("not within 5 s")
-
-
 async def test_run_keeps_scanning_until_cancelled(
     inbox_dir: Path, frontier: SQLiteFrontier, db_path: Path
 ) -> None:
@@ -348,10 +340,12 @@ async def test_run_keeps_scanning_until_cancelled(
     (inbox_dir / "done").write_text("the first attempts to move fail")
     async with anyio.create_task_group() as tg:
         tg.start_soon(inbox.run, 0.01)
-        await _eventually(lambda: bool(_urls(db_path)))
+        await eventually_async(lambda: _urls(db_path), 5, "the file's URLs in the frontier")
         await anyio.sleep(0.05)  # a few more scans fail to move it: run() goes on
         assert (inbox_dir / "seeds.txt").exists()
         (inbox_dir / "done").unlink()
-        await _eventually((inbox_dir / "done" / "seeds.txt").exists)
+        await eventually_async(
+            (inbox_dir / "done" / "seeds.txt").exists, 5, "the file moved to done/"
+        )
         tg.cancel_scope.cancel()
     assert _urls(db_path) == sorted(URLS)

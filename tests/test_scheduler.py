@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from crawler.frontier import CommitBatch, Finished
 from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.frontier.values import HostState
 from crawler.models import Entry, NewURL, State
+from crawler.retry import parse_retry_after
 from crawler.scheduler import Scheduler
 from crawler.settings import FrontierSettings, PolitenessSettings
 
@@ -34,6 +36,15 @@ async def _nothing_within(receive: anyio.abc.ObjectReceiveStream[Entry], seconds
     return True
 
 
+def _advance(scheduler: Scheduler, seconds: float, *clocks: list[float]) -> None:
+    """Move the fake clocks on by `seconds` and wake the scheduler, as the writer's next
+    commit would. On real time it wakes by itself when a start falls due; it cannot see a
+    fake clock move, and would sleep through a check that nothing is handed out."""
+    for clock in clocks:
+        clock[0] += seconds
+    scheduler.committed()
+
+
 @pytest.mark.anyio
 async def test_delay_holds_after_start_and_between_requests(tmp_path: Path) -> None:
     frontier = await _frontier(tmp_path, {"a.example": 3})
@@ -50,15 +61,15 @@ async def test_delay_holds_after_start_and_between_requests(tmp_path: Path) -> N
             tg.start_soon(scheduler.run, send)
             # A restart may follow a request of the previous process: wait out the delay.
             assert await _nothing_within(receive, 0.2)
-            now[0] += 10
+            _advance(scheduler, 10, now)
             first = await receive.receive()
             # Concurrency 2 allows another request, but not before the delay has passed.
             assert await _nothing_within(receive, 0.2)
-            now[0] += 10
+            _advance(scheduler, 10, now)
             second = await receive.receive()
             assert first.key != second.key
             # Two in flight: even with the delay over, nothing until one is done.
-            now[0] += 10
+            _advance(scheduler, 10, now)
             assert await _nothing_within(receive, 0.2)
             scheduler.done(first)
             third = await receive.receive()
@@ -85,7 +96,7 @@ async def test_a_host_buffers_only_its_lookahead_the_rest_waits_in_the_frontier(
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(scheduler.run, send)
-            now[0] += 10
+            _advance(scheduler, 10, now)
             got = {(await receive.receive()).host, (await receive.receive()).host}
             assert got == {"big.example", "small.example"}  # the big host does not starve it
             scheduler.stop()
@@ -145,13 +156,13 @@ async def test_an_in_place_retry_books_its_start(tmp_path: Path) -> None:
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(scheduler.run, send)
-            now[0] += 1
+            _advance(scheduler, 1, now)
             first = await receive.receive()
             # The retry books the next start (1 s on); the scheduler may not hand it out too.
             assert scheduler.reserve_start(first.host) == pytest.approx(1.0)
-            now[0] += 1
+            _advance(scheduler, 1, now)
             assert await _nothing_within(receive, 0.2)
-            now[0] += 1
+            _advance(scheduler, 1, now)
             await receive.receive()
             scheduler.stop()
     finally:
@@ -179,13 +190,13 @@ async def test_politeness_key_domain_makes_hosts_share_one_budget(
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(scheduler.run, send)
-            now[0] += 10  # past the restart floor
+            _advance(scheduler, 10, now)  # past the restart floor
             first = await receive.receive()
             scheduler.done(first)
             # One budget for the domain: the other host waits for the delay; two: it does not.
             assert await _nothing_within(receive, 0.2) is shared
             if shared:
-                now[0] += 10
+                _advance(scheduler, 10, now)
                 await receive.receive()
             scheduler.stop()
     finally:
@@ -221,7 +232,7 @@ async def test_blocked_and_busy_hosts_never_starve_a_ready_one(tmp_path: Path) -
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(scheduler.run, send)
-            now[0] += 1.0  # past the restart floor (politeness.delay)
+            _advance(scheduler, 1.0, now)  # past the restart floor (politeness.delay)
             with anyio.fail_after(10):
                 while "ready.example" not in got:
                     entry = await receive.receive()
@@ -244,6 +255,132 @@ async def test_blocked_and_busy_hosts_never_starve_a_ready_one(tmp_path: Path) -
     # buffered or given back for its host's block is queued again, none lost.
     assert counts.states["leased"] == len(got)
     assert counts.states["queued"] == 50_002 - len(got)
+
+
+# -- Retry-After and a saved block, on fake clocks (the end-to-end tests on real time are in
+# -- test_politeness.py, test_crawl.py and test_cli.py) -------------------------------------
+
+WALL = 1_000_000.0  # a whole second: an HTTP-date names it exactly
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("retry_after", "wait"),
+    [("5", 5.0), (email.utils.formatdate(WALL + 7, usegmt=True), 7.0)],
+    ids=["seconds", "http-date"],
+)
+async def test_retry_after_holds_the_whole_host_while_another_runs_at_full_speed(
+    tmp_path: Path, retry_after: str, wait: float
+) -> None:
+    """What the worker does with a 429's Retry-After (parse it on the wall clock, tell the
+    scheduler) holds every URL of that host for the whole wait, longer than the back-off
+    of the 429 alone (2 s), and not one URL of another host."""
+    frontier = await _frontier(tmp_path, {"limited.example": 4, "free.example": 20})
+    now, wall = [0.0], [WALL]
+    scheduler = Scheduler(
+        frontier,
+        PolitenessSettings(per_host_concurrency=1, delay=0.0),
+        FrontierSettings(claim_batch=50),
+        clock=lambda: now[0],
+        wall=lambda: wall[0],
+    )
+    send, receive = anyio.create_memory_object_stream[Entry](0)
+    limited: list[Entry] = []
+    free: list[Entry] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run, send)
+            with anyio.fail_after(10):
+                while len(free) < 20 or not limited:
+                    entry = await receive.receive()
+                    if entry.host == "limited.example":
+                        assert not limited, "the limited host was fetched during its wait"
+                        seconds = parse_retry_after(retry_after, wall[0])
+                        scheduler.feedback(entry.host, 429, seconds, 0.1)
+                        limited.append(entry)
+                    else:
+                        free.append(entry)
+                    scheduler.done(entry)
+            # All 20 of the free host went out without the clocks moving: it was not held.
+            assert len({entry.key for entry in free}) == 20
+            assert await _nothing_within(receive, 0.2)
+            _advance(scheduler, wait - 0.1, now, wall)
+            assert await _nothing_within(receive, 0.2)  # nothing to it during Retry-After
+            _advance(scheduler, 0.1, now, wall)
+            with anyio.fail_after(5):
+                again = await receive.receive()
+            assert again.host == "limited.example"
+            assert again.key != limited[0].key
+            scheduler.stop()
+    finally:
+        receive.close()
+        await frontier.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_hosts_block_saved_before_a_restart_holds_until_it_ends(tmp_path: Path) -> None:
+    """A Retry-After committed before a crash (the host's row) holds a new scheduler on a
+    fresh start, whatever its own clocks say, until the saved wall-clock time."""
+    frontier = await _frontier(tmp_path, {"a.example": 2})
+    await frontier.commit(CommitBatch(hosts=[HostState("a.example", 1.0, WALL + 4.0)]))
+    now, wall = [0.0], [WALL]
+    scheduler = Scheduler(
+        frontier,
+        PolitenessSettings(per_host_concurrency=1, delay=0.0),
+        FrontierSettings(),
+        clock=lambda: now[0],
+        wall=lambda: wall[0],
+    )
+    send, receive = anyio.create_memory_object_stream[Entry](0)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run, send)
+            assert await _nothing_within(receive, 0.2)
+            _advance(scheduler, 3.9, now, wall)
+            assert await _nothing_within(receive, 0.2)
+            _advance(scheduler, 0.1, now, wall)
+            with anyio.fail_after(5):
+                first = await receive.receive()
+            assert first.host == "a.example"
+            scheduler.stop()
+    finally:
+        receive.close()
+        await frontier.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_crawl_delay_counts_from_the_last_start_and_never_lowers_the_delay(
+    tmp_path: Path,
+) -> None:
+    """robots.txt's Crawl-delay (set_delay) on a fake clock; end to end in test_robots.py."""
+    frontier = await _frontier(tmp_path, {"a.example": 3})
+    now = [1000.0]
+    scheduler = Scheduler(
+        frontier,
+        PolitenessSettings(per_host_concurrency=2, delay=1.0),
+        FrontierSettings(claim_batch=8),
+        clock=lambda: now[0],
+    )
+    send, receive = anyio.create_memory_object_stream[Entry](0)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run, send)
+            _advance(scheduler, 1.0, now)  # past the restart floor
+            first = await receive.receive()
+            scheduler.set_delay(first.host, 5.0)  # read from robots.txt after the first start
+            assert scheduler.delay_of(first.host) == 5.0
+            _advance(scheduler, 4.9, now)
+            assert await _nothing_within(receive, 0.2)
+            _advance(scheduler, 0.1, now)
+            with anyio.fail_after(5):
+                second = await receive.receive()
+            assert second.key != first.key
+            scheduler.set_delay(first.host, 0.1)  # a Crawl-delay below politeness.delay
+            assert scheduler.delay_of(first.host) == 1.0
+            scheduler.stop()
+    finally:
+        receive.close()
+        await frontier.aclose()
 
 
 class _CountingClaims:

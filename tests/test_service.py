@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests import site
 from tests.crawling import index, index_lines, sets, warc_records
 from tests.site import SiteFactory
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
+
+FINAL = ("done", "failed", "skipped")
 
 
 class Service:
@@ -81,15 +84,15 @@ class Service:
         assert status == 200, (status, data)
         return json.loads(data)
 
-    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            current = self.json("GET", "/status")
-            if predicate(current):
-                return current
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; last status {current}")
-            time.sleep(0.2)
+    def wait_final(self, n: int, timeout: float = 20) -> Any:
+        """The status once at least `n` URLs are final (done, failed or skipped)."""
+        return eventually(
+            lambda: self.json("GET", "/status"),
+            timeout,
+            f"{n} URLs final in /status",
+            until=lambda status: sum(status["states"][k] for k in FINAL) >= n,
+            interval=0.2,
+        )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:
@@ -115,10 +118,6 @@ def services() -> Iterator[list[Service]]:
         service.close()
 
 
-def _done(n: int) -> Callable[[dict[str, Any]], bool]:
-    return lambda s: s["states"]["done"] + s["states"]["failed"] + s["states"]["skipped"] >= n
-
-
 def test_seeds_by_http_status_and_metrics(
     tmp_path: Path, make_site: SiteFactory, services: list[Service]
 ) -> None:
@@ -138,7 +137,7 @@ def test_seeds_by_http_status_and_metrics(
     answer = svc.json("POST", "/seeds", posted, **{"Content-Type": "application/json"})
     assert (answer["accepted"], answer["duplicate"], answer["invalid"]) == (1, 1, 1)
 
-    status = svc.wait_for(_done(3))
+    status = svc.wait_final(3)
     assert status["states"]["done"] == 3
     assert status["hosts"][0]["host"] == s.base_url.split("//")[1]
     assert "politeness" in status["hosts"][0]
@@ -177,7 +176,7 @@ def test_posted_seeds_with_userinfo_or_hosts_the_client_refuses_are_invalid(
     assert f"'http://127.0.0.1:{s.port}/a'" in answer["errors"][0]  # quoted without it
     assert "not valid IDNA" in answer["errors"][1]
     assert "not an IPv4 address" in answer["errors"][2]
-    svc.wait_for(_done(1))
+    svc.wait_final(1)
     assert svc.stop() == 143
     assert list(index(tmp_path / "crawl")) == [s.url("/b")]
     assert "authorization" not in s.hits_for("/b")[0].headers
@@ -238,7 +237,7 @@ def test_concurrent_posts_add_each_url_once(
     time.sleep(1.5)
     assert s.hits == []  # paused: nothing fetched
     svc.json("POST", "/resume")
-    svc.wait_for(_done(unique))
+    svc.wait_final(unique)
     assert svc.stop() == 143
     assert len(index(tmp_path / "crawl")) == unique
 
@@ -260,12 +259,12 @@ def test_inbox_files_are_ingested_once_and_a_part_file_waits(
     with open(part, "a") as handle:
         handle.write(s.url("/2") + "\nhttp://\n")
     part.rename(inbox / "batch.txt")
-    status = svc.wait_for(_done(2))
+    status = svc.wait_final(2)
     assert status["total"] == 2
     assert (inbox / "rejected" / "batch.txt").exists()  # one bad line: kept for a look
     assert "line 3" in (inbox / "rejected" / "batch.txt.errors.txt").read_text()
     (inbox / "again.txt").write_text(s.url("/1") + "\n" + s.url("/3") + "\n")
-    svc.wait_for(_done(3))
+    svc.wait_final(3)
     assert (inbox / "done" / "again.txt").exists()
     assert svc.stop() == 143
     assert sorted(h.path for h in s.hits) == ["/1", "/2", "/3"]
@@ -284,18 +283,20 @@ def test_sigterm_releases_slow_fetches_and_restart_fetches_them_once(
     services.append(svc)
     urls = [s.url(p) for p in slow_paths] + [s.url(f"/fast{i}") for i in range(5)]
     svc.json("POST", "/seeds", "\n".join(urls).encode())
-    svc.wait_for(_done(5))
-    deadline = time.monotonic() + 10
-    while len([h for h in s.hits if h.path.startswith("/slow")]) < 3:
-        assert time.monotonic() < deadline, "slow fetches never started"
-        time.sleep(0.05)
+    svc.wait_final(5)
+    eventually(
+        lambda: sorted(h.path for h in s.hits if h.path.startswith("/slow")),
+        10,
+        "the 3 slow fetches started",
+        until=lambda started: len(started) >= 3,
+    )
     assert svc.stop(timeout=20) == 143
     lines = index_lines(data)
     assert sorted(line["url"] for line in lines) == sorted(urls[3:])  # slow ones not failed
 
     again = Service(data)
     services.append(again)
-    again.wait_for(_done(8))
+    again.wait_final(8)
     assert again.stop() == 143
     assert sorted(index(data)) == sorted(urls)
     assert all(line["state"] == "done" for line in index(data).values())
@@ -328,19 +329,19 @@ def test_a_full_disk_holds_the_crawl_and_it_resumes_when_space_returns(
         services.append(svc)
         urls = [s.url(f"/p{i}") for i in range(pages)]
         svc.json("POST", "/seeds", "\n".join(urls).encode())
-        deadline = time.monotonic() + 30
-        while True:
-            code, body = svc.call("GET", "/readyz")
-            if code == 503:
-                break
-            assert time.monotonic() < deadline, "the disk never filled up"
-            time.sleep(0.2)
+        _, body = eventually(
+            lambda: svc.call("GET", "/readyz"),
+            30,
+            "the disk filled up (/readyz answers 503)",
+            until=lambda answer: answer[0] == 503,
+            interval=0.2,
+        )
         assert json.loads(body)["writer"] != "ok"
         held = svc.json("GET", "/status")
         assert held["states"]["done"] < pages
         assert held["storage_problem"]
         subprocess.run(["mount", "-o", "remount,size=64m", str(volume)], check=True)
-        svc.wait_for(_done(pages), timeout=60)
+        svc.wait_final(pages, timeout=60)
         assert svc.json("GET", "/readyz")["ready"] is True
         assert svc.stop() == 143
         lines = index(data)  # one line per URL: nothing written twice

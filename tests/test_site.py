@@ -7,7 +7,7 @@ import http.client
 import socket
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
@@ -33,6 +33,7 @@ from tests.site import (
     trickle,
     truncated_gzip,
 )
+from tests.waiting import eventually
 
 
 def _connect(site: Site) -> http.client.HTTPConnection:
@@ -50,15 +51,6 @@ def _get(
 def _fetch(site: Site, path: str) -> tuple[http.client.HTTPResponse, bytes]:
     with closing(_connect(site)) as conn:
         return _get(conn, path)
-
-
-def _eventually(condition: Callable[[], bool], within: float = 2.0) -> bool:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def test_keep_alive_reuses_the_connection_until_close_is_asked(make_site: SiteFactory) -> None:
@@ -188,7 +180,13 @@ def test_endless_stops_when_the_client_goes_away(make_site: SiteFactory) -> None
     with closing(_connect(site)) as conn:
         conn.request("GET", "/endless")
         assert len(conn.getresponse().read(10_000)) == 10_000
-    assert _eventually(lambda: site.hits[0].finished is not None)
+    eventually(
+        lambda: site.hits[0].finished,
+        2.0,
+        "the handler ended after the client went away",
+        until=lambda finished: finished is not None,
+        interval=0.005,
+    )
 
 
 def test_stop_wakes_stalled_handlers_promptly() -> None:
@@ -196,7 +194,9 @@ def test_stop_wakes_stalled_handlers_promptly() -> None:
     site.route("/stall", stall_headers(30))
     with socket.create_connection((site.host, site.port), timeout=5) as client:
         client.sendall(b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert _eventually(lambda: len(site.hits) == 1)
+        eventually(
+            lambda: len(site.hits), 2.0, "the stalled request arrived", until=lambda n: n == 1
+        )
         started = time.monotonic()
         site.stop()
         assert time.monotonic() - started < 1.0

@@ -1,0 +1,249 @@
+"""Import direction (STYLE.md house rule 2), read from the code with `ast`, never imported.
+
+Imports point one way: cli -> composition root -> worker/scheduler -> services -> adapters
+-> pure leaf modules; each third-party library is imported by the one module that owns it;
+no asyncio. The tables below are what the code does today: a new module, a new library or
+a new import against the direction fails here until the table says where it belongs. Where
+today's code breaks a rule, the exception is written down with why; an exception that no
+longer happens fails too, so the table never claims more than the code does.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "crawler"
+
+# Layers, lowest first; a module imports only modules of its own layer or below. Names are
+# relative to `crawler` ("crawler" is the package itself, which holds only __version__).
+LAYERS: list[tuple[str, set[str]]] = [
+    # frontier.values: the value objects the frontier contract trades in (issue 11), public.
+    ("pure leaf", {"crawler", "errors", "models", "urls", "settings", "frontier.values"}),
+    ("pure helper", {"decoding", "guard", "profiles", "seeds", "seen", "sitemaps"}),
+    (
+        "adapter",
+        {
+            "dns",
+            "domains",
+            "fetcher",
+            "fetcher.auth",
+            "fetcher.network",
+            "fetcher.pool",
+            "fetcher.transport",
+            "frontier",
+            "frontier.sqlite",
+            "links",
+            "logs",
+            "writers.jsonl",
+            "writers.warc",
+        },
+    ),
+    (
+        "service",
+        {
+            "inbox",
+            "metrics",
+            "politeness",
+            "progress",
+            "retry",
+            "robots",
+            "scope",
+            "service",
+            "status",
+            "writers",
+            "writers.process",
+        },
+    ),
+    ("worker/scheduler", {"scheduler", "worker", "writer"}),
+    ("composition root", {"crawl"}),
+    ("cli", {"__main__", "cli", "daemon"}),
+]
+LEAF = LAYERS[0][1]
+
+# Imports against the direction in today's code (issue 11 removes them).
+UPWARD: dict[tuple[str, str], str] = {
+    ("settings", "guard"): "settings validate network.allowed_networks with the guard",
+    ("settings", "profiles"): "settings parse fetch profiles with the 386-line profiles.py",
+}
+
+# A subpackage is one interface with several implementations: an implementation module is
+# imported by its own package and by the composition root only.
+PRIVATE_EXCEPTIONS: dict[tuple[str, str], str] = {
+    ("status", "writers.jsonl"): "status formats its times with the index's rfc3339()",
+}
+
+# Modules of a subpackage that are its public face, not an implementation.
+PUBLIC = {"frontier.values"}
+
+# Each third-party library and the module (or package) that owns it.
+OWNERS: dict[str, str] = {
+    "aiodns": "dns",
+    "aiosqlite": "frontier.sqlite",
+    "httpcore2": "fetcher",  # the package crawler/fetcher/
+    "httpx2": "fetcher",
+    "hypercorn": "service",
+    "idna": "urls",
+    "isal": "writers.warc",
+    "prometheus_client": "metrics",
+    "protego": "robots",
+    "publicsuffixlist": "domains",
+    "pycares": "dns",
+    "rich": "progress",
+    "selectolax": "links",
+    "tenacity": "retry",
+    "w3lib": "urls",
+    "warcio": "writers.warc",
+}
+# The runtime and the logger every module may use (logging is configured in logs.py only).
+SHARED = {"anyio", "structlog"}
+FORBIDDEN = {"asyncio": "use anyio (STYLE.md house rule 2)"}
+
+
+def _name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts) or "crawler"
+
+
+MODULES = {_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _ours(dotted: str, within: str = "crawler") -> str:
+    """`crawler.x.y` -> `x.y`; a name that is no module (`crawler.frontier.Counts`) -> the
+    module it is in (`within`)."""
+    for name in (dotted, within):
+        relative = name.removeprefix("crawler").removeprefix(".") or "crawler"
+        if relative in MODULES:
+            return relative
+    raise AssertionError(f"no module {dotted} nor {within} in {PACKAGE}")
+
+
+def _imported(module: str) -> Iterator[tuple[str, bool]]:
+    """Every module `module` imports, with True for ours (named `x.y`, as in LAYERS) and
+    False for the others (dotted names), at any depth of the file: in functions and under
+    TYPE_CHECKING too."""
+    path = MODULES[module]
+    parts = [] if module == "crawler" else module.split(".")
+    package = parts if path.name == "__init__.py" else parts[:-1]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                ours = _is_ours(alias.name)
+                yield (_ours(alias.name) if ours else alias.name), ours
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                dotted = ".".join(["crawler", *base, *([node.module] if node.module else [])])
+            else:
+                dotted = node.module or ""
+            if not _is_ours(dotted):
+                yield dotted, False
+                continue
+            for alias in node.names:  # `from crawler import errors` imports a module
+                yield _ours(f"{dotted}.{alias.name}", within=dotted), True
+
+
+def _is_ours(dotted: str) -> bool:
+    return dotted == "crawler" or dotted.startswith("crawler.")
+
+
+def _edges() -> set[tuple[str, str]]:
+    """(importer, imported) for each import of a module of ours."""
+    return {(m, target) for m in MODULES for target, ours in _imported(m) if ours}
+
+
+def _foreign() -> set[tuple[str, str]]:
+    """(importer, top-level name) for each import of anything not ours."""
+    return {(m, target.split(".")[0]) for m in MODULES for target, ours in _imported(m) if not ours}
+
+
+def _libraries() -> set[tuple[str, str]]:
+    """(importer, top-level name) for each import of a third-party library."""
+    return {(m, top) for m, top in _foreign() if top not in sys.stdlib_module_names}
+
+
+def _layer(module: str) -> int:
+    return next(i for i, (_, members) in enumerate(LAYERS) if module in members)
+
+
+def _owns(owner: str, module: str) -> bool:
+    return module == owner or module.startswith(owner + ".")
+
+
+def test_the_scan_sees_the_package() -> None:
+    """A guard on the scanner itself: known imports of today are found."""
+    edges = _edges()
+    assert ("cli", "crawl") in edges  # from crawler.crawl import ...
+    assert ("worker", "links") in edges  # from crawler import links, sitemaps
+    assert ("writers.warc", "crawler") in edges  # from crawler import __version__
+    assert ("links", "selectolax") in _libraries()
+    assert len(MODULES) > 30
+
+
+def test_every_module_has_one_layer() -> None:
+    placed = [module for _, members in LAYERS for module in members]
+    assert len(placed) == len(set(placed)), "a module in two layers"
+    assert sorted(set(MODULES) - set(placed)) == [], "modules with no layer: add them"
+    assert sorted(set(placed) - set(MODULES)) == [], "layers name modules that are gone"
+
+
+def test_imports_point_down_the_layers() -> None:
+    edges = _edges()
+    upward = {(a, b) for a, b in edges if _layer(b) > _layer(a)}
+    unexplained = [
+        f"{a} ({LAYERS[_layer(a)][0]}) imports {b} ({LAYERS[_layer(b)][0]})"
+        for a, b in sorted(upward - set(UPWARD))
+    ]
+    assert unexplained == []
+    assert sorted(set(UPWARD) - upward) == [], "exceptions that no longer happen: remove them"
+
+
+def test_leaf_modules_import_no_higher_layer() -> None:
+    """errors, models, urls and settings are what every layer builds on: they import
+    nothing of ours but each other (settings' two imports are the known exceptions)."""
+    climbing = {(a, b) for a, b in _edges() if a in LEAF and b not in LEAF} - set(UPWARD)
+    assert sorted(climbing) == []
+
+
+def test_implementation_modules_are_private_to_their_package() -> None:
+    subpackages = {m for m in MODULES if any(o.startswith(m + ".") for o in MODULES)}
+    offending = set()
+    for a, b in _edges():
+        package = b.rpartition(".")[0]
+        if package not in subpackages or b in PUBLIC:
+            continue
+        if a == package or a.startswith(package + ".") or a == "crawl":
+            continue
+        offending.add((a, b))
+    assert sorted(offending - set(PRIVATE_EXCEPTIONS)) == []
+    assert sorted(set(PRIVATE_EXCEPTIONS) - offending) == [], "stale exceptions: remove them"
+
+
+def test_each_third_party_library_is_imported_by_its_owner_only() -> None:
+    used: dict[str, set[str]] = {}
+    for module, library in _libraries():
+        used.setdefault(library, set()).add(module)
+    unowned = set(used) - set(OWNERS) - SHARED - set(FORBIDDEN)
+    assert sorted(unowned) == [], "libraries with no owner: add them to OWNERS"
+    trespassing = sorted(
+        f"{module} imports {library}, owned by {OWNERS[library]}"
+        for library, modules in used.items()
+        if library in OWNERS
+        for module in modules
+        if not _owns(OWNERS[library], module)
+    )
+    assert trespassing == []
+    assert sorted(set(OWNERS) - set(used)) == [], "owners of libraries nobody imports"
+
+
+def test_no_asyncio() -> None:
+    offending = sorted(
+        f"{module} imports {library}: {FORBIDDEN[library]}"
+        for module, library in _foreign()
+        if library in FORBIDDEN
+    )
+    assert offending == []
