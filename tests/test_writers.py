@@ -617,3 +617,26 @@ def test_recover_accepts_committed_files_moved_away_and_never_reuses_their_names
     again.close()
     assert touched
     assert not set(touched) & set(committed)
+
+
+def test_the_output_child_imports_the_parents_crawler_not_one_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -c` puts the current directory first on sys.path: a `crawler/` folder there
+    (another version's checkout, say) must not be what the output child runs."""
+    decoy = tmp_path / "elsewhere"
+    (decoy / "crawler").mkdir(parents=True)
+    (decoy / "crawler" / "__init__.py").write_text("raise SystemExit('the decoy was imported')\n")
+    monkeypatch.chdir(decoy)
+    data = tmp_path / "crawl"
+    data.mkdir()
+    outcome = _outcome("http://a.example/p", _response(b"hello", spooled=False))
+    process = OutputProcess(data, _settings())
+    try:
+        process.recover({})
+        result = process.write([outcome])
+    finally:
+        process.close()
+    assert result.failed == {}
+    records = _records(_only(data / "warc", "*.warc.gz"))
+    assert [r["body"] for r in records if r["type"] == "response"] == [b"hello"]

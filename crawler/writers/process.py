@@ -154,7 +154,7 @@ class OutputProcess:
         ours, theirs = socket.socketpair()
         with theirs:
             self._process = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, str(theirs.fileno())],
+                [sys.executable, "-P", "-c", _CHILD, str(theirs.fileno()), _ROOT],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
             )
@@ -204,4 +204,11 @@ class OutputProcess:
             self._process.wait()
 
 
-_CHILD = "from crawler.writers.process import main; main()"
+# The child imports the very `crawler` package the parent runs: `-P` keeps the current
+# directory off its sys.path (`python -c` would put it first, so a `crawler/` folder there,
+# say another version's checkout, would be imported instead), and the parent's package
+# root goes first.
+_ROOT = str(Path(__file__).resolve().parents[2])
+_CHILD = (
+    "import sys; sys.path.insert(0, sys.argv[2]); from crawler.writers.process import main; main()"
+)
