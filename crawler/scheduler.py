@@ -36,6 +36,12 @@ IDLE_POLL = 1.0  # longest sleep when nothing is claimable (new seeds may arrive
 log = structlog.get_logger("crawler.scheduler")
 
 
+def _doubling(failures: int) -> float:
+    """Seconds before probing a host again after `failures` in a row (the composition root
+    passes the retry policy's back-off instead)."""
+    return 2.0**failures
+
+
 @dataclass(slots=True)
 class HostSlot:
     """A host's download slot: its queue, requests in flight, pace and earliest next start.
@@ -75,7 +81,7 @@ class Scheduler:
         forever: bool = False,
         profiles: Profiles | None = None,
         health: HealthLimits | None = None,
-        backoff: Callable[[int], float] = lambda failures: 2.0**failures,
+        backoff: Callable[[int], float] = _doubling,
         resolver: Resolver | None = None,
     ) -> None:
         self._health = health or HealthLimits()

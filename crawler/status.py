@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from crawler.frontier.values import Counts, HostWait
+from crawler.politeness import HOST_FAILURES
 from crawler.writers.jsonl import rfc3339
 
 
@@ -14,12 +15,10 @@ def why(wait: HostWait, now: float) -> tuple[str, float | None]:
     """Why a host's queued URLs are not being fetched now, and until when (None: the host
     is fetched at its pace; its URLs are waiting their turn)."""
     if wait.down_until > now:
-        if (wait.down_reason or "").startswith("http_"):
-            return (
-                f"given up: {wait.down_reason} (Retry-After past retry.max_wait)",
-                wait.down_until,
-            )
-        return f"down: {wait.down_reason}", wait.down_until
+        if wait.down_reason in HOST_FAILURES:
+            return f"down: {wait.down_reason}", wait.down_until
+        why = f"given up: {wait.down_reason} (Retry-After past retry.max_wait)"
+        return why, wait.down_until
     if wait.robots_retry_at is not None and wait.robots_retry_at > now:
         return "robots.txt failing", wait.robots_retry_at
     if wait.blocked_until > now:

@@ -324,7 +324,9 @@ class SQLiteFrontier:
         per_host = per_host or limit
         room = room or {}
         async with self._transaction() as db:
-            walked = await self._walk(db, limit + len(room))
+            # Hosts without room are walked past: walk that many more to fill the batch.
+            no_room = sum(1 for free in room.values() if free <= 0)
+            walked = await self._walk(db, limit + no_room)
             if not walked:
                 return []
             self._cursor = walked[-1]
