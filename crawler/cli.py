@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import structlog
 
-from crawler import __version__, daemon, logs, status
+from crawler import __version__, logs, serve, status
 from crawler.crawl import Crawl, add_seeds, exclusive, has_crawl, open_frontier
 from crawler.errors import ConfigError, StopCrawl
 from crawler.seeds import SeedReport, seed_files_exist
@@ -76,7 +76,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 await add_seeds(frontier, args.seeds, report, settings.crawl.sort_query)
                 _report(report)
             if serving:
-                interrupted = await daemon.serve(crawl, frontier, args.data_dir, settings)
+                interrupted = await serve.serve(crawl, frontier, args.data_dir, settings)
             else:
                 interrupted = (await crawl.run()).interrupted
             counts = await frontier.counts()

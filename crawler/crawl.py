@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import structlog
 
+from crawler.committer import Writer
 from crawler.dns import Resolver
 from crawler.errors import StorageError, storage_error
 from crawler.fetcher import Fetcher
@@ -23,6 +24,7 @@ from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.guard import AddressGuard
 from crawler.metrics import Metrics
 from crawler.models import Entry, NewURL, Outcome
+from crawler.output.process import OutputProcess
 from crawler.politeness import HealthLimits
 from crawler.progress import Tally, log_summaries, show_bar
 from crawler.retry import RetryPolicy
@@ -33,8 +35,6 @@ from crawler.seeds import SeedReport, read_seeds
 from crawler.seen import Seen
 from crawler.settings import Settings
 from crawler.worker import Worker
-from crawler.writer import Writer
-from crawler.writers.process import OutputProcess
 
 DB_NAME = "crawl.db"
 

@@ -67,7 +67,7 @@ class AuthSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class Transport:
+class TransportSpec:
     """What needs a client of its own: profiles equal in these share one."""
 
     proxy: str = ""
@@ -87,7 +87,7 @@ class Profile:
     headers: tuple[tuple[str, str], ...] = ()
     user_agent: str = ""
     auth: AuthSpec | None = None
-    transport: Transport = field(default_factory=Transport)
+    transport: TransportSpec = field(default_factory=TransportSpec)
     cookies: bool = False
     timeouts: tuple[tuple[str, float], ...] = ()
     delay: float | None = None
@@ -289,12 +289,12 @@ def _proxy(table: Mapping[str, Any], path: str, environ: Mapping[str, str]) -> s
     return parts._replace(netloc=f"{userinfo}@{parts.netloc}").geturl()
 
 
-def _transport(table: Mapping[str, Any], path: str, environ: Mapping[str, str]) -> Transport:
+def _transport(table: Mapping[str, Any], path: str, environ: Mapping[str, str]) -> TransportSpec:
     client_cert = _readable(table, "client_cert", path)
     client_key = _readable(table, "client_key", path)
     if client_key and not client_cert:
         raise ConfigError(f"{path}.client_key: needs client_cert")
-    transport = Transport(
+    transport = TransportSpec(
         proxy=_proxy(table, path, environ),
         verify=_flag(table, "verify", path, True),
         ca_bundle=_readable(table, "ca_bundle", path),
@@ -361,7 +361,7 @@ def _profile(index: int, table: Any, environ: Mapping[str, str]) -> Profile:
     )
 
 
-def _check_tls(transport: Transport, path: str) -> None:
+def _check_tls(transport: TransportSpec, path: str) -> None:
     """Load the TLS material once at start, so a bad file or password fails here."""
     try:
         context = ssl.create_default_context(cafile=transport.ca_bundle or None)

@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 from crawler.frontier.values import Counts, HostWait
+from crawler.output.jsonl import rfc3339
 from crawler.politeness import HOST_FAILURES
-from crawler.writers.jsonl import rfc3339
 
 
 def why(wait: HostWait, now: float) -> tuple[str, float | None]:

@@ -23,7 +23,7 @@ import httpx2
 from crawler.fetcher import Fetcher
 from crawler.fetcher.network import note_connection
 from crawler.guard import AddressGuard
-from crawler.profiles import Transport
+from crawler.profiles import TransportSpec
 from crawler.settings import FetchSettings
 
 Handler = Callable[[httpx2.Request], httpx2.Response | Awaitable[httpx2.Response]]
@@ -41,7 +41,7 @@ class MockWeb:
     def __init__(self, *, keep_alive: bool = False) -> None:
         self.keep_alive = keep_alive
         self.requests: list[httpx2.Request] = []
-        self.specs: list[Transport] = []
+        self.specs: list[TransportSpec] = []
         self._routes: dict[str, Handler] = {}
         self._connected: set[tuple[str, str, int | None]] = set()
 
@@ -53,7 +53,7 @@ class MockWeb:
         key = _key(httpx2.URL(url))
         return [r for r in self.requests if _key(r.url) == key]
 
-    def transport(self, spec: Transport) -> httpx2.AsyncBaseTransport:
+    def transport(self, spec: TransportSpec) -> httpx2.AsyncBaseTransport:
         """A TransportFactory: every spec gets a transport onto this web."""
         self.specs.append(spec)
         return httpx2.MockTransport(self._handle)

@@ -21,7 +21,7 @@ import pytest
 from crawler import errors
 from crawler.fetcher import REDACTED, Fetcher
 from crawler.fetcher.auth import ClientCredentials
-from crawler.profiles import AuthSpec, Profiles, Transport, load_profiles
+from crawler.profiles import AuthSpec, Profiles, TransportSpec, load_profiles
 from tests import mock_transport as mock
 from tests.mock_transport import MockWeb
 
@@ -246,8 +246,8 @@ async def test_oauth2_token_is_renewed_before_it_expires(
     )
     auth = ClientCredentials(spec, clock=lambda: now[0])
     async with (
-        httpx2.AsyncClient(transport=web.transport(Transport())) as tokens,
-        httpx2.AsyncClient(transport=web.transport(Transport())) as client,
+        httpx2.AsyncClient(transport=web.transport(TransportSpec())) as tokens,
+        httpx2.AsyncClient(transport=web.transport(TransportSpec())) as client,
     ):
         auth.client = tokens
         for at in (0.0, renewed_at - 0.5, renewed_at, renewed_at + 1):

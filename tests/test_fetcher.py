@@ -25,7 +25,7 @@ from crawler.fetcher import Fetcher
 from crawler.fetcher.network import GuardedBackend
 from crawler.fetcher.transport import caused_by
 from crawler.guard import AddressGuard
-from crawler.profiles import Transport, load_profiles
+from crawler.profiles import TransportSpec, load_profiles
 from crawler.settings import FetchSettings
 from tests import mock_transport as mock
 from tests import site
@@ -302,13 +302,13 @@ async def test_one_transport_per_distinct_spec_made_on_first_use() -> None:
     )
     fetcher = web.fetcher(profiles=profiles)
     try:
-        assert web.specs == [Transport(), Transport()]  # the default's, the token client's
+        assert web.specs == [TransportSpec(), TransportSpec()]  # the default's, the token client's
         for host in ("plain.test", "headers.test", "unverified.test", "also-unverified.test"):
             response, _ = await fetcher.fetch(f"http://{host}/")
             response.close()
     finally:
         await fetcher.aclose()
-    assert web.specs == [Transport(), Transport(), Transport(verify=False)]
+    assert web.specs == [TransportSpec(), TransportSpec(), TransportSpec(verify=False)]
     agents = [r.headers["user-agent"] for r in web.requests]
     assert agents == [FetchSettings().user_agent, "Other/1"] + [FetchSettings().user_agent] * 2
     assert [r.headers.get("x-b") for r in web.requests] == [None, None, None, "2"]

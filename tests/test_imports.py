@@ -37,8 +37,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "frontier.sqlite",
             "links",
             "logs",
-            "writers.jsonl",
-            "writers.warc",
+            "output.jsonl",
+            "output.warc",
         },
     ),
     (
@@ -51,15 +51,15 @@ LAYERS: list[tuple[str, set[str]]] = [
             "retry",
             "robots",
             "scope",
-            "service",
+            "api",
             "status",
-            "writers",
-            "writers.process",
+            "output",
+            "output.process",
         },
     ),
-    ("worker/scheduler", {"scheduler", "worker", "writer"}),
+    ("worker/scheduler", {"committer", "scheduler", "worker"}),
     ("composition root", {"crawl"}),
-    ("cli", {"__main__", "cli", "daemon"}),
+    ("cli", {"__main__", "cli", "serve"}),
 ]
 LEAF = LAYERS[0][1]
 
@@ -72,7 +72,7 @@ UPWARD: dict[tuple[str, str], str] = {
 # A subpackage is one interface with several implementations: an implementation module is
 # imported by its own package and by the composition root only.
 PRIVATE_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("status", "writers.jsonl"): "status formats its times with the index's rfc3339()",
+    ("status", "output.jsonl"): "status formats its times with the index's rfc3339()",
 }
 
 # Modules of a subpackage that are its public face, not an implementation.
@@ -84,9 +84,9 @@ OWNERS: dict[str, str] = {
     "aiosqlite": "frontier.sqlite",
     "httpcore2": "fetcher",  # the package crawler/fetcher/
     "httpx2": "fetcher",
-    "hypercorn": "service",
+    "hypercorn": "api",
     "idna": "urls",
-    "isal": "writers.warc",
+    "isal": "output.warc",
     "prometheus_client": "metrics",
     "protego": "robots",
     "publicsuffixlist": "domains",
@@ -95,7 +95,7 @@ OWNERS: dict[str, str] = {
     "selectolax": "links",
     "tenacity": "retry",
     "w3lib": "urls",
-    "warcio": "writers.warc",
+    "warcio": "output.warc",
 }
 # The runtime and the logger every module may use (logging is configured in logs.py only).
 SHARED = {"anyio", "structlog"}
@@ -179,7 +179,7 @@ def test_the_scan_sees_the_package() -> None:
     edges = _edges()
     assert ("cli", "crawl") in edges  # from crawler.crawl import ...
     assert ("worker", "links") in edges  # from crawler import links, sitemaps
-    assert ("writers.warc", "crawler") in edges  # from crawler import __version__
+    assert ("output.warc", "crawler") in edges  # from crawler import __version__
     assert ("links", "selectolax") in _libraries()
     assert len(MODULES) > 30
 

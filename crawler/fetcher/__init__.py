@@ -44,7 +44,7 @@ from crawler.fetcher.transport import (
 )
 from crawler.guard import AddressGuard
 from crawler.models import SPOOL_BYTES, Response
-from crawler.profiles import Profile, Profiles, Transport
+from crawler.profiles import Profile, Profiles, TransportSpec
 from crawler.settings import FetchSettings
 from crawler.urls import without_userinfo
 
@@ -108,9 +108,9 @@ class Fetcher:
         self._jars: dict[str, httpx2.Cookies] = {}
         self._jar_lock = anyio.Lock()
         self._auths = {p.index: auth_for(p.auth) for p in self._profiles.all}
-        self._default = Transport(proxy=proxy_from(settings), ca_bundle=settings.ca_bundle)
-        self._clients: dict[Transport, httpx2.AsyncClient] = {}
-        self._token_clients: dict[Transport, httpx2.AsyncClient] = {}
+        self._default = TransportSpec(proxy=proxy_from(settings), ca_bundle=settings.ca_bundle)
+        self._clients: dict[TransportSpec, httpx2.AsyncClient] = {}
+        self._token_clients: dict[TransportSpec, httpx2.AsyncClient] = {}
         self._timeout = httpx2.Timeout(
             connect=settings.connect_timeout,
             read=settings.read_timeout,
@@ -129,7 +129,7 @@ class Fetcher:
                     client = self._token_clients[spec] = self._new_client(spec)
                 auth.client = client
 
-    def _transport_of(self, profile: Profile | None) -> Transport:
+    def _transport_of(self, profile: Profile | None) -> TransportSpec:
         if profile is None:
             return self._default
         own = profile.transport
@@ -139,13 +139,13 @@ class Fetcher:
             ca_bundle=own.ca_bundle or self._default.ca_bundle,
         )
 
-    def _client_for_transport(self, spec: Transport) -> httpx2.AsyncClient:
+    def _client_for_transport(self, spec: TransportSpec) -> httpx2.AsyncClient:
         client = self._clients.get(spec)
         if client is None:
             client = self._clients[spec] = self._new_client(spec)
         return client
 
-    def _new_client(self, spec: Transport) -> httpx2.AsyncClient:
+    def _new_client(self, spec: TransportSpec) -> httpx2.AsyncClient:
         return httpx2.AsyncClient(
             transport=self._make_transport(spec),
             timeout=self._timeout,

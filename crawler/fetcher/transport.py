@@ -19,7 +19,7 @@ from crawler.dns import Resolver
 from crawler.fetcher.network import GuardedBackend
 from crawler.fetcher.pool import PoolTransport, new_pool
 from crawler.guard import AddressGuard
-from crawler.profiles import Transport
+from crawler.profiles import TransportSpec
 from crawler.settings import FetchSettings
 
 KEEPALIVE_SECONDS = 30.0
@@ -37,7 +37,7 @@ class TransportFactory(Protocol):
     worker retries once in place.
     """
 
-    def __call__(self, spec: Transport) -> httpx2.AsyncBaseTransport: ...
+    def __call__(self, spec: TransportSpec) -> httpx2.AsyncBaseTransport: ...
 
 
 class Tracked(httpx2.AsyncByteStream):
@@ -130,7 +130,7 @@ class GuardedPools:
         self._resolver = resolver
         self._per_host = per_host
 
-    def __call__(self, spec: Transport) -> httpx2.AsyncBaseTransport:
+    def __call__(self, spec: TransportSpec) -> httpx2.AsyncBaseTransport:
         pool_settings: dict[str, Any] = {
             "max_connections": self._per_host,
             "max_keepalive_connections": self._per_host,
@@ -146,7 +146,7 @@ class GuardedPools:
         )
 
 
-def ssl_context_for(spec: Transport) -> ssl.SSLContext:
+def ssl_context_for(spec: TransportSpec) -> ssl.SSLContext:
     if spec.verify:
         context = ssl.create_default_context(cafile=spec.ca_bundle or None)
     else:

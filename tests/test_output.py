@@ -19,12 +19,12 @@ from warcio.archiveiterator import ArchiveIterator
 
 from crawler.errors import StorageError
 from crawler.models import SPOOL_BYTES, Entry, Outcome, Response, State
+from crawler.output import Outputs
+from crawler.output.jsonl import IndexFile, rfc3339
+from crawler.output.process import OutputProcess
+from crawler.output.warc import WarcFile
 from crawler.settings import Settings
 from crawler.urls import canonical, host_of, url_key
-from crawler.writers import Outputs
-from crawler.writers.jsonl import IndexFile, rfc3339
-from crawler.writers.process import OutputProcess
-from crawler.writers.warc import WarcFile
 from tests.overrides import with_overrides
 
 FETCHED_AT = 1_700_000_000.25

@@ -20,14 +20,14 @@ import structlog
 
 from crawler.errors import StorageError
 from crawler.models import Outcome
+from crawler.output.jsonl import IndexFile, rfc3339
+from crawler.output.warc import WarcFile
 from crawler.settings import Settings
 from crawler.urls import without_userinfo
-from crawler.writers.jsonl import IndexFile, rfc3339
-from crawler.writers.warc import WarcFile
 
 _SERIAL = re.compile(r"-(\d{5,})\.(?:warc\.gz|jsonl)$")
 
-log = structlog.get_logger("crawler.writers")
+log = structlog.get_logger("crawler.output")
 
 
 @dataclass(slots=True)

@@ -15,18 +15,18 @@ import anyio
 import structlog
 
 from crawler import status
+from crawler.api import Api, serve_api
 from crawler.crawl import Crawl
 from crawler.errors import StorageError
 from crawler.frontier import Counts, Frontier
 from crawler.inbox import Inbox, Ingested
 from crawler.seeds import parse_lines
-from crawler.service import Api, serve_api
 from crawler.settings import Settings
 
 DISK_CHECK_SECONDS = 2.0
 COUNTS_MAX_AGE = 5.0  # /status and /metrics share one frontier count for this long
 
-log = structlog.get_logger("crawler.service")
+log = structlog.get_logger("crawler.serve")
 
 
 class ServiceBackend:

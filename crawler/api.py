@@ -34,7 +34,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 MAX_URLS_PER_POST = 1_000_000
 
-log = structlog.get_logger("crawler.service")
+log = structlog.get_logger("crawler.api")
 
 
 class Backend(Protocol):

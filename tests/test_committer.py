@@ -8,12 +8,12 @@ from collections.abc import Sequence
 import anyio
 import pytest
 
+from crawler.committer import Writer
 from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.models import Entry, NewURL, Outcome, Response, State
+from crawler.output import WriteResult
 from crawler.settings import StorageSettings
 from crawler.urls import identify
-from crawler.writer import Writer
-from crawler.writers import WriteResult
 
 LONG = 60.0  # a commit interval no test waits for
 

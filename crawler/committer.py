@@ -13,14 +13,14 @@ from crawler.errors import FULL_ERRNOS, OutOfSpace, StorageError
 from crawler.frontier import Frontier
 from crawler.frontier.values import CommitBatch, Committed, Deferred, Finished, HostState
 from crawler.models import Outcome
+from crawler.output import Sink, WriteResult
 from crawler.seen import Seen
 from crawler.settings import StorageSettings
-from crawler.writers import Sink, WriteResult
 
 MAX_BATCH_BYTES = 64 * 1024 * 1024  # bodies in one batch: bounds the memory a batch holds
 RETRY_FULL_DISK = 5.0  # seconds between attempts to write or commit while the disk is full
 
-log = structlog.get_logger("crawler.writer")
+log = structlog.get_logger("crawler.committer")
 
 
 def _body_bytes(batch: list[Outcome]) -> int:

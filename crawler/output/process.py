@@ -32,8 +32,8 @@ from typing import Any, BinaryIO
 from crawler import logs
 from crawler.errors import StorageError, storage_error
 from crawler.models import SPOOL_BYTES, Outcome
+from crawler.output import Outputs, WriteResult
 from crawler.settings import Settings
-from crawler.writers import Outputs, WriteResult
 
 LOCK_NAME = "writer.lock"
 
@@ -210,5 +210,5 @@ class OutputProcess:
 # root goes first.
 _ROOT = str(Path(__file__).resolve().parents[2])
 _CHILD = (
-    "import sys; sys.path.insert(0, sys.argv[2]); from crawler.writers.process import main; main()"
+    "import sys; sys.path.insert(0, sys.argv[2]); from crawler.output.process import main; main()"
 )
