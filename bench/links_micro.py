@@ -1,9 +1,9 @@
-"""Micro-benchmark of the crawl-mode link path: `Worker._discover` over the bench corpus.
+"""Micro-benchmark of the crawl-mode link path: `Judge._discover` over the bench corpus.
 
 Reads pages of `bench/out/site/` (written by `bench/run.py`) into memory, then times what a
 worker does with each fetched HTML page in crawl mode: sniff, decode, extract links, resolve,
 canonicalise, key and scope-check them (host scope, as in the crawl-mode benchmark), with
-the keys of new URLs stored as the writer does. No network, no frontier. A script, not a test.
+the keys of new URLs stored as the committer does. No network, no frontier. A script, not a test.
 
     .venv/bin/python bench/links_micro.py [--pages 4000] [--repeat 5] [--profile]
 """
@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+from crawler.judge import Judge
 from crawler.models import Entry, Response
 from crawler.settings import CrawlSettings
 from crawler.urls import identify
-from crawler.worker import Worker
 
 SITE = Path(__file__).resolve().parent / "out" / "site"
 PORT = 18080
@@ -46,7 +46,7 @@ def load(pages: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def run_once(worker: Worker, corpus: list[tuple[str, bytes]]) -> tuple[float, int, int]:
+def run_once(judge: Judge, corpus: list[tuple[str, bytes]]) -> tuple[float, int, int]:
     """Seconds of CPU for one pass, and the in-scope / out-of-scope links found."""
     entries = []
     for url, body in corpus:
@@ -57,21 +57,20 @@ def run_once(worker: Worker, corpus: list[tuple[str, bytes]]) -> tuple[float, in
         response.decoded = body
         entries.append((Entry(key, url, host, depth=1, origin=host), response))
     followed = out_of_scope = 0
-    seen = worker._seen
+    seen = judge.seen
     started = time.process_time()
     for entry, response in entries:
-        outcome = worker._discover(entry, response, 1)
-        for new in outcome.new_urls:  # as the writer does once the page is committed
+        outcome = judge._discover(entry, response, 1)
+        for new in outcome.new_urls:  # as the committer does once the page is committed
             seen.store(new.key)
         followed += outcome.links or 0
         out_of_scope += outcome.out_of_scope
     return time.process_time() - started, followed, out_of_scope
 
 
-def fresh_worker() -> Worker:
-    """A worker with nothing met yet: each pass starts as a new crawl does."""
-    nothing = cast(Any, None)
-    return Worker(nothing, nothing, nothing, 10, crawl=CrawlSettings(max_depth=1000))
+def fresh_judge() -> Judge:
+    """A judge with nothing met yet: each pass starts as a new crawl does."""
+    return Judge(cast(Any, None), CrawlSettings(max_depth=1000), max_redirects=10)
 
 
 def main() -> None:
@@ -81,10 +80,10 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile one extra pass")
     args = parser.parse_args()
     corpus = load(args.pages)
-    run_once(fresh_worker(), corpus[:200])  # warm up (imports, caches)
+    run_once(fresh_judge(), corpus[:200])  # warm up (imports, caches)
     times = []
     for _ in range(args.repeat):
-        took, followed, out_of_scope = run_once(fresh_worker(), corpus)
+        took, followed, out_of_scope = run_once(fresh_judge(), corpus)
         times.append(took)
     per_1000 = statistics.median(times) / len(corpus) * 1000
     print(
@@ -95,7 +94,7 @@ def main() -> None:
     if args.profile:
         profile = cProfile.Profile()
         profile.enable()
-        run_once(fresh_worker(), corpus)
+        run_once(fresh_judge(), corpus)
         profile.disable()
         text = io.StringIO()
         pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(25)

@@ -14,7 +14,7 @@ import anyio
 import structlog
 
 from crawler import __version__, logs, serve, status
-from crawler.crawl import Crawl, add_seeds, exclusive, has_crawl, open_frontier
+from crawler.crawl import Crawl, add_seeds, assemble, exclusive, has_crawl, open_frontier
 from crawler.errors import ConfigError, StopCrawl
 from crawler.seeds import SeedReport, seed_files_exist
 from crawler.settings import Settings, load_settings
@@ -69,16 +69,16 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         try:
             serving = args.command == "serve"
             bar = not serving and not args.quiet and not args.no_progress and sys.stderr.isatty()
-            crawl = Crawl(args.data_dir, settings, frontier, forever=serving, progress_bar=bar)
-            await crawl.recover()
-            if args.seeds:
-                report = SeedReport()
-                await add_seeds(frontier, args.seeds, report, settings.crawl.sort_query)
-                _report(report)
-            if serving:
-                interrupted = await serve.serve(crawl, frontier, args.data_dir, settings)
-            else:
-                interrupted = (await crawl.run()).interrupted
+            async with assemble(args.data_dir, settings, frontier, forever=serving) as parts:
+                if args.seeds:
+                    report = SeedReport()
+                    await add_seeds(frontier, args.seeds, report, settings.crawl.sort_query)
+                    _report(report)
+                crawl = Crawl(parts, progress_bar=bar)
+                if serving:
+                    interrupted = await serve.serve(crawl, args.data_dir)
+                else:
+                    interrupted = (await crawl.run()).interrupted
             counts = await frontier.counts()
         finally:
             await frontier.aclose()

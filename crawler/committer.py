@@ -1,9 +1,11 @@
-"""Writer: the one task that appends results to WARC + JSONL, then commits them to the frontier."""
+"""Committer: the one task that has results written (WARC + JSONL), then commits them to the
+frontier, batch by batch."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 import structlog
@@ -27,7 +29,32 @@ def _body_bytes(batch: list[Outcome]) -> int:
     return sum(o.response.wire_bytes for o in batch if o.response is not None)
 
 
-class Writer:
+class CommitListener(Protocol):
+    """Told of each commit and of storage trouble; asked whether the crawl is stopping."""
+
+    def committed(self, outcomes: list[Outcome], added: int) -> None:
+        """`outcomes` are durable now (those whose lease was lost left out); `added` new URLs."""
+
+    def stalled(self, problem: str | None) -> None:
+        """Output cannot be written (disk full, read-only volume), or, with None, can again."""
+
+    @property
+    def stopping(self) -> bool:
+        """True once the crawl stops: a full disk is then given up on, not waited out."""
+
+
+class HostLedger(Protocol):
+    """What the committer asks of the scheduler."""
+
+    def host_states(self) -> list[HostState]:
+        """Paces changed since the last call, saved with the batch."""
+
+    @property
+    def starving(self) -> bool:
+        """Nothing left to hand out: commit what is held without waiting to fill the batch."""
+
+
+class Committer:
     """Batches outcomes; each batch is written, flushed (fsynced), then committed at once.
 
     A URL becomes final in the frontier only in the transaction that also records the new
@@ -35,7 +62,7 @@ class Writer:
 
     A full disk (or read-only volume) does not end the crawl: the batch is held, the output
     files are cut back to their committed length, and writing is tried again every
-    RETRY_FULL_DISK seconds; meanwhile `stalled` says why and `on_stall` is told.
+    RETRY_FULL_DISK seconds; meanwhile `stalled` says why and the listener is told.
     """
 
     def __init__(
@@ -43,28 +70,23 @@ class Writer:
         frontier: Frontier,
         sink: Sink,
         settings: StorageSettings,
-        on_commit: Callable[[list[Outcome], int], None],
-        host_states: Callable[[], list[HostState]] = list,
-        clock: Callable[[], float] = time.monotonic,
-        on_stall: Callable[[str | None], None] = lambda _: None,
-        retry_after: float = RETRY_FULL_DISK,
-        give_up: Callable[[], bool] = lambda: False,
+        *,
+        listener: CommitListener,
+        hosts: HostLedger | None = None,
         seen: Seen | None = None,
-        starving: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.monotonic,
+        retry_after: float = RETRY_FULL_DISK,
     ) -> None:
-        self._give_up = give_up
-        self._starving = starving
+        self._listener = listener
+        self._hosts = hosts
         # Most links a crawl finds are already in the frontier: remembering the keys sent
         # there saves the database from inserting (and ignoring) them again.
         self._seen = seen or Seen()
-        self._on_stall = on_stall
         self._retry_after = retry_after
         self.stalled: str | None = None
-        self._host_states = host_states
         self._frontier = frontier
         self._sink = sink
         self._settings = settings
-        self._on_commit = on_commit
         self._clock = clock
 
     async def run(self, results: ObjectReceiveStream[Outcome]) -> None:
@@ -106,7 +128,7 @@ class Writer:
             except anyio.EndOfStream:
                 return True
             if item is None:
-                if self._starving():
+                if self._hosts is not None and self._hosts.starving:
                     return False
                 remaining = deadline - self._clock()
                 if remaining <= 0:
@@ -123,26 +145,9 @@ class Writer:
         return False
 
     async def _flush(self, batch: list[Outcome]) -> None:
-        """Write the final outcomes of `batch` (then close their responses), commit the
-        whole batch. An outcome whose record could not be written is replaced in `batch` by
-        its `warc_error` failure, which is what is committed and reported."""
-        positions = [i for i, o in enumerate(batch) if o.final]
-        final = [batch[i] for i in positions]
+        """Write the final outcomes of `batch`, then commit the whole batch in one go."""
         commit = CommitBatch()
-        try:
-            if final:
-                result = await self._write(final)
-                commit.outputs = result.touched
-                for position, message in result.failed.items():
-                    at = positions[position]
-                    batch[at] = batch[at].unwritten(message)
-        except OSError as exc:  # an in-process sink (tests) raises the OS error itself
-            kind = OutOfSpace if exc.errno in FULL_ERRNOS else StorageError
-            raise kind(f"cannot write output: {exc}") from exc
-        finally:
-            for outcome in final:
-                if outcome.response is not None:
-                    outcome.response.close()
+        commit.outputs = await self._write_final(batch)
         store = self._seen.store
         for o in batch:
             for new in o.new_urls:
@@ -157,7 +162,7 @@ class Writer:
                 commit.deferred.append(
                     Deferred(key, o.attempts, o.not_before, o.reason, o.status, token)
                 )
-        commit.hosts = self._host_states()
+        commit.hosts = [] if self._hosts is None else self._hosts.host_states()
         while True:
             try:
                 with anyio.CancelScope(shield=True):
@@ -166,7 +171,29 @@ class Writer:
             except OutOfSpace as exc:
                 await self._stall(exc)
         self._unstall()
-        self._on_commit(self._accepted(batch, committed), committed.added)
+        self._listener.committed(self._accepted(batch, committed), committed.added)
+
+    async def _write_final(self, batch: list[Outcome]) -> dict[str, int]:
+        """Write the final outcomes of `batch` (then close their responses); the output
+        files touched, with their new lengths. An outcome whose record could not be written
+        is replaced in `batch` by its `warc_error` failure, which is what is committed."""
+        positions = [i for i, o in enumerate(batch) if o.final]
+        final = [batch[i] for i in positions]
+        if not final:
+            return {}
+        try:
+            result = await self._write(final)
+        except OSError as exc:  # an in-process sink (tests) raises the OS error itself
+            kind = OutOfSpace if exc.errno in FULL_ERRNOS else StorageError
+            raise kind(f"cannot write output: {exc}") from exc
+        finally:
+            for outcome in final:
+                if outcome.response is not None:
+                    outcome.response.close()
+        for position, message in result.failed.items():
+            at = positions[position]
+            batch[at] = batch[at].unwritten(message)
+        return result.touched
 
     @staticmethod
     def _accepted(batch: list[Outcome], committed: Committed) -> list[Outcome]:
@@ -194,16 +221,16 @@ class Writer:
     async def _stall(self, exc: OutOfSpace) -> None:
         """Wait for space, or raise `exc` when stopping (the batch stays uncommitted: its
         URLs are fetched again after a restart, nothing is lost or written twice)."""
-        if self._give_up():
+        if self._listener.stopping:
             raise exc
         if self.stalled is None:
             log.error("storage_full", error=str(exc), retry_seconds=self._retry_after)
         self.stalled = str(exc)
-        self._on_stall(self.stalled)
+        self._listener.stalled(self.stalled)
         await anyio.sleep(self._retry_after)
 
     def _unstall(self) -> None:
         if self.stalled is not None:
             log.warning("storage_writable_again")
             self.stalled = None
-            self._on_stall(None)
+            self._listener.stalled(None)

@@ -1,27 +1,29 @@
-"""Composition root: builds the pipeline for one data directory and runs it (to the end of
-the frontier for `run`, until a signal for `serve`)."""
+"""Composition root: `assemble` builds the parts of one crawl into a frozen Pipeline, and
+`Crawl` runs it (to the end of the frontier for `run`, until a signal for `serve`)."""
 
 from __future__ import annotations
 
 import fcntl
 import os
 import signal
-from collections.abc import Callable, Coroutine, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import structlog
+from anyio.streams.memory import MemoryObjectSendStream
 
-from crawler.committer import Writer
+from crawler.committer import Committer
 from crawler.dns import Resolver
 from crawler.errors import StorageError, storage_error
 from crawler.fetcher import Fetcher
 from crawler.frontier import Frontier
 from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.guard import AddressGuard
+from crawler.judge import Judge
 from crawler.metrics import Metrics
 from crawler.models import Entry, NewURL, Outcome
 from crawler.output.process import OutputProcess
@@ -109,78 +111,171 @@ async def add_seeds(
             report.added += await frontier.add(batch)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pipeline:
+    """The long-lived parts of one crawl, built once by `assemble`, shared by its tasks."""
+
+    settings: Settings
+    frontier: Frontier
+    sink: OutputProcess  # the output files, written by a child process
+    resolver: Resolver  # one DNS cache for the whole crawl
+    fetcher: Fetcher
+    scheduler: Scheduler
+    judge: Judge
+    robots: Robots | None
+    seen: Seen  # links already sent to the frontier, shared by the judge and the committer
+    metrics: Metrics
+
+
+@asynccontextmanager
+async def assemble(
+    data_dir: Path, settings: Settings, frontier: Frontier, *, forever: bool = False
+) -> AsyncIterator[Pipeline]:
+    """Build a crawl's parts on an open frontier after making the output files agree with
+    the database and taking back stale leases; close what was opened on the way out."""
+    committed = await frontier.committed_outputs()
+    sink = await anyio.to_thread.run_sync(OutputProcess, data_dir, settings)
+    resolver = Resolver(settings.network)
+    fetcher: Fetcher | None = None
+    try:
+        await anyio.to_thread.run_sync(sink.recover, committed)
+        released = await frontier.release_all()
+        if released:
+            log.info("leases_released", count=released)
+        fetcher = _fetcher(settings, frontier, resolver)
+        policy = RetryPolicy(settings.retry)
+        scheduler = _scheduler(settings, frontier, resolver, policy, forever=forever)
+        seen = Seen(settings.crawl.sort_query)
+        yield Pipeline(
+            settings=settings,
+            frontier=frontier,
+            sink=sink,
+            resolver=resolver,
+            fetcher=fetcher,
+            scheduler=scheduler,
+            judge=Judge(
+                policy,
+                settings.crawl,
+                max_redirects=settings.fetch.max_redirects,
+                scope=Scope(settings.crawl),
+                seen=seen,
+            ),
+            robots=_robots(settings, fetcher, frontier, scheduler),
+            seen=seen,
+            metrics=Metrics(),
+        )
+    finally:
+        with anyio.CancelScope(shield=True):
+            if fetcher is not None:
+                await fetcher.aclose()
+            await resolver.aclose()
+            await anyio.to_thread.run_sync(sink.close)
+
+
+def _fetcher(settings: Settings, frontier: Frontier, resolver: Resolver) -> Fetcher:
+    connections = [settings.politeness.per_host_concurrency]
+    connections += [p.per_host_concurrency or 0 for p in settings.profiles.all]
+    return Fetcher(
+        settings.fetch,
+        AddressGuard(settings.network.allowed_networks),
+        per_host_connections=max(connections),
+        profiles=settings.profiles,
+        store_credentials=settings.output.store_credentials,
+        cookie_store=frontier,
+        resolver=resolver,
+    )
+
+
+def _scheduler(
+    settings: Settings,
+    frontier: Frontier,
+    resolver: Resolver,
+    policy: RetryPolicy,
+    *,
+    forever: bool,
+) -> Scheduler:
+    # A host is never blocked longer than any of its URLs would wait for the same header.
+    max_block = min(settings.politeness.max_retry_after, settings.retry.max_retry_after)
+    return Scheduler(
+        frontier,
+        settings.politeness,
+        settings.frontier,
+        max_block=max_block,
+        forever=forever,
+        profiles=settings.profiles,
+        health=HealthLimits(
+            max_failures=settings.retry.host_max_failures,
+            down_seconds=settings.retry.host_down_seconds,
+            max_wait=settings.retry.max_wait,
+        ),
+        backoff=policy.backoff,
+        resolver=resolver,
+    )
+
+
+def _robots(
+    settings: Settings, fetcher: Fetcher, frontier: Frontier, scheduler: Scheduler
+) -> Robots | None:
+    if not settings.robots.obey:
+        return None
+    return Robots(
+        fetcher,
+        frontier,
+        settings.robots,
+        settings.fetch.user_agent,
+        pacing=scheduler,
+        max_wait=settings.retry.max_wait,
+    )
+
+
 @dataclass(slots=True)
 class RunResult:
     interrupted: int | None  # the signal that stopped the run, if any
 
 
 class Crawl:
-    """One crawl process: recover, then fetch until the frontier is exhausted (or, with
-    `forever`, until a signal), with optional services (API, inbox) running alongside."""
+    """Runs a Pipeline: the scheduler, `fetch.concurrency` workers and the committer, with
+    optional services (API, inbox) alongside. It is the committer's listener."""
 
-    def __init__(
-        self,
-        data_dir: Path,
-        settings: Settings,
-        frontier: Frontier,
-        *,
-        forever: bool = False,
-        progress_bar: bool = False,
-    ) -> None:
-        self._settings = settings
-        self._frontier = frontier
-        self._data_dir = data_dir
-        self._sink: OutputProcess | None = None
+    def __init__(self, parts: Pipeline, *, progress_bar: bool = False) -> None:
+        self.parts = parts
+        self.scheduler = parts.scheduler
+        self.metrics = parts.metrics
         self._progress_bar = progress_bar
-        # A host is never blocked longer than any of its URLs would wait for the same header.
-        max_block = min(settings.politeness.max_retry_after, settings.retry.max_retry_after)
-        self._policy = RetryPolicy(settings.retry)
-        self._resolver = Resolver(settings.network)  # one DNS cache for the whole crawl
-        self.scheduler = Scheduler(
-            frontier,
-            settings.politeness,
-            settings.frontier,
-            max_block=max_block,
-            forever=forever,
-            profiles=settings.profiles,
-            health=HealthLimits(
-                max_failures=settings.retry.host_max_failures,
-                down_seconds=settings.retry.host_down_seconds,
-                max_wait=settings.retry.max_wait,
-            ),
-            backoff=self._policy.backoff,
-            resolver=self._resolver,
+        self._committer = Committer(
+            parts.frontier,
+            parts.sink,
+            parts.settings.storage,
+            listener=self,
+            hosts=parts.scheduler,
+            seen=parts.seen,
         )
         self._workers_scope = anyio.CancelScope()
         self.interrupted: int | None = None
-        self.metrics = Metrics()
         self.tally: Tally | None = None  # set when run() starts
         self.storage_problem: str | None = None  # why output cannot be written now
 
-    async def recover(self) -> None:
-        """Make the output files agree with the database, and take back stale leases."""
-        committed = await self._frontier.committed_outputs()
-        self._sink = await anyio.to_thread.run_sync(OutputProcess, self._data_dir, self._settings)
-        await anyio.to_thread.run_sync(self._sink.recover, committed)
-        released = await self._frontier.release_all()
-        if released:
-            log.info("leases_released", count=released)
-
-    def _on_commit(self, batch: list[Outcome], added: int) -> None:
+    # -- the committer's listener -----------------------------------------------------------
+    def committed(self, outcomes: list[Outcome], added: int) -> None:
         self.scheduler.committed()
         if self.tally is not None:
-            self.tally.committed(batch, added)
-        for outcome in batch:
+            self.tally.committed(outcomes, added)
+        for outcome in outcomes:
             self.metrics.record(outcome)
 
-    def _on_stall(self, problem: str | None) -> None:
-        """The writer cannot write (disk full, read-only) or can again: hold the claims."""
+    def stalled(self, problem: str | None) -> None:
+        """Output cannot be written (disk full, read-only) or can again: hold the claims."""
         self.storage_problem = problem
         if problem is None:
             self.scheduler.resume("storage")
         else:
             self.scheduler.pause("storage")
 
+    @property
+    def stopping(self) -> bool:
+        return self.interrupted is not None
+
+    # -- running ----------------------------------------------------------------------------
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
@@ -188,7 +283,7 @@ class Crawl:
                     log.warning("second_signal", signal=signum)
                     os._exit(128 + signum)  # same as a SIGKILL: the next start recovers
                 self.interrupted = signum
-                grace = self._settings.shutdown.grace_seconds
+                grace = self.parts.settings.shutdown.grace_seconds
                 log.warning("stopping", signal=signum, grace_seconds=grace)
                 self.scheduler.stop()
                 self._workers_scope.deadline = anyio.current_time() + grace
@@ -197,96 +292,55 @@ class Crawl:
         self, services: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
     ) -> RunResult:
         """Crawl; `services` run alongside until the crawl ends (they are then cancelled)."""
-        settings = self._settings
-        self.tally = Tally(await self._frontier.counts(top_hosts=0))
-        fetcher = Fetcher(
-            settings.fetch,
-            AddressGuard(settings.network.allowed_networks),
-            per_host_connections=max(
-                [settings.politeness.per_host_concurrency]
-                + [p.per_host_concurrency or 0 for p in settings.profiles.all]
-            ),
-            profiles=settings.profiles,
-            store_credentials=settings.output.store_credentials,
-            cookie_store=self._frontier,
-            resolver=self._resolver,
-        )
-        policy = self._policy
-        scope = Scope(settings.crawl)
-        robots = (
-            Robots(
-                fetcher,
-                self._frontier,
-                settings.robots,
-                settings.fetch.user_agent,
-                pacing=self.scheduler,
-                max_wait=settings.retry.max_wait,
-            )
-            if settings.robots.obey
-            else None
-        )
-        assert self._sink is not None, "recover() first"
-        seen = Seen(settings.crawl.sort_query)
-        writer = Writer(
-            self._frontier,
-            self._sink,
-            settings.storage,
-            self._on_commit,
-            self.scheduler.host_states,
-            on_stall=self._on_stall,
-            give_up=lambda: self.interrupted is not None,
-            seen=seen,
-            starving=lambda: self.scheduler.starving,
-        )
-        work_send, work_receive = anyio.create_memory_object_stream[Entry](0)
+        settings = self.parts.settings
+        self.tally = Tally(await self.parts.frontier.counts(top_hosts=0))
         result_send, result_receive = anyio.create_memory_object_stream[Outcome](
             settings.fetch.concurrency
         )
-        writer_done = anyio.Event()
+        committer_done = anyio.Event()
 
-        async def run_writer() -> None:
+        async def run_committer() -> None:
             try:
-                await writer.run(result_receive)
+                await self._committer.run(result_receive)
             finally:
-                writer_done.set()
+                committer_done.set()
 
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._watch_signals)
-                outer.start_soon(run_writer)
+                outer.start_soon(run_committer)
                 outer.start_soon(log_summaries, self.tally, settings.log.summary_seconds)
                 if self._progress_bar:
                     outer.start_soon(show_bar, self.tally)
                 for service in services:
                     outer.start_soon(service)
                 with self._workers_scope:
-                    async with anyio.create_task_group() as inner:
-                        inner.start_soon(self.scheduler.run, work_send)
-                        for _ in range(settings.fetch.concurrency):
-                            worker = Worker(
-                                fetcher,
-                                policy,
-                                self.scheduler,
-                                settings.fetch.max_redirects,
-                                settings.crawl,
-                                scope,
-                                robots,
-                                settings.politeness.max_crawl_delay,
-                                seen=seen,
-                            )
-                            inner.start_soon(worker.run, work_receive.clone(), result_send.clone())
-                        work_receive.close()
-                        result_send.close()
-                # Workers are gone; the writer drains what they sent, then we stop watching.
-                await writer_done.wait()
+                    await self._fetch(result_send)
+                # Workers are gone; the committer drains what they sent, then we stop watching.
+                await committer_done.wait()
                 outer.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 try:
-                    await self._frontier.release(self.scheduler.leftovers())
+                    await self.parts.frontier.release(self.scheduler.leftovers())
                 except StorageError as exc:  # a full disk: the next start releases them
                     log.warning("release_failed", error=str(exc))
-                await fetcher.aclose()
-                await self._resolver.aclose()
-                await anyio.to_thread.run_sync(self._sink.close)
         return RunResult(self.interrupted)
+
+    async def _fetch(self, results: MemoryObjectSendStream[Outcome]) -> None:
+        """The scheduler hands entries to the workers until the frontier is done (or stop)."""
+        parts = self.parts
+        work_send, work_receive = anyio.create_memory_object_stream[Entry](0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(parts.scheduler.run, work_send)
+            for _ in range(parts.settings.fetch.concurrency):
+                worker = Worker(
+                    parts.fetcher,
+                    parts.scheduler,
+                    parts.judge,
+                    robots=parts.robots,
+                    max_crawl_delay=parts.settings.politeness.max_crawl_delay,
+                )
+                tg.start_soon(worker.run, work_receive.clone(), results.clone())
+            work_receive.close()
+            results.close()

@@ -18,10 +18,9 @@ from crawler import status
 from crawler.api import Api, serve_api
 from crawler.crawl import Crawl
 from crawler.errors import StorageError
-from crawler.frontier import Counts, Frontier
+from crawler.frontier import Counts
 from crawler.inbox import Inbox, Ingested
 from crawler.seeds import parse_lines
-from crawler.settings import Settings
 
 DISK_CHECK_SECONDS = 2.0
 COUNTS_MAX_AGE = 5.0  # /status and /metrics share one frontier count for this long
@@ -32,13 +31,11 @@ log = structlog.get_logger("crawler.serve")
 class ServiceBackend:
     """What the API sees of the running crawl."""
 
-    def __init__(
-        self, crawl: Crawl, frontier: Frontier, data_dir: Path, settings: Settings
-    ) -> None:
+    def __init__(self, crawl: Crawl, data_dir: Path) -> None:
         self._crawl = crawl
-        self._frontier = frontier
+        self._frontier = crawl.parts.frontier
         self._data_dir = data_dir
-        self._settings = settings
+        self._settings = crawl.parts.settings
         self._counts: tuple[float, Counts] | None = None
         self._counts_lock = anyio.Lock()
 
@@ -140,9 +137,10 @@ class ServiceBackend:
         self._seeded(ingested.added)
 
 
-async def serve(crawl: Crawl, frontier: Frontier, data_dir: Path, settings: Settings) -> int | None:
+async def serve(crawl: Crawl, data_dir: Path) -> int | None:
     """Run the crawl with the API, inbox and disk watchers; returns the stopping signal."""
-    backend = ServiceBackend(crawl, frontier, data_dir, settings)
+    settings = crawl.parts.settings
+    backend = ServiceBackend(crawl, data_dir)
     api = Api(backend, settings.service)
     shutdown = anyio.Event()
 

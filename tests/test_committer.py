@@ -1,21 +1,47 @@
-"""The writer task (crawler/writer.py) over a real SQLite frontier: when a batch is committed."""
+"""The committer task (crawler/committer.py) over a real SQLite frontier: when a batch is
+committed, and what its listener is told."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 import pytest
 
-from crawler.committer import Writer
+from crawler.committer import Committer
 from crawler.frontier.sqlite import SQLiteFrontier
+from crawler.frontier.values import HostState
 from crawler.models import Entry, NewURL, Outcome, Response, State
 from crawler.output import WriteResult
 from crawler.settings import StorageSettings
 from crawler.urls import identify
 
 LONG = 60.0  # a commit interval no test waits for
+
+
+class Listener:
+    """A CommitListener that keeps what it is told."""
+
+    def __init__(self, on_commit: Callable[[list[Outcome], int], None]) -> None:
+        self._on_commit = on_commit
+        self.stopping = False
+
+    def committed(self, outcomes: list[Outcome], added: int) -> None:
+        self._on_commit(outcomes, added)
+
+    def stalled(self, problem: str | None) -> None:
+        raise AssertionError(f"no test here fills the disk: {problem}")
+
+
+class Hosts:
+    """A HostLedger with no host states to save."""
+
+    def __init__(self, starving: bool) -> None:
+        self.starving = starving
+
+    def host_states(self) -> list[HostState]:
+        return []
 
 
 class NoOutput:
@@ -51,16 +77,16 @@ async def _run(frontier: SQLiteFrontier, starving: bool) -> bool:
         commits += 1
         committed.set()
 
-    writer = Writer(
+    committer = Committer(
         frontier,
         NoOutput(),  # type: ignore[arg-type]
         StorageSettings(fsync=False, commit_interval=LONG),
-        on_commit,
-        starving=lambda: starving,
+        listener=Listener(on_commit),
+        hosts=Hosts(starving),
     )
     send, receive = anyio.create_memory_object_stream[Outcome](8)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(writer.run, receive)
+        tg.start_soon(committer.run, receive)
         await send.send(_deferral("http://a.example/p"))
         with anyio.move_on_after(1.0):
             await committed.wait()
@@ -96,15 +122,15 @@ async def test_a_completion_goes_under_its_lease_and_a_lost_one_is_not_counted(
     await frontier.release([lost])
     [holder] = await frontier.claim(1, 0.0, 1e12)  # another holder has it now
     counted: list[Outcome] = []
-    writer = Writer(
+    committer = Committer(
         frontier,
         NoOutput(),  # type: ignore[arg-type]
         StorageSettings(fsync=False, commit_interval=LONG),
-        lambda batch, added: counted.extend(batch),
+        listener=Listener(lambda batch, added: counted.extend(batch)),
     )
     send, receive = anyio.create_memory_object_stream[Outcome](8)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(writer.run, receive)
+        tg.start_soon(committer.run, receive)
         for entry in (kept, lost):
             await send.send(Outcome.deferred(entry, attempts=1, reason="timeout", not_before=0.0))
         await send.aclose()
@@ -142,12 +168,15 @@ async def test_a_record_not_written_is_committed_as_warc_error(frontier: SQLiteF
     def on_commit(batch: list[Outcome], added: int) -> None:
         reported.extend(batch)
 
-    writer = Writer(
-        frontier, UnwritableRecords(), StorageSettings(fsync=False, commit_interval=LONG), on_commit
+    committer = Committer(
+        frontier,
+        UnwritableRecords(),
+        StorageSettings(fsync=False, commit_interval=LONG),
+        listener=Listener(on_commit),
     )
     send, receive = anyio.create_memory_object_stream[Outcome](8)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(writer.run, receive)
+        tg.start_soon(committer.run, receive)
         await send.send(Outcome.done(entry, attempts=1, response=response, status=200))
         await send.aclose()
     [outcome] = reported
@@ -157,6 +186,6 @@ async def test_a_record_not_written_is_committed_as_warc_error(frontier: SQLiteF
         "cannot write record 0",
         200,
     )
-    assert body.closed  # the writer owns the response: closed once the batch is written
+    assert body.closed  # the committer owns the response: closed once the batch is written
     counts = await frontier.counts()
     assert (counts.states["failed"], counts.reasons) == (1, {"warc_error": 1})

@@ -45,6 +45,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "service",
         {
             "inbox",
+            "judge",
             "metrics",
             "politeness",
             "progress",

@@ -17,6 +17,7 @@ import pytest
 from crawler.fetcher import Fetcher
 from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.guard import AddressGuard
+from crawler.judge import Judge
 from crawler.models import Entry, NewURL, Outcome, State
 from crawler.retry import RetryPolicy
 from crawler.scheduler import Scheduler
@@ -42,7 +43,7 @@ async def worker(tmp_path: Path) -> AsyncIterator[Worker]:
     fetcher = Fetcher(FetchSettings(read_timeout=2), AddressGuard(["127.0.0.0/8"]))
     policy = RetryPolicy(RetrySettings(max_attempts=3, backoff_base=30, backoff_max=60))
     try:
-        yield Worker(fetcher, policy, scheduler, max_redirects=10)
+        yield Worker(fetcher, scheduler, Judge(policy, max_redirects=10))
     finally:
         await fetcher.aclose()
         await frontier.aclose()
@@ -204,9 +205,8 @@ async def make_mocked(frontier: SQLiteFrontier) -> AsyncIterator[MakeMocked]:
         policy = RetryPolicy(
             RetrySettings(max_attempts=3, backoff_base=30, backoff_max=60), rng=lambda: 0.0
         )
-        worker = Worker(
-            fetchers[-1], policy, scheduler, max_redirects=3, crawl=crawl, wall=lambda: WALL
-        )
+        judge = Judge(policy, crawl, max_redirects=3, wall=lambda: WALL)
+        worker = Worker(fetchers[-1], scheduler, judge, wall=lambda: WALL)
         return Mocked(worker, web)
 
     try:
