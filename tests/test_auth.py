@@ -244,12 +244,11 @@ async def test_oauth2_token_is_renewed_before_it_expires(
     spec = AuthSpec(
         type="oauth2_client_credentials", token_url=TOKEN_URL, client_id=CLIENT, secret=SECRET
     )
-    auth = ClientCredentials(spec, clock=lambda: now[0])
     async with (
         httpx2.AsyncClient(transport=web.transport(TransportSpec())) as tokens,
         httpx2.AsyncClient(transport=web.transport(TransportSpec())) as client,
     ):
-        auth.client = tokens
+        auth = ClientCredentials(spec, tokens, clock=lambda: now[0])
         for at in (0.0, renewed_at - 0.5, renewed_at, renewed_at + 1):
             now[0] = 5000.0 + at
             assert (await client.get(f"{API}/data", auth=auth)).status_code == 200

@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "domains",
             "fetcher",
             "fetcher.auth",
+            "fetcher.clients",
             "fetcher.network",
             "fetcher.pool",
             "fetcher.transport",

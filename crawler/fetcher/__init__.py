@@ -10,14 +10,12 @@ requests where httpx 0.28's slows down sharply (see README).
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import re
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import anyio
@@ -27,24 +25,22 @@ from crawler import errors
 from crawler.decoding import BodyDecoder
 from crawler.dns import Resolver
 from crawler.fetcher.auth import (
-    ClientCredentials,
     CookieStore,
     auth_for,
     jar_from,
     jar_json,
     profile_key,
 )
+from crawler.fetcher.clients import Clients
 from crawler.fetcher.network import OPENED
 from crawler.fetcher.transport import (
-    ACCEPT_ENCODING,
     GuardedPools,
     TransportFactory,
-    proxy_from,
     translate,
 )
 from crawler.guard import AddressGuard
 from crawler.models import SPOOL_BYTES, Response
-from crawler.profiles import Profile, Profiles, TransportSpec
+from crawler.profiles import Profiles
 from crawler.settings import FetchSettings
 from crawler.urls import without_userinfo
 
@@ -72,11 +68,6 @@ def payload_digest(sha1: Any) -> str:
 class Fetcher:
     """Fetches one URL at a time per call; share one instance between all workers.
 
-    One pooled client serves every URL whose transport settings (proxy, TLS material) are
-    the top-level ones; each profile that needs another transport gets a client of its own,
-    created on first use and reused. Headers, credentials, cookies and timeouts are per
-    request, so they never need a client of their own.
-
     `transport` makes each client's transport from its spec (like httpx2's
     `AsyncClient(transport=...)`); by default `GuardedPools` over `guard` and `resolver`.
     """
@@ -85,11 +76,11 @@ class Fetcher:
         self,
         settings: FetchSettings,
         guard: AddressGuard,
+        *,
         per_host_connections: int = 8,
         profiles: Profiles | None = None,
         store_credentials: bool = False,
         cookie_store: CookieStore | None = None,
-        *,
         resolver: Resolver | None = None,
         transport: TransportFactory | None = None,
     ) -> None:
@@ -101,70 +92,24 @@ class Fetcher:
             transport = GuardedPools(
                 settings, guard, resolver=resolver, per_host=per_host_connections
             )
-        self._make_transport = transport
         self._profiles = profiles or Profiles()
         self._store_credentials = store_credentials
         self._cookie_store = cookie_store
         self._jars: dict[str, httpx2.Cookies] = {}
         self._jar_lock = anyio.Lock()
-        self._auths = {p.index: auth_for(p.auth) for p in self._profiles.all}
-        self._default = TransportSpec(proxy=proxy_from(settings), ca_bundle=settings.ca_bundle)
-        self._clients: dict[TransportSpec, httpx2.AsyncClient] = {}
-        self._token_clients: dict[TransportSpec, httpx2.AsyncClient] = {}
         self._timeout = httpx2.Timeout(
             connect=settings.connect_timeout,
             read=settings.read_timeout,
             write=settings.read_timeout,
             pool=settings.deadline,
         )
-        self._client = self._client_for_transport(self._default)
-        for auth in self._auths.values():
-            if isinstance(auth, ClientCredentials):
-                # Its own host's transport, no credentials, and pools of its own: in the
-                # protected host's pool a token request could wait for a connection held
-                # by a request that waits for the token.
-                spec = self._transport_of(self._profiles.match(auth.token_url))
-                client = self._token_clients.get(spec)
-                if client is None:
-                    client = self._token_clients[spec] = self._new_client(spec)
-                auth.client = client
-
-    def _transport_of(self, profile: Profile | None) -> TransportSpec:
-        if profile is None:
-            return self._default
-        own = profile.transport
-        return dataclasses.replace(
-            own,
-            proxy=own.proxy or self._default.proxy,
-            ca_bundle=own.ca_bundle or self._default.ca_bundle,
-        )
-
-    def _client_for_transport(self, spec: TransportSpec) -> httpx2.AsyncClient:
-        client = self._clients.get(spec)
-        if client is None:
-            client = self._clients[spec] = self._new_client(spec)
-        return client
-
-    def _new_client(self, spec: TransportSpec) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(
-            transport=self._make_transport(spec),
-            timeout=self._timeout,
-            follow_redirects=False,
-            trust_env=False,
-            # A bulk fetcher keeps no cookies: a shared jar would grow with every site
-            # that sets one (memory must not depend on the crawl's size) and leak them
-            # between unrelated URLs of a host.
-            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-            headers={
-                "User-Agent": self._settings.user_agent,
-                "Accept": "*/*",
-                "Accept-Encoding": ACCEPT_ENCODING,
-            },
-        )
+        self._clients = Clients(settings, transport, self._profiles, self._timeout)
+        self._client = self._clients.default
+        token_client = self._clients.for_token_url
+        self._auths = {p.index: auth_for(p.auth, token_client) for p in self._profiles.all}
 
     async def aclose(self) -> None:
-        for client in [*self._clients.values(), *self._token_clients.values()]:
-            await client.aclose()
+        await self._clients.aclose()
         if self._own_resolver is not None:
             await self._own_resolver.aclose()
 
@@ -189,7 +134,7 @@ class Fetcher:
         if profile is None:
             request = self._client.build_request("GET", url, timeout=self._timeout)
             return _Call(self._client, request, self._settings.deadline)
-        client = self._client_for_transport(self._transport_of(profile))
+        client = self._clients.for_profile(profile)
         timeout = httpx2.Timeout(
             connect=profile.timeout("connect_timeout") or self._timeout.connect,
             read=profile.timeout("read_timeout") or self._timeout.read,
@@ -286,7 +231,6 @@ class Fetcher:
     async def _stream(
         self, call: _Call, body: Any, keep: int, cap: int | None
     ) -> tuple[Response, str]:
-        cap = cap or self._settings.max_body_bytes
         async with self._send(call) as resp:
             if _UNSAFE_HEADER.search(b"".join(k + b":" + v for k, v in resp.headers.raw)):
                 # HTTP/2 headers are not validated by httpcore2; CR/LF/NUL would tear the
@@ -294,35 +238,7 @@ class Fetcher:
                 raise errors.ProtocolError("response header with CR, LF or NUL")
             stream = resp.extensions.get("network_stream")
             peer = stream.get_extra_info("server_addr") if stream is not None else None
-            decoder = BodyDecoder(resp.headers.get("content-encoding"), cap, keep)
-            sha1 = hashlib.sha1()
-            wire = 0
-            truncated = False
-            encoding_error = None
-            try:
-                async for chunk in resp.aiter_raw():
-                    if wire + len(chunk) > cap:
-                        chunk = chunk[: cap - wire]
-                        truncated = True
-                    body.write(chunk)
-                    sha1.update(chunk)
-                    wire += len(chunk)
-                    if not decoder.feed(chunk):
-                        truncated = True
-                    if truncated:
-                        break
-                if not truncated:
-                    decoder.finish()
-            except errors.BadContentEncoding as exc:
-                encoding_error = str(exc)
-            body.seek(0)
-            decoded: bytes | None = None
-            if keep and encoding_error is None and decoder.verifiable:
-                if decoder.kept is not None and decoder.compressed:
-                    decoded = bytes(decoder.kept)
-                else:
-                    decoded = body.read(keep)  # never more, even from a spooled file
-                    body.seek(0)
+            read = await _read_body(resp, body, cap or self._settings.max_body_bytes, keep)
             request = resp.request
             response = Response(
                 status=resp.status_code,
@@ -333,11 +249,58 @@ class Fetcher:
                 method=request.method,
                 target=request.url.raw_path.decode("ascii", "replace"),
                 body=body,
-                wire_bytes=wire,
-                decoded_bytes=decoder.decoded,
-                truncated=truncated,
+                wire_bytes=read.wire,
+                decoded_bytes=read.decoded_bytes,
+                truncated=read.truncated,
                 peer=str(peer[0]) if peer else None,
-                encoding_error=encoding_error,
-                decoded=decoded,
+                encoding_error=read.encoding_error,
+                decoded=read.decoded,
             )
-            return response, payload_digest(sha1)
+            return response, payload_digest(read.sha1)
+
+
+@dataclass(slots=True)
+class _Body:
+    """What reading a body found: its size on the wire, digest, and decoded head."""
+
+    wire: int
+    sha1: Any
+    truncated: bool
+    decoded_bytes: int
+    encoding_error: str | None
+    decoded: bytes | None
+
+
+async def _read_body(resp: httpx2.Response, body: Any, cap: int, keep: int) -> _Body:
+    """Spool the raw body (up to `cap`) into `body`, hashing it, and keep the first `keep`
+    decoded bytes when they can be trusted."""
+    decoder = BodyDecoder(resp.headers.get("content-encoding"), cap, keep)
+    sha1 = hashlib.sha1()
+    wire = 0
+    truncated = False
+    encoding_error = None
+    try:
+        async for chunk in resp.aiter_raw():
+            if wire + len(chunk) > cap:
+                chunk = chunk[: cap - wire]
+                truncated = True
+            body.write(chunk)
+            sha1.update(chunk)
+            wire += len(chunk)
+            if not decoder.feed(chunk):
+                truncated = True
+            if truncated:
+                break
+        if not truncated:
+            decoder.finish()
+    except errors.BadContentEncoding as exc:
+        encoding_error = str(exc)
+    body.seek(0)
+    decoded: bytes | None = None
+    if keep and encoding_error is None and decoder.verifiable:
+        if decoder.kept is not None and decoder.compressed:
+            decoded = bytes(decoder.kept)
+        else:
+            decoded = body.read(keep)  # never more, even from a spooled file
+            body.seek(0)
+    return _Body(wire, sha1, truncated, decoder.decoded, encoding_error, decoded)

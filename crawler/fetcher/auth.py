@@ -60,14 +60,19 @@ class ClientCredentials(httpx2.Auth):
     held by a request that waits for the token (the Fetcher gives it a client of its own).
     """
 
-    def __init__(self, spec: AuthSpec, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        spec: AuthSpec,
+        client: httpx2.AsyncClient,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._spec = spec
-        self.token_url = spec.token_url
+        self._client = client  # sends the token requests
         self._clock = clock
         self._token: str | None = None
         self._renew_at = 0.0
         self._lock = anyio.Lock()
-        self.client: httpx2.AsyncClient | None = None  # sends the token requests
         self.fetched = 0
 
     def _token_request(self) -> httpx2.Request:
@@ -77,8 +82,7 @@ class ClientCredentials(httpx2.Auth):
         basic = base64.b64encode(
             f"{quote(self._spec.client_id, safe='')}:{quote(self._spec.secret, safe='')}".encode()
         ).decode("ascii")
-        assert self.client is not None
-        return self.client.build_request(
+        return self._client.build_request(
             "POST",
             self._spec.token_url,
             data=form,
@@ -94,9 +98,8 @@ class ClientCredentials(httpx2.Auth):
             return self._token
 
     async def _fetch(self) -> None:
-        assert self.client is not None
         try:
-            response = await self.client.send(self._token_request())
+            response = await self._client.send(self._token_request())
         except httpx2.HTTPError as exc:
             raise errors.AuthFailed(f"token endpoint unreachable: {translate(exc)}") from None
         if response.status_code != 200:
@@ -123,7 +126,10 @@ class ClientCredentials(httpx2.Auth):
             yield request
 
 
-def auth_for(spec: AuthSpec | None) -> httpx2.Auth | None:
+def auth_for(
+    spec: AuthSpec | None, token_client: Callable[[str], httpx2.AsyncClient]
+) -> httpx2.Auth | None:
+    """The auth of a profile; `token_client(url)` gives the client for a token endpoint."""
     if spec is None:
         return None
     if spec.type == "basic":
@@ -132,7 +138,7 @@ def auth_for(spec: AuthSpec | None) -> httpx2.Auth | None:
         return httpx2.DigestAuth(spec.username, spec.secret)
     if spec.type == "bearer":
         return Bearer(spec.secret)
-    return ClientCredentials(spec)
+    return ClientCredentials(spec, token_client(spec.token_url))
 
 
 class CookieStore(Protocol):
