@@ -36,6 +36,11 @@ LAYERS: list[tuple[str, set[str]]] = [
             "fetcher.transport",
             "frontier",
             "frontier.sqlite",
+            "frontier.sqlite_claim",
+            "frontier.sqlite_counts",
+            "frontier.sqlite_errors",
+            "frontier.sqlite_fencing",
+            "frontier.sqlite_schema",
             "links",
             "logs",
             "output.jsonl",
@@ -83,7 +88,7 @@ PUBLIC = {"frontier.values"}
 # Each third-party library and the module (or package) that owns it.
 OWNERS: dict[str, str] = {
     "aiodns": "dns",
-    "aiosqlite": "frontier.sqlite",
+    "aiosqlite": "frontier.sqlite",  # and its helpers frontier.sqlite_*
     "httpcore2": "fetcher",  # the package crawler/fetcher/
     "httpx2": "fetcher",
     "hypercorn": "api",
@@ -173,7 +178,9 @@ def _layer(module: str) -> int:
 
 
 def _owns(owner: str, module: str) -> bool:
-    return module == owner or module.startswith(owner + ".")
+    """The owner itself, a module of the owner package, or a helper module named after the
+    owner (`frontier.sqlite_claim` is part of the SQLite frontier `frontier.sqlite`)."""
+    return module == owner or module.startswith((owner + ".", owner + "_"))
 
 
 def test_the_scan_sees_the_package() -> None:

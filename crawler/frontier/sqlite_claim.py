@@ -1,0 +1,134 @@
+"""The SQLite claim: a round robin over the hosts with queued URLs, leased under a new token."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+
+import aiosqlite
+
+from crawler.frontier.values import Entry
+
+# A claim walks the hosts that have queued URLs, from where the last claim stopped (round
+# robin, each step one index seek), then takes each host's earliest ready URLs. A host with
+# a million URLs, or one that is blocked (skipped here by its saved blocked_until), costs
+# one step, never a scan: every other host gets its turn.
+_WALK = (
+    "WITH RECURSIVE walk(host, n) AS ("
+    " SELECT (SELECT host FROM urls WHERE state = 'queued' AND host > ?1 ORDER BY host LIMIT 1), 1"
+    " UNION ALL SELECT (SELECT host FROM urls WHERE state = 'queued' AND host > walk.host"
+    " ORDER BY host LIMIT 1), n + 1 FROM walk WHERE walk.host IS NOT NULL AND n < ?2)"
+    " SELECT host FROM walk WHERE host IS NOT NULL"
+)
+_PICK = (
+    "SELECT j.value, u.key FROM json_each(?1) AS j JOIN urls AS u ON u.key IN ("
+    " SELECT key FROM urls WHERE state = 'queued' AND host = j.value AND not_before <= ?2"
+    " ORDER BY not_before, key LIMIT ?3)"
+    " WHERE NOT EXISTS (SELECT 1 FROM hosts WHERE hosts.host = j.value"
+    " AND hosts.blocked_until > ?2 AND hosts.down_until <= ?2)"
+    " LIMIT ?4"
+)
+_NEXT_TOKEN = "UPDATE lease_tokens SET last = last + 1 RETURNING last"
+_LEASE = (
+    "UPDATE urls SET state = 'leased', lease_until = ?1, lease_token = ?3"
+    " WHERE key IN (SELECT value FROM json_each(?2)) AND state = 'queued'"
+    " RETURNING key, url, host, attempts, depth, redirects, chain, discovered_from, status,"
+    " origin, kind, lease_token"
+)
+
+
+class RoundRobin:
+    """The claims of one frontier, each going on from the host where the last one stopped."""
+
+    def __init__(self) -> None:
+        self._cursor = ""  # the host where the last claim stopped its walk
+
+    async def claim(
+        self,
+        db: aiosqlite.Connection,
+        limit: int,
+        now: float,
+        lease_until: float,
+        per_host: int,
+        room: Mapping[str, int] | None,
+    ) -> list[Entry]:
+        """`SQLiteFrontier.claim`, inside its transaction `db`."""
+        per_host = per_host or limit
+        room = room or {}
+        # Hosts without room are walked past: walk that many more to fill the batch.
+        no_room = sum(1 for free in room.values() if free <= 0)
+        walked = await self._walk(db, limit + no_room)
+        if not walked:
+            return []
+        self._cursor = walked[-1]
+        hosts = [host for host in walked if room.get(host, per_host) > 0]
+        if not hosts:
+            return []
+        picked = await _pick_shares(db, hosts, now, per_host, limit)
+        keys, filled_at = _take(picked, per_host, room, limit)
+        if filled_at is not None:
+            self._cursor = filled_at
+        if not keys:
+            return []
+        return await _lease(db, keys, lease_until)
+
+    async def _walk(self, db: aiosqlite.Connection, limit: int) -> list[str]:
+        """Up to `limit` hosts with queued URLs, after the cursor and then from the start."""
+        async with db.execute(_WALK, (self._cursor, limit)) as cursor:
+            hosts = [str(row[0]) for row in await cursor.fetchall()]
+        if len(hosts) < limit and self._cursor:
+            async with db.execute(_WALK, ("", limit - len(hosts))) as cursor:
+                seen = set(hosts)
+                hosts += [str(r[0]) for r in await cursor.fetchall() if str(r[0]) not in seen]
+        return hosts
+
+
+async def _pick_shares(
+    db: aiosqlite.Connection, hosts: list[str], now: float, per_host: int, limit: int
+) -> list[tuple[str, int]]:
+    """(host, key) of ready URLs: first a fair share each, then what is left of the batch to
+    those with more."""
+    share = min(per_host, max(1, -(-limit // len(hosts))))
+    picked = await _pick(db, hosts, now, share, limit)
+    counts = Counter(host for host, _ in picked)
+    full = [host for host in hosts if counts[host] >= share]
+    if len(picked) < limit and share < per_host and full:
+        # The first `share` of each of these hosts come again: ask for that many more.
+        more = await _pick(db, full, now, per_host, limit + share * len(full))
+        again = set(key for _, key in picked)
+        picked += [(host, key) for host, key in more if key not in again]
+    return picked
+
+
+async def _pick(
+    db: aiosqlite.Connection, hosts: list[str], now: float, each: int, limit: int
+) -> list[tuple[str, int]]:
+    async with db.execute(_PICK, (json.dumps(hosts), now, each, limit)) as cursor:
+        return [(str(host), int(key)) for host, key in await cursor.fetchall()]
+
+
+def _take(
+    picked: list[tuple[str, int]], per_host: int, room: Mapping[str, int], limit: int
+) -> tuple[list[int], str | None]:
+    """The keys to lease, within each host's room (or `per_host`), and the host that filled
+    the batch (where the next claim goes on), if one did."""
+    keys: list[int] = []
+    taken: Counter[str] = Counter()
+    for host, key in picked:
+        if taken[host] < room.get(host, per_host):
+            taken[host] += 1
+            keys.append(key)
+            if len(keys) >= limit:
+                return keys, host
+    return keys, None
+
+
+async def _lease(db: aiosqlite.Connection, keys: list[int], lease_until: float) -> list[Entry]:
+    """Lease these URLs (those still queued) under the next token of the counter row."""
+    async with db.execute(_NEXT_TOKEN) as cursor:
+        token = await cursor.fetchone()
+    assert token is not None, "migration 0008 makes the lease_tokens row"
+    async with db.execute(_LEASE, (lease_until, json.dumps(keys), token[0])) as cursor:
+        rows = await cursor.fetchall()
+    return [Entry(*row) for row in rows]

@@ -1,0 +1,69 @@
+"""The SQLite frontier's report: URLs by state and reason, the biggest hosts, the waiting ones."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from crawler.frontier.values import Counts, HostCounts, HostWait, State
+
+# The hosts with most queued URLs, with what their host and robots.txt rows say (grouped
+# first, so the joins run once per host, not once per URL).
+_WAITING = (
+    "SELECT q.host, q.n, q.due, coalesce(h.level, 0), coalesce(h.blocked_until, 0),"
+    " coalesce(h.failures, 0), coalesce(h.down_until, 0), h.down_reason,"
+    " CASE WHEN r.failing_since IS NULL THEN NULL ELSE r.expires_at END"
+    " FROM (SELECT host, count(*) AS n, min(not_before) AS due FROM urls"
+    " WHERE state = 'queued' GROUP BY host ORDER BY n DESC, host LIMIT ?) AS q"
+    " LEFT JOIN hosts AS h ON h.host = q.host LEFT JOIN robots AS r ON r.host = q.host"
+    " ORDER BY q.n DESC, q.host"
+)
+
+
+class Query(Protocol):
+    """One read of the frontier (`SQLiteFrontier._query`: its own lock, errors translated)."""
+
+    async def __call__(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]: ...
+
+
+async def counts(query: Query, top_hosts: int) -> Counts:
+    """`SQLiteFrontier.counts`: one read for each part of the report."""
+    states = {s.value: 0 for s in State}
+    for state, n in await query("SELECT state, count(*) FROM urls GROUP BY state"):
+        states[str(state)] = int(n)
+    reasons = {
+        str(reason): int(n)
+        for reason, n in await query(
+            "SELECT reason, count(*) FROM urls WHERE state IN ('failed', 'skipped')"
+            " GROUP BY reason ORDER BY count(*) DESC"
+        )
+    }
+    hosts = [] if not top_hosts else await _hosts(query, top_hosts)
+    waiting = (
+        [] if not top_hosts else [HostWait(*row) for row in await query(_WAITING, (top_hosts,))]
+    )
+    return Counts(
+        total=sum(states.values()),
+        states=states,
+        reasons=reasons,
+        hosts=hosts,
+        waiting=waiting,
+    )
+
+
+async def _hosts(query: Query, top_hosts: int) -> list[HostCounts]:
+    """The `top_hosts` hosts with most URLs, with their URLs by state."""
+    columns = ", ".join(f"sum(state = '{s.value}')" for s in State)
+    return [
+        HostCounts(
+            host=str(row[0]),
+            total=int(row[1]),
+            states={s.value: int(n) for s, n in zip(State, row[2:], strict=True)},
+        )
+        for row in await query(
+            f"SELECT host, count(*), {columns} FROM urls GROUP BY host"
+            " ORDER BY count(*) DESC, host LIMIT ?",
+            (top_hosts,),
+        )
+    ]

@@ -1,0 +1,71 @@
+"""The SQLite frontier's schema: the numbered SQL migrations and the runner that applies them."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from importlib import resources
+from pathlib import Path
+
+import aiosqlite
+
+from crawler.errors import StorageError
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def migrations_dir() -> Path:
+    """Where the numbered SQL files are: inside the wheel, or at the top of a checkout."""
+    packaged = Path(str(resources.files("crawler"))) / "_migrations" / "sqlite"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "migrations" / "sqlite"
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    found = []
+    for path in sorted(migrations_dir().glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path.name, path.read_text(encoding="utf-8")))
+    if not found:
+        raise StorageError(f"no SQL migrations found in {migrations_dir()}")
+    return found
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration file into statements (executescript would commit on its own)."""
+    statements: list[str] = []
+    buffer = ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
+
+
+async def migrate(db: aiosqlite.Connection) -> None:
+    """Apply the numbered migrations not yet recorded. The caller runs this in one write
+    transaction, so two processes opening a new database at once cannot both apply them."""
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations"
+        " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    async with db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations") as c:
+        row = await c.fetchone()
+    current = int(row[0]) if row else 0
+    for version, name, sql in _migrations():
+        if version <= current:
+            continue
+        try:
+            for statement in _statements(sql):
+                await db.execute(statement)
+        except sqlite3.Error as exc:
+            raise StorageError(f"migration {name} failed: {exc}") from exc
+        await db.execute(
+            "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time())
+        )
