@@ -105,32 +105,44 @@ def _serve(conn: Connection, sock: socket.socket, data_dir: Path, settings: Sett
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         outputs = Outputs(data_dir, settings)
         try:
-            while True:
-                try:
-                    verb, argument = conn.recv()
-                except EOFError:
-                    return
-                try:
-                    reply: Any = None
-                    if verb == "recover":
-                        outputs.recover(argument)
-                    elif verb == "write":
-                        bodies = _receive_bodies(sock, argument)
-                        try:
-                            reply = outputs.write(argument)
-                        finally:
-                            for body in bodies:
-                                body.close()
-                    else:
-                        return
-                except OSError as exc:
-                    conn.send(_os_error(exc))
-                except Exception as exc:
-                    conn.send(("error", f"{type(exc).__name__}: {exc}"))
-                else:
-                    conn.send(("ok", reply))
+            while _answer(conn, sock, outputs):
+                pass
         finally:
             outputs.close()
+
+
+def _answer(conn: Connection, sock: socket.socket, outputs: Outputs) -> bool:
+    """Answer the parent's next request; False once it hangs up or sends a verb other than
+    `recover` and `write` (`close`, when it is done)."""
+    try:
+        verb, argument = conn.recv()
+    except EOFError:
+        return False
+    if verb not in ("recover", "write"):
+        return False
+    try:
+        reply: WriteResult | None = None
+        if verb == "recover":
+            outputs.recover(argument)
+        else:
+            reply = _write(sock, outputs, argument)
+    except OSError as exc:
+        conn.send(_os_error(exc))
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    else:
+        conn.send(("ok", reply))
+    return True
+
+
+def _write(sock: socket.socket, outputs: Outputs, outcomes: Sequence[Outcome]) -> WriteResult:
+    """Write a batch, its spooled bodies read from the descriptors that follow it."""
+    bodies = _receive_bodies(sock, outcomes)
+    try:
+        return outputs.write(outcomes)
+    finally:
+        for body in bodies:
+            body.close()
 
 
 def main() -> None:
