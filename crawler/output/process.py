@@ -2,9 +2,9 @@
 
 Building WARC records (warcio) and compressing them costs about as much CPU per page as the
 HTTP client itself; on the event loop's interpreter that halves throughput. The child owns
-`Outputs`; the parent sends it batches of outcomes through a socket and gets back the new
-committed length of each file, which it then commits to the frontier. The protocol is the
-same as in-process: nothing counts until the parent's commit.
+`Outputs`; the committer, in the parent, sends it batches of outcomes through a socket and
+gets back the new committed length of each file, which it then commits to the frontier. The
+protocol is the same as in-process: nothing counts until the committer's commit.
 
 A small body travels as bytes in the pickled batch. A body spooled to a temporary file (over
 SPOOL_BYTES) travels as its file descriptor (SCM_RIGHTS), one after the batch per such body
@@ -35,6 +35,7 @@ from crawler.models import SPOOL_BYTES, Outcome
 from crawler.output import Outputs, WriteResult
 from crawler.settings import Settings
 
+# Named before the output package was; kept, so a crawl still sees an older version's child.
 LOCK_NAME = "writer.lock"
 
 
@@ -157,7 +158,7 @@ def main() -> None:
 class OutputProcess:
     """The parent's handle on the output child; every method blocks (call from a thread).
 
-    The child is a fresh interpreter that imports only the writers (not the crawler, as
+    The child is a fresh interpreter that imports only the output package (not the crawler, as
     multiprocessing's spawn would), started with one end of a socketpair.
     """
 

@@ -1,4 +1,4 @@
-"""WARC writer (warcio): one gzip member per record, request + response per fetched URL."""
+"""WARC file (warcio): one gzip member per record, request + response per fetched URL."""
 
 from __future__ import annotations
 
