@@ -89,13 +89,9 @@ class Robots:
         while True:
             record, rules = await self._lookup(entry.host)
             now = self._wall()
-            if record is not None and record.failing_since is None and record.expires_at > now:
-                return self._decide(entry.url, rules, fetched)
-            if record is not None and record.failing_since is not None:
-                if record.expires_at > record.failing_since + self._max_wait:
-                    return RobotsDecision(allowed=None, fail="robots_unavailable")
-                if record.expires_at > now:  # failing: wait for the next try
-                    return RobotsDecision(allowed=None, not_before=record.expires_at)
+            known = self._stored_decision(entry.url, record, rules, now, fetched)
+            if known is not None:
+                return known
             waiting = self._fetching.get(entry.host)
             if waiting is not None:
                 # Its slot was taken before robots.txt (and its Crawl-delay) was known: it
@@ -111,23 +107,50 @@ class Robots:
                 return RobotsDecision(
                     allowed=None, not_before=max(not_before, now + self._settings.retry_base)
                 )
-            done = self._fetching[entry.host] = anyio.Event()
-            self._failed.pop(entry.host, None)
-            try:
-                sitemaps = await self._fetch(entry, record)
-            except FinalFetchError as exc:  # e.g. blocked_address, invalid_url: never fetchable
-                return RobotsDecision(allowed=None, fail=exc.reason, error=exc)
-            except FetchError as exc:
-                self._failed[entry.host] = exc
-                log.info("robots_unanswered", host=entry.host, reason=exc.reason)
-                return RobotsDecision(allowed=None, error=exc)
-            finally:
-                del self._fetching[entry.host]
-                done.set()
+            sitemaps = await self._fetch_for_waiters(entry, record)
+            if isinstance(sitemaps, RobotsDecision):  # no answer, or never fetchable
+                return sitemaps
             fetched = True
             record, rules = await self._lookup(entry.host)
             if record is not None and record.failing_since is None:
                 return self._decide(entry.url, rules, True, sitemaps)
+
+    def _stored_decision(
+        self,
+        url: str,
+        record: RobotsRecord | None,
+        rules: Protego | None,
+        now: float,
+        fetched: bool,
+    ) -> RobotsDecision | None:
+        """What the stored robots.txt decides, or None when it is missing or due again."""
+        if record is not None and record.failing_since is None and record.expires_at > now:
+            return self._decide(url, rules, fetched)
+        if record is not None and record.failing_since is not None:
+            if record.expires_at > record.failing_since + self._max_wait:
+                return RobotsDecision(allowed=None, fail="robots_unavailable")
+            if record.expires_at > now:  # failing: wait for the next try
+                return RobotsDecision(allowed=None, not_before=record.expires_at)
+        return None
+
+    async def _fetch_for_waiters(
+        self, entry: Entry, record: RobotsRecord | None
+    ) -> tuple[str, ...] | RobotsDecision:
+        """Fetch the host's robots.txt while its other checks wait; returns the sitemaps
+        it names, or the decision for a fetch that got no answer (shared with the waiters)."""
+        done = self._fetching[entry.host] = anyio.Event()
+        self._failed.pop(entry.host, None)
+        try:
+            return await self._fetch(entry, record)
+        except FinalFetchError as exc:  # e.g. blocked_address, invalid_url: never fetchable
+            return RobotsDecision(allowed=None, fail=exc.reason, error=exc)
+        except FetchError as exc:
+            self._failed[entry.host] = exc
+            log.info("robots_unanswered", host=entry.host, reason=exc.reason)
+            return RobotsDecision(allowed=None, error=exc)
+        finally:
+            del self._fetching[entry.host]
+            done.set()
 
     def _decide(
         self, url: str, rules: Protego | None, fetched: bool, sitemaps: tuple[str, ...] = ()

@@ -1,4 +1,4 @@
-"""Tests for crawler/writers/: WARC + JSONL output, rotation and crash recovery."""
+"""Tests for crawler/output/: WARC + JSONL output, rotation and crash recovery."""
 
 from __future__ import annotations
 
@@ -231,7 +231,7 @@ def test_records_read_back_with_warcio(tmp_path: Path) -> None:
 
 
 def test_payload_digest_is_written_as_given(tmp_path: Path) -> None:
-    # the digest comes from the fetcher (over the raw bytes); the writer does not recompute it
+    # the digest comes from the fetcher (over the raw bytes); the output does not recompute it
     outcome = _outcome("http://a.example/", _response(b"abc"), payload_digest="sha1:" + "A" * 32)
     outputs = _outputs(tmp_path)
     outputs.write([outcome])
@@ -394,7 +394,7 @@ def test_unwritable_record_fails_only_its_url(tmp_path: Path) -> None:
     result = outputs.write([good, bad])
     outputs.close()
     assert (good.state, good.reason) == (State.DONE, None)
-    assert list(result.failed) == [1]  # the writer makes it Outcome.unwritten: warc_error
+    assert list(result.failed) == [1]  # the committer makes it Outcome.unwritten: warc_error
     records = _records(_only(tmp_path / "warc", "*.warc.gz"))
     assert [r["type"] for r in records] == ["warcinfo", "request", "response"]
     lines = _lines(_only(tmp_path / "index", "*.jsonl"))
@@ -416,7 +416,7 @@ def test_failed_response_record_leaves_no_orphan_request(tmp_path: Path, size: i
     result = outputs.write([outcome, after])
     outputs.close()
     response.close()
-    assert list(result.failed) == [0]  # the writer makes it Outcome.unwritten: warc_error
+    assert list(result.failed) == [0]  # the committer makes it Outcome.unwritten: warc_error
     lines = _lines(_only(tmp_path / "index", "*.jsonl"))
     assert [line["reason"] for line in lines] == ["warc_error", None]
     records = _records(_only(tmp_path / "warc", "*.warc.gz"))

@@ -1,7 +1,8 @@
-"""Result writers: WARC records plus a JSONL index line per final URL, rotated together.
+"""Output files: WARC records plus a JSONL index line per final URL, rotated together.
 
-Crash safety: the frontier records the committed length of every output file in the same
-transaction as the URL states; `recover` truncates anything past it on start-up.
+Crash safety: the committer records the committed length of every output file in the
+frontier, in the same transaction as the URL states; `recover` truncates anything past it
+on start-up.
 """
 
 from __future__ import annotations

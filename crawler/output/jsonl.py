@@ -1,4 +1,4 @@
-"""JSONL index writer: one JSON object per line, one line per URL that reached a final state."""
+"""JSONL index file: one JSON object per line, one line per URL that reached a final state."""
 
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 
 Building WARC records (warcio) and compressing them costs about as much CPU per page as the
 HTTP client itself; on the event loop's interpreter that halves throughput. The child owns
-`Outputs`; the parent sends it batches of outcomes through a socket and gets back the new
-committed length of each file, which it then commits to the frontier. The protocol is the
-same as in-process: nothing counts until the parent's commit.
+`Outputs`; the committer, in the parent, sends it batches of outcomes through a socket and
+gets back the new committed length of each file, which it then commits to the frontier. The
+protocol is the same as in-process: nothing counts until the committer's commit.
 
 A small body travels as bytes in the pickled batch. A body spooled to a temporary file (over
 SPOOL_BYTES) travels as its file descriptor (SCM_RIGHTS), one after the batch per such body
@@ -35,6 +35,7 @@ from crawler.models import SPOOL_BYTES, Outcome
 from crawler.output import Outputs, WriteResult
 from crawler.settings import Settings
 
+# Named before the output package was; kept, so a crawl still sees an older version's child.
 LOCK_NAME = "writer.lock"
 
 
@@ -105,32 +106,44 @@ def _serve(conn: Connection, sock: socket.socket, data_dir: Path, settings: Sett
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         outputs = Outputs(data_dir, settings)
         try:
-            while True:
-                try:
-                    verb, argument = conn.recv()
-                except EOFError:
-                    return
-                try:
-                    reply: Any = None
-                    if verb == "recover":
-                        outputs.recover(argument)
-                    elif verb == "write":
-                        bodies = _receive_bodies(sock, argument)
-                        try:
-                            reply = outputs.write(argument)
-                        finally:
-                            for body in bodies:
-                                body.close()
-                    else:
-                        return
-                except OSError as exc:
-                    conn.send(_os_error(exc))
-                except Exception as exc:
-                    conn.send(("error", f"{type(exc).__name__}: {exc}"))
-                else:
-                    conn.send(("ok", reply))
+            while _answer(conn, sock, outputs):
+                pass
         finally:
             outputs.close()
+
+
+def _answer(conn: Connection, sock: socket.socket, outputs: Outputs) -> bool:
+    """Answer the parent's next request; False once it hangs up or sends a verb other than
+    `recover` and `write` (`close`, when it is done)."""
+    try:
+        verb, argument = conn.recv()
+    except EOFError:
+        return False
+    if verb not in ("recover", "write"):
+        return False
+    try:
+        reply: WriteResult | None = None
+        if verb == "recover":
+            outputs.recover(argument)
+        else:
+            reply = _write(sock, outputs, argument)
+    except OSError as exc:
+        conn.send(_os_error(exc))
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    else:
+        conn.send(("ok", reply))
+    return True
+
+
+def _write(sock: socket.socket, outputs: Outputs, outcomes: Sequence[Outcome]) -> WriteResult:
+    """Write a batch, its spooled bodies read from the descriptors that follow it."""
+    bodies = _receive_bodies(sock, outcomes)
+    try:
+        return outputs.write(outcomes)
+    finally:
+        for body in bodies:
+            body.close()
 
 
 def main() -> None:
@@ -145,7 +158,7 @@ def main() -> None:
 class OutputProcess:
     """The parent's handle on the output child; every method blocks (call from a thread).
 
-    The child is a fresh interpreter that imports only the writers (not the crawler, as
+    The child is a fresh interpreter that imports only the output package (not the crawler, as
     multiprocessing's spawn would), started with one end of a socketpair.
     """
 

@@ -1,4 +1,4 @@
-"""WARC writer (warcio): one gzip member per record, request + response per fetched URL."""
+"""WARC file (warcio): one gzip member per record, request + response per fetched URL."""
 
 from __future__ import annotations
 
@@ -119,12 +119,24 @@ class WarcFile:
         date = warc_date(fetched_at)
         response_id = f"<urn:uuid:{uuid.uuid4()}>"
         protocol = "h2" if response.http_version == "HTTP/2" else "http/1.1"
+        request = self._request_record(url, response, date, response_id, protocol)
+        record = self._response_record(url, response, date, response_id, protocol, payload_digest)
+        # Both records are built before either is written: a failure leaves no orphan.
+        request_member = self._member(request)
+        if response.wire_bytes <= SPOOL_BYTES:
+            return self._append(request_member, self._member(record))
+        return self._append_streamed(request_member, record)
+
+    def _request_record(
+        self, url: str, response: Response, date: str, response_id: str, protocol: str
+    ) -> object:
+        """The request record: the request line and headers that were sent, no body."""
         request_headers = StatusAndHeaders(
             f"{response.method} {response.target} HTTP/1.1",
             response.request_headers,
             is_http_request=True,
         )
-        request = self._writer.create_warc_record(
+        return self._writer.create_warc_record(
             url,
             "request",
             payload=io.BytesIO(b""),
@@ -136,6 +148,18 @@ class WarcFile:
                 "WARC-Protocol": protocol,
             },
         )
+
+    def _response_record(
+        self,
+        url: str,
+        response: Response,
+        date: str,
+        response_id: str,
+        protocol: str,
+        payload_digest: str,
+    ) -> object:
+        """The response record. Its payload is the body itself, read from the start only
+        when the record is serialised: never copied here."""
         headers = [(_RENAMED.get(k.lower(), k), v) for k, v in response.headers]
         warc_headers = {
             "WARC-Record-ID": response_id,
@@ -148,7 +172,7 @@ class WarcFile:
         if response.truncated:
             warc_headers["WARC-Truncated"] = "length"
         response.body.seek(0)
-        record = self._writer.create_warc_record(
+        return self._writer.create_warc_record(
             url,
             "response",
             payload=response.body,
@@ -158,11 +182,6 @@ class WarcFile:
             ),
             warc_headers_dict=warc_headers,
         )
-        # Both records are built before either is written: a failure leaves no orphan.
-        request_member = self._member(request)
-        if response.wire_bytes <= SPOOL_BYTES:
-            return self._append(request_member, self._member(record))
-        return self._append_streamed(request_member, record)
 
     def _append_streamed(self, request_member: bytes, record: object) -> int:
         """Append the request, then the response compressed as it is read from its file;
