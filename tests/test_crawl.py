@@ -140,12 +140,16 @@ def test_503_then_200(tmp_path: Path, make_site: SiteFactory) -> None:
 
 
 def test_retries_exhausted_records_last_status(tmp_path: Path, make_site: SiteFactory) -> None:
-    s = make_site()
+    # Two hosts: each answer doubles its host's delay (adaptive back-off), so six answers
+    # from one host would wait about a minute of default delays.
+    s = make_site("127.0.0.1")
+    b = make_site("127.0.0.2")
     s.route("/down", site.status(503))
-    s.route("/busy", site.retry_after(429, "0"))
+    b.route("/busy", site.retry_after(429, "0"))
     data = tmp_path / "crawl"
-    assert crawl(data, [s.url("/down"), s.url("/busy")], "retry.max_attempts=3") == 0
+    assert crawl(data, [s.url("/down"), b.url("/busy")], "retry.max_attempts=3") == 0
     assert len(s.hits_for("/down")) == 3
+    assert len(b.hits_for("/busy")) == 3
     lines = index(data)
     down = lines[s.url("/down")]
     assert (down["state"], down["reason"], down["status"], down["attempts"]) == (
@@ -154,7 +158,7 @@ def test_retries_exhausted_records_last_status(tmp_path: Path, make_site: SiteFa
         503,
         3,
     )
-    assert lines[s.url("/busy")]["reason"] == "http_429"
+    assert lines[b.url("/busy")]["reason"] == "http_429"
 
 
 def test_other_4xx_are_results_never_retried(tmp_path: Path, make_site: SiteFactory) -> None:
