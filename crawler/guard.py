@@ -3,47 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from crawler.addresses import Allowed as Allowed  # re-exported: the guard's allow-list entry
+from crawler.addresses import parse_allowed as parse_allowed
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-EVERY_PORT = range(0, 65536)
-_PORTS = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
-
-
-@dataclass(frozen=True, slots=True)
-class Allowed:
-    """One entry of `network.allowed_networks`: a network, and the ports allowed on it."""
-
-    network: IPNetwork
-    ports: range = EVERY_PORT
-
-
-def parse_allowed(text: str) -> Allowed:
-    """`10.0.0.0/8` (every port), `10.0.0.0/8:443`, `127.0.0.1/32:8600-8603`, `::1/128`,
-    `[::1]/128:8080` (an IPv6 network with ports is written in brackets); ValueError."""
-    if text.startswith("["):
-        address, bracket, rest = text[1:].partition("]")
-        prefix, colon, ports = rest.partition(":")
-        if not bracket or (prefix and not prefix.startswith("/")):
-            raise ValueError(f"{text!r} is not [IPv6]/LENGTH:PORTS")
-        network = ipaddress.ip_network(address + prefix, strict=False)
-        if network.version != 6:
-            raise ValueError(f"{text!r}: brackets are for IPv6 networks")
-    else:
-        # IPv6 without brackets has no port; IPv4 may have one after its only ":"
-        one = text.count(":") == 1
-        network_text, colon, ports = text.partition(":") if one else (text, "", "")
-        network = ipaddress.ip_network(network_text, strict=False)
-    if not colon:
-        return Allowed(network)
-    match = _PORTS.fullmatch(ports)
-    first, last = (int(match[1]), int(match[2] or match[1])) if match else (0, -1)
-    if not 1 <= first <= last <= 65535:
-        raise ValueError(f"{text!r}: ports {ports!r} are not PORT or FIRST-LAST within 1-65535")
-    return Allowed(network, range(first, last + 1))
 
 
 def _embedded(addr: IPAddress) -> list[IPAddress]:

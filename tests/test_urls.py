@@ -817,7 +817,7 @@ def test_resolver_joins_common_links_without_urljoin(
     def no_urljoin(*args: object) -> None:
         raise AssertionError("took the urljoin path")
 
-    monkeypatch.setattr("crawler.urls._join", no_urljoin)
+    monkeypatch.setattr("crawler.resolver._join", no_urljoin)
     assert Resolver(base).join(href) == expected
 
 
