@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from crawler.urls import Resolver
+from crawler.joiner import Joiner
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 # Links are read from the first MiB of a page (decoded), as Common Crawl keeps the first MiB:
@@ -118,9 +118,9 @@ def extract(
     return found
 
 
-def _resolver(nodes: list[LexborNode], page_url: str) -> Resolver | None:
+def _resolver(nodes: list[LexborNode], page_url: str) -> Joiner | None:
     """What the page's links resolve against (its first <base href>); None: meta nofollow."""
-    base: Resolver | None = None
+    base: Joiner | None = None
     for node in nodes:
         tag = node.tag
         if tag == "meta":
@@ -130,11 +130,11 @@ def _resolver(nodes: list[LexborNode], page_url: str) -> Resolver | None:
             ):
                 return None
         elif tag == "base" and base is None:
-            page = Resolver(page_url)
+            page = Joiner(page_url)
             href = node.attributes.get("href")
             base_url = page.join(href) if href else None
-            base = Resolver(base_url) if base_url else page
-    return base or Resolver(page_url)
+            base = Joiner(base_url) if base_url else page
+    return base or Joiner(page_url)
 
 
 def _href(node: LexborNode, obey_rel_nofollow: bool) -> str | None:

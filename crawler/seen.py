@@ -33,7 +33,7 @@ class Seen:
 
     def host(self, url: str) -> tuple[str, int | None]:
         """(host, key or None) of the absolute URL `url`; ValueError when it is not fetchable
-        as written (links come from `Resolver` in the form they are fetched in; a sitemap's
+        as written (links come from `Joiner` in the form they are fetched in; a sitemap's
         `http://user@host/` or `http://127.1/` is not followed)."""
         found = self._links.get(url)
         if found is None:

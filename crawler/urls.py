@@ -6,8 +6,8 @@ IPv4 address in any numeric spelling the WHATWG URL standard accepts, `0177.0.0.
 the address the HTTP client connects to; and without userinfo, which is never sent or
 stored (a seed with userinfo is refused: credentials belong in a profile). A host the HTTP
 client refuses (invalid IDNA, a bad IPv4 address) is refused here, before it is queued.
-The host is read by hosts.py; links are resolved by resolver.py, whose `Resolver` (and
-hosts' `BadURL`) this module re-exports, so callers import every URL name from here.
+The host is read by hosts.py; links are joined by joiner.py. `BadURL` (from
+hosts) is re-exported, so callers import it from here.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from w3lib.url import safe_url_string
 
 from crawler.hosts import DEFAULT_PORTS, DOTTED_QUAD, client_host, fetch_form
 from crawler.hosts import BadURL as BadURL
-from crawler.resolver import Resolver as Resolver
 
 MAX_URL_LENGTH = 8 * 1024
 

@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "crawler"
 # relative to `crawler` ("crawler" is the package itself, which holds only __version__).
 LAYERS: list[tuple[str, set[str]]] = [
     # frontier.values: the value objects the frontier contract trades in (issue 11), public.
-    # urls reads hosts with hosts and re-exports resolver's Resolver; settings checks its keys
+    # urls reads hosts with hosts (joiner joins a page's links); settings checks its keys
     # with constraints (addresses: allowed networks, listen, DNS servers) and reads the
     # [[profile]] tables with profiles (specs, credentials, config_keys).
     (
@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "models",
             "urls",
             "hosts",
-            "resolver",
+            "joiner",
             "settings",
             "constraints",
             "addresses",

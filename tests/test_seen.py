@@ -56,7 +56,7 @@ def test_tables_are_cleared_when_full() -> None:
 
 
 def test_a_link_not_in_the_form_it_is_fetched_in_is_refused() -> None:
-    # Resolver gives page links in that form; a sitemap's <loc> is taken as written
+    # Joiner gives page links in that form; a sitemap's <loc> is taken as written
     seen = Seen()
     for url in ["http://u:p@h.example/", "http://127.1/", "http://0177.0.0.1/", "http://☃.x/"]:
         with pytest.raises(BadURL):

@@ -11,11 +11,11 @@ import httpx2
 import idna
 import pytest
 
+from crawler.joiner import Joiner
 from crawler.urls import (
     _CANONICAL,
     MAX_URL_LENGTH,
     BadURL,
-    Resolver,
     _fast,
     canonical,
     host_of,
@@ -601,7 +601,7 @@ def test_sort_query_keeps_each_pair_and_duplicates_as_written() -> None:
     )
 
 
-# -- Resolver: links joined by concatenation agree with urljoin --------------------------------
+# -- Joiner: links joined by concatenation agree with urljoin --------------------------------
 
 
 def _reference_join(base: str, href: str) -> str | None:
@@ -788,7 +788,7 @@ HREFS = [
 @pytest.mark.parametrize("base", BASES)
 @pytest.mark.parametrize("href", HREFS)
 def test_resolver_agrees_with_urljoin(base: str, href: str) -> None:
-    got = Resolver(base).join(href)
+    got = Joiner(base).join(href)
     want = _reference_join(base, href)
     assert got == want
     assert _identified(got) == _identified(want)
@@ -817,8 +817,8 @@ def test_resolver_joins_common_links_without_urljoin(
     def no_urljoin(*args: object) -> None:
         raise AssertionError("took the urljoin path")
 
-    monkeypatch.setattr("crawler.resolver._join", no_urljoin)
-    assert Resolver(base).join(href) == expected
+    monkeypatch.setattr("crawler.joiner._join", no_urljoin)
+    assert Joiner(base).join(href) == expected
 
 
 def test_resolver_agrees_with_urljoin_on_random_links() -> None:
@@ -826,7 +826,7 @@ def test_resolver_agrees_with_urljoin_on_random_links() -> None:
     pieces = [*"ab/.?#;:%@ é\t-_~=&h", "http://", "https://", "//", "..", "./", ":80", "[::1]"]
     pieces += ["0x7f", "0177", "1", ".1", "u:p@", "256"]
     for base in BASES:
-        resolver = Resolver(base)
+        resolver = Joiner(base)
         for _ in range(300):
             href = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 7)))
             href = rng.choice(["", "/", "?", "x/", "http://b.example/"]) + href
@@ -850,7 +850,7 @@ def test_resolver_agrees_with_urljoin_on_random_links() -> None:
 def test_resolver_gives_links_in_the_form_they_are_fetched_in(
     base: str, href: str, expected: str | None
 ) -> None:
-    url = Resolver(base).join(href)
+    url = Joiner(base).join(href)
     assert url == expected
     if url is not None:
         assert locate(url)[0] == url  # what Seen checks before a link is followed

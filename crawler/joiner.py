@@ -7,7 +7,7 @@ from urllib.parse import urljoin, urlsplit
 
 from crawler.hosts import DEFAULT_PORTS, fetch_form, is_plain
 
-# Shapes of link that `Resolver` joins by concatenation, each chosen so that urljoin would
+# Shapes of link that `Joiner` joins by concatenation, each chosen so that urljoin would
 # return the very same string: no whitespace or control characters (urlsplit strips or drops
 # some), no ";" in a path (urlparse splits off "params" and drops an empty one), no "."/".."
 # segment (urljoin removes them), no empty query ("?" alone is dropped). Anything else, or
@@ -34,7 +34,7 @@ _BASE = re.compile(
 )
 
 
-class Resolver:
+class Joiner:
     """Absolute http(s) URLs of the links of one page, as `urljoin(base, href)` gives them
     but in the form they are fetched in (`validate`'s, without the userinfo they may have).
 
@@ -85,7 +85,7 @@ class Resolver:
 
 
 def _join(base: str, href: str) -> str | None:
-    """The general case of `Resolver.join`: urljoin, then the checks and the fetched form."""
+    """The general case of `Joiner.join`: urljoin, then the checks and the fetched form."""
     try:
         url = urljoin(base, href)
         parts = urlsplit(url)
