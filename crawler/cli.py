@@ -14,7 +14,8 @@ import anyio
 import structlog
 
 from crawler import __version__, logs, serve, status
-from crawler.crawl import Crawl, add_seeds, assemble, exclusive, has_crawl, open_frontier
+from crawler.crawl import Crawl, assemble
+from crawler.datadir import add_seeds, exclusive, has_crawl, open_frontier
 from crawler.errors import ConfigError, StopCrawl
 from crawler.seeds import SeedReport, seed_files_exist
 from crawler.settings import Settings, load_settings
