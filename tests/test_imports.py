@@ -44,6 +44,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     (
         "service",
         {
+            "claimer",
+            "hostqueue",
             "inbox",
             "metrics",
             "politeness",
