@@ -71,6 +71,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     (
         "service",
         {
+            "claimer",
+            "hostqueue",
             "inbox",
             "judge",
             "metrics",

@@ -12,7 +12,10 @@ import pytest
 from crawler.frontier import CommitBatch, Finished
 from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.frontier.values import HostState
+from crawler.hostqueue import HostQueue
 from crawler.models import Entry, NewURL, State
+from crawler.politeness import BudgetKeys, HealthLimits
+from crawler.profiles import Profiles
 from crawler.retry import parse_retry_after
 from crawler.scheduler import Scheduler
 from crawler.settings import FrontierSettings, PolitenessSettings
@@ -423,3 +426,33 @@ async def test_a_frontier_holding_only_blocked_hosts_is_not_claimed_in_a_loop(
         receive.close()
         await inner.aclose()
     assert 1 <= frontier.claims <= 5  # about one per second (IDLE_POLL), not hundreds
+
+
+def test_the_host_queue_hands_out_the_first_start_and_a_busy_host_waits() -> None:
+    """The host queue alone, with no frontier nor task: the host whose start falls due first
+    goes first, each start holds its host a delay, and a host at its concurrency waits until
+    a request of it is over."""
+    now = [1000.0]
+    hosts = HostQueue(
+        PolitenessSettings(per_host_concurrency=1, delay=10.0),
+        8,
+        BudgetKeys("host"),
+        clock=lambda: now[0],
+        wall=lambda: 5e8,
+        profiles=Profiles(),
+        max_block=None,
+        health=HealthLimits(),
+    )
+    entries = [Entry(key=i, url=f"http://{h}/", host=h) for i, h in enumerate("aab")]
+    for entry, budget in zip(entries, hosts.budgets(entries), strict=True):
+        hosts.buffer(entry, budget, hosts.open(budget, entry.host))
+    assert hosts.buffered == 3
+    assert hosts.pop_ready(1009.0) is None  # the restart floor: a delay after the start
+    assert hosts.pop_ready(1010.0) is entries[0]
+    assert hosts.pop_ready(1010.0) is entries[2]  # "a" is held a delay; "b" is ready
+    assert hosts.pop_ready(1030.0) is None  # "a" has its one request in flight
+    slot = hosts.slots["a"]
+    slot.inflight -= 1  # as the scheduler's done() does
+    hosts.push("a", slot)
+    assert hosts.pop_ready(1030.0) is entries[1]
+    assert hosts.buffered == 0
