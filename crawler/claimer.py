@@ -71,7 +71,7 @@ class Claimer:
                 per_host=self._hosts.cap,
                 room=self._hosts.room(),
             )
-        except OutOfSpace as exc:  # the writer reports it; claim again a little later
+        except OutOfSpace as exc:  # the committer reports it; claim again a little later
             log.warning("claim_failed", error=str(exc))
             self._claim_after = now + IDLE_POLL
             return []

@@ -121,7 +121,7 @@ class Judge:
             obey_rel_nofollow=self.crawl.obey_rel_nofollow,
             x_robots_tag=response.header("x-robots-tag"),
         )
-        response.decoded = None  # not needed any more: free it before the writer's queue
+        response.decoded = None  # not needed any more: free it before the committer's queue
         followed = self.follow(entry, found.urls, depth=entry.depth + 1)
         return Outcome.done(
             entry,

@@ -86,13 +86,13 @@ class Response:
 
 @dataclass(slots=True, frozen=True, kw_only=True)
 class Outcome:
-    """What became of one attempt at one entry; the writer persists it.
+    """What became of one attempt at one entry; the committer persists it.
 
     Final (`done`, `failed`, `skipped`): written to WARC + JSONL, then committed. Deferred
     (`state` queued): back to the frontier with `not_before`; nothing is written.
 
     Immutable: built once by a named constructor, changed only by `dataclasses.replace`.
-    `response` holds an open body; it belongs to the writer, which closes it once the batch
+    `response` holds an open body; it belongs to the committer, which closes it once the batch
     is written (a copy made by `replace` shares it, and a deferral never carries one).
     """
 

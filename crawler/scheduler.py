@@ -80,9 +80,9 @@ class Scheduler:
         self._stopping = False
         self.finished = False
 
-    # -- called by workers and the writer -------------------------------------------------
+    # -- called by workers and the committer -------------------------------------------
     def done(self, entry: Entry) -> None:
-        """A worker is finished with `entry` (its outcome is on the way to the writer)."""
+        """A worker is finished with `entry` (its outcome is on the way to the committer)."""
         self._inflight.pop(entry.key, None)
         budget = self._keys.of(entry.host)
         slot = self._slots.get(budget)
@@ -92,7 +92,7 @@ class Scheduler:
         self._wakeup.set()
 
     def committed(self) -> None:
-        """The writer committed a batch: deferrals or new URLs may be claimable now."""
+        """The committer committed a batch: deferrals or new URLs may be claimable now."""
         self._claimer.claim_now()
         self._wakeup.set()
 
@@ -171,7 +171,7 @@ class Scheduler:
         }
 
     def host_states(self) -> list[HostState]:
-        """Paces changed since the last call (the writer saves them with its batch)."""
+        """Paces changed since the last call (the committer saves them with its batch)."""
         return [slot.pace.state() for slot in self._slots.values() if slot.pace.dirty]
 
     def pause(self, reason: str) -> None:

@@ -1,4 +1,4 @@
-"""The links a crawl has already met: a bounded memory shared by the workers and the writer.
+"""The links a crawl has already met: a bounded memory shared by the judge and the committer.
 
 Most links on a page are ones the crawl has met before (navigation, pages linked from many
 others). Remembering each link's host and key, and which keys the frontier already holds,

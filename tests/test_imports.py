@@ -51,6 +51,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "domains",
             "fetcher",
             "fetcher.auth",
+            "fetcher.body",
             "fetcher.clients",
             "fetcher.network",
             "fetcher.pool",

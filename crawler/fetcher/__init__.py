@@ -9,8 +9,6 @@ requests where httpx 0.28's slows down sharply (see README).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 import tempfile
 from collections.abc import AsyncIterator
@@ -22,7 +20,6 @@ import anyio
 import httpx2
 
 from crawler import errors
-from crawler.decoding import BodyDecoder
 from crawler.dns import Resolver
 from crawler.fetcher.auth import (
     CookieStore,
@@ -31,6 +28,7 @@ from crawler.fetcher.auth import (
     jar_json,
     profile_key,
 )
+from crawler.fetcher.body import payload_digest, read_body
 from crawler.fetcher.clients import Clients
 from crawler.fetcher.network import OPENED
 from crawler.fetcher.transport import (
@@ -59,10 +57,6 @@ class _Call:
     auth: httpx2.Auth | None = None
     jar: httpx2.Cookies | None = None
     jar_key: str = ""  # the profile's name for its saved cookies
-
-
-def payload_digest(sha1: Any) -> str:
-    return "sha1:" + base64.b32encode(sha1.digest()).decode("ascii")
 
 
 class Fetcher:
@@ -238,7 +232,7 @@ class Fetcher:
                 raise errors.ProtocolError("response header with CR, LF or NUL")
             stream = resp.extensions.get("network_stream")
             peer = stream.get_extra_info("server_addr") if stream is not None else None
-            read = await _read_body(resp, body, cap or self._settings.max_body_bytes, keep)
+            read = await read_body(resp, body, cap or self._settings.max_body_bytes, keep)
             request = resp.request
             response = Response(
                 status=resp.status_code,
@@ -257,50 +251,3 @@ class Fetcher:
                 decoded=read.decoded,
             )
             return response, payload_digest(read.sha1)
-
-
-@dataclass(slots=True)
-class _Body:
-    """What reading a body found: its size on the wire, digest, and decoded head."""
-
-    wire: int
-    sha1: Any
-    truncated: bool
-    decoded_bytes: int
-    encoding_error: str | None
-    decoded: bytes | None
-
-
-async def _read_body(resp: httpx2.Response, body: Any, cap: int, keep: int) -> _Body:
-    """Spool the raw body (up to `cap`) into `body`, hashing it, and keep the first `keep`
-    decoded bytes when they can be trusted."""
-    decoder = BodyDecoder(resp.headers.get("content-encoding"), cap, keep)
-    sha1 = hashlib.sha1()
-    wire = 0
-    truncated = False
-    encoding_error = None
-    try:
-        async for chunk in resp.aiter_raw():
-            if wire + len(chunk) > cap:
-                chunk = chunk[: cap - wire]
-                truncated = True
-            body.write(chunk)
-            sha1.update(chunk)
-            wire += len(chunk)
-            if not decoder.feed(chunk):
-                truncated = True
-            if truncated:
-                break
-        if not truncated:
-            decoder.finish()
-    except errors.BadContentEncoding as exc:
-        encoding_error = str(exc)
-    body.seek(0)
-    decoded: bytes | None = None
-    if keep and encoding_error is None and decoder.verifiable:
-        if decoder.kept is not None and decoder.compressed:
-            decoded = bytes(decoder.kept)
-        else:
-            decoded = body.read(keep)  # never more, even from a spooled file
-            body.seek(0)
-    return _Body(wire, sha1, truncated, decoder.decoded, encoding_error, decoded)

@@ -85,7 +85,7 @@ class Frontier(Protocol):
         ...
 
     async def commit(self, batch: CommitBatch) -> Committed:
-        """Apply a writer flush atomically: terminal states, deferrals, new URLs, offsets,
+        """Apply a committer batch atomically: terminal states, deferrals, new URLs, offsets,
         host states. A completion whose entry is no longer leased with its token is refused
         (reported, nothing of it applied)."""
         ...

@@ -1,6 +1,6 @@
 """The value objects the frontier trades in: what goes into a commit, what comes out of counts.
 
-A pure leaf module (no I/O, no DNS): politeness, the scheduler, the writer, the backends and
+A pure leaf module (no I/O, no DNS): politeness, the scheduler, the committer, the backends and
 the status readers all import from here. `Entry`, `NewURL` and `State` live in
 `crawler.models` (the worker shares them) and are re-exported here, so that a backend needs
 only this module for its vocabulary.
@@ -67,7 +67,7 @@ class Deferred:
 
 @dataclass(slots=True)
 class CommitBatch:
-    """Everything one writer flush makes durable, applied in one transaction."""
+    """Everything one committer batch makes durable, applied in one transaction."""
 
     finished: list[Finished] = field(default_factory=list)
     deferred: list[Deferred] = field(default_factory=list)
