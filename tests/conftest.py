@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-# -- make_site: loopback test servers (tests/site.py) ---------------------------------------
-# tests/ has no __init__.py, so pytest puts tests/ (not the project root) on sys.path; and a
-# bare `import site` would find the standard library's `site`. Tests import `tests.site`.
+# -- servers, make_site: loopback test servers (tests/servers/) ------------------------------
+# tests/ has no __init__.py, so pytest puts tests/ (not the project root) on sys.path; tests
+# import `tests.servers` as a package of the root, one name however they are run.
 _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from crawler.frontier.sqlite import SQLiteFrontier  # noqa: E402
-from tests.site import Site, SiteFactory  # noqa: E402
+from tests.servers import Servers, SiteFactory  # noqa: E402
 
 
 @pytest.fixture
@@ -40,24 +40,20 @@ async def frontier(db_path: Path) -> AsyncIterator[SQLiteFrontier]:
 
 
 @pytest.fixture
-def make_site() -> Iterator[SiteFactory]:
-    """Start loopback sites on demand (``make_site("127.0.0.2")``); all stop at teardown.
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    """Sites, proxies, TLS and token servers on demand; all stop at teardown.
 
     Teardown fails the test if a handler raised anything but OSError (a bug in the test).
     """
-    sites: list[Site] = []
-
-    def factory(host: str = "127.0.0.1") -> Site:
-        site = Site(host).start()
-        sites.append(site)
-        return site
-
-    yield factory
-    for site in sites:
-        site.stop()
-    errors = [error for site in sites for error in site.errors]
-    if errors:
-        raise errors[0]
+    started = Servers(tmp_path / "servers")
+    yield started
+    started.close()
 
 
-# -- end of make_site -----------------------------------------------------------------------
+@pytest.fixture
+def make_site(servers: Servers) -> SiteFactory:
+    """Start loopback sites on demand (``make_site("127.0.0.2")``); all stop at teardown."""
+    return servers.site
+
+
+# -- end of servers, make_site ---------------------------------------------------------------

@@ -8,7 +8,7 @@
 
 A handler takes the `httpx2.Request` and returns an `httpx2.Response` (or awaits one), or
 raises an httpx2 error as a transport would (`fail`). Unrouted URLs answer 404. Names of the
-helpers follow tests/site.py, the loopback server they stand in for.
+helpers follow tests/servers/handlers.py, for the loopback server they stand in for.
 """
 
 from __future__ import annotations

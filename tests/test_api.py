@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests import site
+from tests import servers as site
 from tests.crawling import index, index_lines, sets, warc_records
-from tests.site import SiteFactory
+from tests.servers import SiteFactory
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow

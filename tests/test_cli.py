@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests import site
+from tests import servers as site
 from tests.crawling import (
     cli_process,
     database_rows,
@@ -20,7 +20,7 @@ from tests.crawling import (
     warc_records,
     write_seeds,
 )
-from tests.site import Site, SiteFactory
+from tests.servers import Site, SiteFactory
 from tests.waiting import eventually
 
 

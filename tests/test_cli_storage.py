@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from tests import site
+from tests import servers as site
 from tests.crawling import index, sets, warc_records, write_seeds
-from tests.site import SiteFactory
+from tests.servers import SiteFactory
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow

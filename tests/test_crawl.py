@@ -13,9 +13,9 @@ import pytest
 
 from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.models import NewURL
-from tests import site
+from tests import servers as site
 from tests.crawling import crawl, index, response_at, warc_records
-from tests.site import SiteFactory
+from tests.servers import SiteFactory
 
 PAGE = b"<html><body>" + b"x" * 5000 + b"</body></html>"
 

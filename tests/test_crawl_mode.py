@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests import site
+from tests import servers as site
 from tests.crawling import crawl, index, warc_records
-from tests.site import SiteFactory
+from tests.servers import SiteFactory
 
 
 def _page(*hrefs: str, head: str = "") -> bytes:

@@ -23,9 +23,9 @@ from crawler.errors import ConfigError
 from crawler.fetcher import Fetcher
 from crawler.guard import AddressGuard
 from crawler.settings import FetchSettings, NetworkSettings, load_settings
-from tests import site
+from tests import servers as site
 from tests.nameserver import NameServer
-from tests.site import SiteFactory
+from tests.servers import SiteFactory
 
 pytestmark = pytest.mark.anyio
 

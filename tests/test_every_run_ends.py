@@ -26,10 +26,10 @@ import pytest
 
 from crawler.cli import main
 from crawler.settings import RetrySettings
-from tests import site
+from tests import servers as site
 from tests.crawling import index, write_seeds
 from tests.nameserver import NameServer
-from tests.site import SiteFactory
+from tests.servers import SiteFactory
 
 ROBOTS_NOT_FOUND = site.ok(b"none", 404, content_type="text/plain")
 BIG = 600  # more URLs than one claim batch (512) on the rate-limited host

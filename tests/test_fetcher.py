@@ -28,10 +28,10 @@ from crawler.guard import AddressGuard
 from crawler.profiles import TransportSpec, load_profiles
 from crawler.settings import FetchSettings
 from tests import mock_transport as mock
-from tests import site
+from tests import servers as site
 from tests.crawling import crawl, index, warc_records
 from tests.mock_transport import MockWeb
-from tests.site import SiteFactory
+from tests.servers import SiteFactory
 from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def h2_server(tmp_path: Path) -> Iterator[TLSServer]:
-    """hypercorn serving tests/h2app.py over TLS (HTTP/2 by ALPN) with a private CA."""
+    """hypercorn serving tests/servers/h2app.py over TLS (HTTP/2 by ALPN) with a private CA."""
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -68,8 +68,8 @@ def h2_server(tmp_path: Path) -> Iterator[TLSServer]:
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hypercorn", "tests.h2app:app", "--bind", f"127.0.0.1:{port}",
-         "--certfile", str(cert_file), "--keyfile", str(key_file)],
+        [sys.executable, "-m", "hypercorn", "tests.servers.h2app:app",
+         "--bind", f"127.0.0.1:{port}", "--certfile", str(cert_file), "--keyfile", str(key_file)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

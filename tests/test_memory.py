@@ -25,7 +25,7 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from tests.crawling import index, sets, write_seeds
-from tests.site import Conn, Handler, Hit, Site, SiteFactory, ok
+from tests.servers import Conn, Handler, Hit, Site, SiteFactory, ok
 
 MIB = 1024 * 1024
 LARGE = 50 * MIB

@@ -21,10 +21,10 @@ from crawler.politeness import (
     Pace,
 )
 from crawler.settings import NetworkSettings, PolitenessSettings
-from tests import site
+from tests import servers as site
 from tests.crawling import cli_process, crawl, database_rows, index, sets, write_seeds
 from tests.nameserver import NameServer
-from tests.site import SiteFactory
+from tests.servers import SiteFactory
 from tests.waiting import eventually
 
 # The 429's deferral and its host's block, as committed: (state, reason, blocked_until).

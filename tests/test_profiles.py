@@ -1,7 +1,7 @@
 """Per-host fetch profiles end to end: auth, cookies, proxies, TLS, redaction, matching.
 
-Every test runs `crawler run --config FILE` against loopback servers (tests/site.py and
-tests/profile_servers.py) and asserts on what the servers saw and on the crawl's output.
+Every test runs `crawler run --config FILE` against loopback servers (tests/servers/) and
+asserts on what the servers saw and on the crawl's output.
 """
 
 from __future__ import annotations
@@ -11,30 +11,25 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from crawler.cli import main
-from tests import site
+from tests import servers as site
 from tests.crawling import cli_process, crawl, index, sets, write_seeds
-from tests.profile_servers import (
+from tests.profile_crawls import files_containing, request_headers, run_crawl, write_config
+from tests.servers import (
     DigestRealm,
     Servers,
+    SiteFactory,
     basic,
     basic_required,
     bearer_required,
     closed_port,
     cookie_required,
-    files_containing,
-    page,
-    request_headers,
-    run_crawl,
-    write_config,
 )
-from tests.site import SiteFactory
 
 TOKEN = "tok-7c1f0e-SECRET-bearer"
 PASSWORD = "pw-93ab41-SECRET-basic"
@@ -42,14 +37,6 @@ PROXY_PASSWORD = "pw-5d20c8-SECRET-proxy"
 CLIENT_SECRET = "cs-a41e77-SECRET-oauth"
 OAUTH_CLIENT = "crawler-id"
 ONE_TRY = "retry.max_attempts=1"
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[Servers]:
-    """Proxies, TLS and token servers on demand; all stop at teardown (handler bugs fail)."""
-    started = Servers(tmp_path / "servers")
-    yield started
-    started.close()
 
 
 def _config(tmp_path: Path, *profiles: dict[str, Any]) -> Path:
@@ -271,7 +258,7 @@ def test_oauth2_token_endpoint_on_the_protected_origin_never_waits_on_itself(
         OAUTH_CLIENT, CLIENT_SECRET, host="127.0.0.2", scope="read", expires_in=2, revoke=1
     )
     api = tokens.server
-    api.route("*", tokens.route(refusal=b"x" * refusal))
+    api.route("*", tokens.resource(refusal=b"x" * refusal))
     monkeypatch.setenv("OAUTH_SECRET", CLIENT_SECRET)
     config = _config(tmp_path, {"hosts": ["127.0.0.2"], "auth": _oauth(tokens.token_url)})
     data = tmp_path / "crawl"
@@ -349,7 +336,7 @@ def test_http_proxy_carries_the_profile_hosts_only(
     monkeypatch.setenv("PROXY_PW", PROXY_PASSWORD)
     profile = {
         "hosts": ["127.0.0.2"],
-        "proxy": proxy.url,
+        "proxy": proxy.base_url,
         "proxy_username": "proxy-user",
         "proxy_password_env": "PROXY_PW",
     }
@@ -386,7 +373,7 @@ def test_socks5_proxy_carries_the_profile_hosts_only(
     other.route("*", site.ok(b"<html>other</html>"))
     credentials = ("socks-user", PROXY_PASSWORD) if with_credentials else None
     socks = servers.socks("127.0.0.3", credentials=credentials)
-    profile: dict[str, Any] = {"hosts": ["127.0.0.2"], "proxy": socks.url}
+    profile: dict[str, Any] = {"hosts": ["127.0.0.2"], "proxy": socks.base_url}
     if with_credentials:
         monkeypatch.setenv("SOCKS_PW", PROXY_PASSWORD)
         profile |= {"proxy_username": "socks-user", "proxy_password_env": "SOCKS_PW"}
@@ -414,10 +401,10 @@ def test_socks5_proxy_carries_the_profile_hosts_only(
 
 def test_ca_bundle_of_a_profile_trusts_its_hosts_only(tmp_path: Path, servers: Servers) -> None:
     tls = servers.tls()
-    inside = servers.http("127.0.0.2", tls.server_context("127.0.0.2"))
-    outside = servers.http("127.0.0.1", tls.server_context("127.0.0.1"))
-    inside.route("/s", page(b"<html>inside</html>"))
-    outside.route("/s", page(b"<html>outside</html>"))
+    inside = servers.site("127.0.0.2", tls.server_context("127.0.0.2"))
+    outside = servers.site("127.0.0.1", tls.server_context("127.0.0.1"))
+    inside.route("/s", site.ok(b"<html>inside</html>"))
+    outside.route("/s", site.ok(b"<html>outside</html>"))
     urls = [inside.url("/s"), outside.url("/s")]
 
     assert crawl(tmp_path / "bare", urls, ONE_TRY) == 0
@@ -428,8 +415,8 @@ def test_ca_bundle_of_a_profile_trusts_its_hosts_only(tmp_path: Path, servers: S
     assert run_crawl(data, urls, config, ONE_TRY) == 0
     assert _outcome(data, inside.url("/s")) == ("done", 200, None)
     assert _failure(data, outside.url("/s")) == ("failed", "tls")
-    assert [r.path for r in inside.requests] == ["/s"]
-    assert outside.requests == []
+    assert [r.path for r in inside.hits] == ["/s"]
+    assert outside.hits == []
     assert outside.handshake_failures >= 1
 
 
@@ -437,10 +424,10 @@ def test_verify_false_skips_the_certificate_check_of_its_hosts_only(
     tmp_path: Path, servers: Servers
 ) -> None:
     tls = servers.tls()
-    inside = servers.http("127.0.0.2", tls.server_context("127.0.0.2"))
-    outside = servers.http("127.0.0.1", tls.server_context("127.0.0.1"))
-    inside.route("/s", page(b"<html>inside</html>"))
-    outside.route("/s", page(b"<html>outside</html>"))
+    inside = servers.site("127.0.0.2", tls.server_context("127.0.0.2"))
+    outside = servers.site("127.0.0.1", tls.server_context("127.0.0.1"))
+    inside.route("/s", site.ok(b"<html>inside</html>"))
+    outside.route("/s", site.ok(b"<html>outside</html>"))
     config = _config(tmp_path, {"hosts": ["127.0.0.2"], "verify": False})
     data = tmp_path / "crawl"
     assert run_crawl(data, [inside.url("/s"), outside.url("/s")], config, ONE_TRY) == 0
@@ -456,14 +443,14 @@ def test_mutual_tls_needs_the_client_certificate(
     key_password: str | None,
 ) -> None:
     tls = servers.tls()
-    server = servers.http("127.0.0.2", tls.server_context("127.0.0.2", client_certs=True))
-    server.route("/m", page(b"<html>mutual</html>"))
+    server = servers.site("127.0.0.2", tls.server_context("127.0.0.2", client_certs=True))
+    server.route("/m", site.ok(b"<html>mutual</html>"))
     url = server.url("/m")
     trusting = {"hosts": ["127.0.0.2"], "ca_bundle": str(tls.ca_file)}
 
     assert run_crawl(tmp_path / "bare", [url], _config(tmp_path, trusting), ONE_TRY) == 0
     assert _failure(tmp_path / "bare", url)[0] == "failed"
-    assert server.requests == []
+    assert server.hits == []
     assert server.handshake_failures >= 1
 
     cert_file, key_file = tls.client_files("client@example", password=key_password)
@@ -474,7 +461,7 @@ def test_mutual_tls_needs_the_client_certificate(
     data = tmp_path / "crawl"
     assert run_crawl(data, [url], _config(tmp_path, profile), ONE_TRY) == 0
     assert _outcome(data, url) == ("done", 200, None)
-    [request] = server.requests
+    [request] = server.hits
     assert request.client_cert is not None
     assert request.client_cert["subjectAltName"] == (("email", "client@example"),)
 
@@ -513,7 +500,7 @@ def _secret_crawl(
             "name": "intranet",
             "hosts": ["127.0.0.1"],
             "auth": {"type": "basic", "username": "alice", "password_env": "INTRANET_PW"},
-            "proxy": proxy.url,
+            "proxy": proxy.base_url,
             "proxy_username": "proxy-user",
             "proxy_password_env": "PROXY_PW",
         },
@@ -607,7 +594,7 @@ def test_robots_txt_goes_through_the_proxy_without_credentials(
     api.route("/page", bearer_required(TOKEN))
     proxy = servers.proxy("127.0.0.3")
     profile = {"hosts": ["127.0.0.2"], "auth": {"type": "bearer", "token": TOKEN}}
-    config = _config(tmp_path, {**profile, "proxy": proxy.url})
+    config = _config(tmp_path, {**profile, "proxy": proxy.base_url})
     data = tmp_path / "crawl"
 
     assert run_crawl(data, [api.url("/page")], config, "robots.obey=true") == 0
@@ -766,13 +753,13 @@ def test_wildcard_and_case_insensitive_host_names(
             "name": "wild",
             "hosts": ["*.Example.ORG", "API.EXAMPLE.COM"],
             "headers": {"X-Profile": "wild"},
-            "proxy": proxy.url,
+            "proxy": proxy.base_url,
         },
         {
             "name": "rest",
             "url_regex": "^http://",
             "headers": {"X-Profile": "rest"},
-            "proxy": proxy.url,
+            "proxy": proxy.base_url,
         },
     )
     urls = [

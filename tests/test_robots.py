@@ -18,10 +18,10 @@ from crawler.profiles import load_profiles
 from crawler.robots import Robots, RobotsDecision
 from crawler.settings import FetchSettings, RetrySettings, RobotsSettings
 from tests import mock_transport as mock
-from tests import site
+from tests import servers as site
 from tests.crawling import crawl, index
 from tests.mock_transport import MockWeb
-from tests.site import SiteFactory
+from tests.servers import SiteFactory
 
 OBEY = "robots.obey=true"
 

@@ -7,9 +7,9 @@ import zlib
 from pathlib import Path
 
 from crawler import sitemaps
-from tests import site
+from tests import servers as site
 from tests.crawling import crawl, index
-from tests.site import SiteFactory
+from tests.servers import SiteFactory
 
 URLSET = (
     b'<?xml version="1.0" encoding="UTF-8"?>'

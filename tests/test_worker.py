@@ -31,9 +31,9 @@ from crawler.settings import (
 from crawler.urls import host_of, locate, url_key
 from crawler.worker import Worker
 from tests import mock_transport as mock
-from tests import site
+from tests import servers as site
 from tests.mock_transport import MockWeb
-from tests.site import Conn, Hit, SiteFactory
+from tests.servers import Conn, Hit, SiteFactory
 
 
 @pytest.fixture

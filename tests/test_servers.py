@@ -1,4 +1,4 @@
-"""Tests of tests/site.py: the loopback server really does what the crawler's tests rely on."""
+"""Tests of tests/servers/: the loopback servers really do what the crawler's tests rely on."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from contextlib import closing
 
 import pytest
 
-from tests.site import (
+from tests.servers import (
     Site,
     SiteFactory,
     chunked,
