@@ -7,8 +7,11 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from tests import servers as site
 from tests.crawling import (
@@ -20,7 +23,7 @@ from tests.crawling import (
     warc_records,
     write_seeds,
 )
-from tests.servers import Site, SiteFactory
+from tests.servers import Conn, Hit, Site, SiteFactory
 from tests.waiting import eventually
 
 
@@ -162,19 +165,32 @@ def test_sigterm_lets_in_flight_fetches_finish_within_grace(
 
 def test_seed_while_running_is_picked_up(tmp_path: Path, make_site: SiteFactory) -> None:
     s = _slow_site(make_site, pages=20, seconds=0.1)
+    # /p9 is answered only once the seeding is done: the run is surely still running then,
+    # however slowly a loaded machine starts the `seed` process.
+    reached, seeded = threading.Event(), threading.Event()
+
+    def gate(conn: Conn, hit: Hit) -> None:
+        reached.set()
+        seeded.wait(30)
+        conn.respond(200, b"<html>page 9</html>", {"Content-Type": "text/html"})
+
+    s.route("/p9", gate)
     first = [s.url(f"/p{i}") for i in range(10)]
     later = [s.url(f"/p{i}") for i in range(10, 20)]
     data = tmp_path / "crawl"
     proc = _run(
         data, write_seeds(tmp_path / "first.txt", first), "politeness.per_host_concurrency=1"
     )
-    _wait_for_lines(data, 1)
+    assert reached.wait(20), "the run never asked for /p9"
     more = write_seeds(tmp_path / "later.txt", later + first[:3])
-    added = subprocess.run(
-        [sys.executable, "-m", "crawler", "seed", "--data-dir", str(data), str(more)],
-        capture_output=True,
-        check=True,
-    )
+    try:
+        added = subprocess.run(
+            [sys.executable, "-m", "crawler", "seed", "--data-dir", str(data), str(more)],
+            capture_output=True,
+            check=True,
+        )
+    finally:
+        seeded.set()
     assert b"added 10" in added.stdout
     assert _finish(proc, 30) == 0
     _assert_exactly_once(data, first + later)
@@ -265,6 +281,7 @@ def test_seeds_from_stdin_and_gzip(tmp_path: Path, make_site: SiteFactory) -> No
     assert b"<stdin>" in proc.stdout  # the bad line is reported with its source
 
 
+@pytest.mark.timing
 def test_politeness_holds_across_a_sigkill_restart(tmp_path: Path, make_site: SiteFactory) -> None:
     s = make_site()
     for i in range(6):
@@ -289,6 +306,7 @@ def test_politeness_holds_across_a_sigkill_restart(tmp_path: Path, make_site: Si
     assert sorted(index(data)) == sorted(urls)
 
 
+@pytest.mark.timing
 def test_retry_after_is_honoured_after_a_crash(tmp_path: Path, make_site: SiteFactory) -> None:
     s = make_site()
     s.route("/limited", site.sequence(site.retry_after(429, "3"), site.ok(b"finally")))

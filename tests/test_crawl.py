@@ -67,6 +67,7 @@ def test_rerun_refetches_nothing(tmp_path: Path, make_site: SiteFactory) -> None
     assert len(index(data)) == 2
 
 
+@pytest.mark.timing
 def test_politeness_per_host_concurrency_and_delay_seen_by_server(
     tmp_path: Path, make_site: SiteFactory
 ) -> None:

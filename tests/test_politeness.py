@@ -105,6 +105,7 @@ def test_retry_after_holds_the_whole_host_while_another_runs_at_full_speed(
     assert {line["state"] for line in index(data).values()} == {"done"}
 
 
+@pytest.mark.timing
 def test_a_restart_keeps_a_host_blocked(tmp_path: Path, make_site: SiteFactory) -> None:
     s = make_site()
     s.route("/first", site.retry_after(429, "4"))

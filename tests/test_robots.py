@@ -88,6 +88,7 @@ def test_robots_redirect_is_followed(tmp_path: Path, make_site: SiteFactory) -> 
     assert lines[s.url("/yes")]["state"] == "done"
 
 
+@pytest.mark.timing
 def test_robots_5xx_makes_urls_wait_then_proceed(tmp_path: Path, make_site: SiteFactory) -> None:
     s = make_site()
     s.route("/robots.txt", site.sequence(site.status(503), site.ok(b"User-agent: *\nAllow: /\n")))
@@ -125,6 +126,7 @@ def test_robots_on_a_blocked_address_fails_at_once(tmp_path: Path, make_site: Si
     assert s.hits == []
 
 
+@pytest.mark.timing
 def test_crawl_delay_is_honoured_from_the_robots_request_on(
     tmp_path: Path, make_site: SiteFactory
 ) -> None:
@@ -139,6 +141,7 @@ def test_crawl_delay_is_honoured_from_the_robots_request_on(
     assert min(gaps) >= 0.5 - 0.005, gaps
 
 
+@pytest.mark.timing
 def test_crawl_delay_is_capped(tmp_path: Path, make_site: SiteFactory) -> None:
     s = make_site()
     s.route("/robots.txt", site.ok(b"User-agent: *\nCrawl-delay: 3600\n"))
@@ -236,6 +239,7 @@ async def test_a_robots_txt_answering_503_is_given_up_within_max_wait_with_defau
     assert 3 <= len(s.hits_for("/robots.txt")) <= 5
 
 
+@pytest.mark.timing
 @pytest.mark.anyio
 async def test_robots_redirect_hops_keep_the_hosts_delay(
     frontier: SQLiteFrontier, make_site: SiteFactory
