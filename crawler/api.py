@@ -27,7 +27,7 @@ from hypercorn.config import Config
 
 from crawler.settings import ServiceSettings, split_listen
 
-Scope = MutableMapping[str, Any]
+AsgiScope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
@@ -68,7 +68,7 @@ class Api:
         host, _ = split_listen(settings.listen)
         self._loopback_only = ipaddress.ip_address(host).is_loopback
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
@@ -98,7 +98,7 @@ class Api:
                 return
 
     async def _route(
-        self, method: str, path: str, scope: Scope, receive: Receive
+        self, method: str, path: str, scope: AsgiScope, receive: Receive
     ) -> tuple[int, bytes, str]:
         backend = self._backend
         if method in ("GET", "HEAD"):
@@ -126,7 +126,7 @@ class Api:
             raise BadRequest(405, f"{method} not allowed on {path}")
         raise BadRequest(404, f"no such endpoint: {path}")
 
-    def _authorise(self, scope: Scope) -> None:
+    def _authorise(self, scope: AsgiScope) -> None:
         token = self._settings.token
         if not token:
             if self._loopback_only:
@@ -139,7 +139,7 @@ class Api:
         ):
             raise BadRequest(401, "missing or wrong bearer token")
 
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _body(self, scope: AsgiScope, receive: Receive) -> bytes:
         limit = self._settings.max_request_bytes
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -166,7 +166,7 @@ def _json(value: Any) -> bytes:
     return json.dumps(value).encode() + b"\n"
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def _header(scope: AsgiScope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key.lower() == name:
             return bytes(value).decode("latin-1")
