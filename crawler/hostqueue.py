@@ -171,6 +171,14 @@ class HostQueue:
         self.buffered += 1
         self.push(budget, slot)
 
+    def buffer_first(self, entry: Entry, budget: str, slot: HostSlot) -> None:
+        """`entry` is next for its host (it was handed out, and came back before a fetch)."""
+        slot.queue.appendleft(entry)
+        self.buffered += 1
+        if self.hold(slot):  # must wait long: the claimer gives it back to the frontier
+            return
+        self.push(budget, slot)
+
     def push(self, budget: str, slot: HostSlot) -> None:
         if slot.queue and not slot.in_heap:
             if slot.pace.given_up(self._wall()) is not None:

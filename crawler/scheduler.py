@@ -91,6 +91,21 @@ class Scheduler:
             self._hosts.push(budget, slot)
         self._wakeup.set()
 
+    def again(self, entry: Entry) -> bool:
+        """`entry` was held for its host's robots.txt, which has just been fetched: it goes
+        first in its host's queue, still leased, and out at the host's next start. Back in
+        the frontier it would wait behind the URLs of every host never tried, and with many
+        hosts a crawl would fetch nearly every robots.txt before its first page. False (the
+        caller hands in an outcome instead) when stopping or the host has no slot."""
+        slot = self._slots.get(self._keys.of(entry.host))
+        if slot is None or self._stopping:
+            return False
+        self._inflight.pop(entry.key, None)
+        slot.inflight -= 1
+        self._hosts.buffer_first(entry, self._keys.of(entry.host), slot)
+        self._wakeup.set()
+        return True
+
     def committed(self) -> None:
         """The committer committed a batch: deferrals or new URLs may be claimable now."""
         self._claimer.claim_now()

@@ -19,6 +19,7 @@ from crawler.politeness import HOST_FAILURES
 from crawler.retry import parse_retry_after, retry_in_place
 from crawler.robots import Robots
 
+ROBOTS_FETCHED = "robots_fetched"  # its request slot went to the host's robots.txt
 MAX_IN_PLACE_WAIT = 5.0  # an in-place retry never waits longer than this for politeness
 
 log = structlog.get_logger("crawler.worker")
@@ -40,6 +41,7 @@ class Pacing(Protocol):
     ) -> None: ...
     def failed(self, host: str, reason: str) -> None: ...
     def given_up(self, host: str) -> str | None: ...
+    def again(self, entry: Entry) -> bool: ...
 
 
 class Worker:
@@ -73,8 +75,20 @@ class Worker:
                 if self._scheduler.stopping:
                     return  # shutting down: the entry is released with the leftovers
                 outcome = await self.attempt(entry)
+                if self._first_in_line(entry, outcome):
+                    continue  # the scheduler hands it out again, after its host's delay
                 await results.send(outcome)
                 self._scheduler.done(entry)
+
+    def _first_in_line(self, entry: Entry, outcome: Outcome) -> bool:
+        """Its robots.txt has just been fetched (with no sitemaps to add): the entry goes
+        back to the head of its host's queue instead of to the frontier."""
+        return (
+            outcome.reason == ROBOTS_FETCHED
+            and not outcome.final
+            and not outcome.new_urls
+            and self._scheduler.again(entry)
+        )
 
     async def attempt(self, entry: Entry) -> Outcome:
         """Check robots.txt, fetch `entry` (at most one quick retry in place), judge it."""
@@ -207,7 +221,7 @@ class Worker:
         return Outcome.deferred(
             entry,
             attempts=entry.attempts,
-            reason="robots_fetched",
+            reason=ROBOTS_FETCHED,
             not_before=not_before,
             new_urls=new_urls,
         )

@@ -456,3 +456,44 @@ def test_the_host_queue_hands_out_the_first_start_and_a_busy_host_waits() -> Non
     hosts.push("a", slot)
     assert hosts.pop_ready(1030.0) is entries[1]
     assert hosts.buffered == 0
+
+
+@pytest.mark.anyio
+async def test_a_url_back_from_its_robots_fetch_goes_first_at_its_hosts_next_start(
+    tmp_path: Path,
+) -> None:
+    """`again`: a URL whose request slot went to its host's robots.txt is not deferred to
+    the frontier (where it would wait behind every host never tried): it stays leased, first
+    in its host's queue, and goes out once the host's delay from the robots.txt start has
+    passed; stopped before that, it is among the leftovers to release."""
+    frontier = await _frontier(tmp_path, {"a.example": 3, "b.example": 1})
+    now = [100.0]
+    scheduler = Scheduler(
+        frontier,
+        PolitenessSettings(per_host_concurrency=1, delay=1.0),
+        FrontierSettings(claim_batch=8),
+        clock=lambda: now[0],
+    )
+    send, receive = anyio.create_memory_object_stream[Entry](0)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run, send)
+            _advance(scheduler, 1, now)  # past the restart floor
+            firsts = {}
+            for _ in range(2):
+                entry = await receive.receive()
+                firsts[entry.host] = entry
+            robots_for = firsts["a.example"]  # its slot went to a.example's robots.txt
+            scheduler.done(firsts["b.example"])
+            assert scheduler.again(robots_for)
+            assert (await frontier.counts()).states["leased"] == 4  # nothing went back
+            assert await _nothing_within(receive, 0.2)  # a.example's delay holds
+            _advance(scheduler, 1, now)
+            assert (await receive.receive()).key == robots_for.key  # before a.example's others
+            assert scheduler.again(robots_for)
+            scheduler.stop()
+            assert robots_for.key in {e.key for e in scheduler.leftovers()}
+            assert not scheduler.again(robots_for)  # stopping: the caller sends an outcome
+    finally:
+        receive.close()
+        await frontier.aclose()
