@@ -80,7 +80,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                     interrupted = await serve.serve(crawl, args.data_dir)
                 else:
                     interrupted = (await crawl.run()).interrupted
-            counts = await frontier.counts()
+            counts = await frontier.counts(top_hosts=0)  # states and reasons only: no scan
         finally:
             await frontier.aclose()
     # The summary: totals by state, and why URLs failed or were skipped (e.g. {"dns": 12}).

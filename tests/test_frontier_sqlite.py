@@ -307,3 +307,88 @@ async def test_max_per_host_counts_what_earlier_runs_added(db_path: Path) -> Non
     finally:
         await capped.aclose()
     assert _rows(db_path, "SELECT count(*) FROM urls") == [(4,)]
+
+
+# -- the tallies of migration 0009 ------------------------------------------------------------
+
+
+def _scanned(path: Path) -> dict[tuple[str, str], int]:
+    """URLs by state and reason, counted the slow way (what the tallies must agree with)."""
+    return {
+        (str(state), str(reason)): int(n)
+        for state, reason, n in _rows(
+            path, "SELECT state, coalesce(reason, ''), count(*) FROM urls GROUP BY 1, 2"
+        )
+    }
+
+
+def _tallied(path: Path) -> dict[tuple[str, str], int]:
+    return {
+        (str(state), str(reason)): int(n)
+        for state, reason, n in _rows(path, "SELECT state, reason, n FROM tallies WHERE n != 0")
+    }
+
+
+async def test_tallies_agree_with_a_scan_through_every_kind_of_change(db_path: Path) -> None:
+    """Adds (with duplicates, seeds and capped discoveries), claims, fenced completions
+    (one refused), deferrals with reasons, releases and a restart's release_all: after each
+    step the tallies say what a full scan says, and counts() reports them."""
+    frontier = await SQLiteFrontier.open(db_path, fsync=False, max_per_host=3)
+    try:
+        urls = [_new(f"http://h{i % 4}.example/{i}") for i in range(12)]
+        assert await frontier.add(urls + urls[:5]) == 12
+        assert _tallied(db_path) == _scanned(db_path) == {("queued", ""): 12}
+        leased = await frontier.claim(8, NOW, LEASE)
+        assert _tallied(db_path) == _scanned(db_path)
+        one, two, three, four, *rest = leased
+        await frontier.release([rest[0]])
+        stale = rest[0]
+        [stale_again] = [e for e in await frontier.claim(8, NOW, LEASE) if e.key == stale.key]
+        found = [_new(f"http://h0.example/new{i}") for i in range(3)]  # capped at 3 per host
+        await frontier.commit(
+            CommitBatch(
+                finished=[
+                    Finished(one.key, State.DONE, None, 200, 1, NOW, one.token),
+                    Finished(two.key, State.FAILED, "dns", None, 1, NOW, two.token),
+                    Finished(three.key, State.SKIPPED, "robots", None, 0, NOW, three.token),
+                    Finished(stale.key, State.DONE, None, 200, 1, NOW, stale.token),  # refused
+                ],
+                deferred=[Deferred(four.key, 1, NOW + 60, "http_503", 503, four.token)],
+                discovered=found,
+            )
+        )
+        assert _tallied(db_path) == _scanned(db_path)
+        assert (await frontier.release_all()) > 0
+        scanned = _scanned(db_path)
+        assert _tallied(db_path) == scanned
+        counts = await frontier.counts(top_hosts=0)
+        by_state: dict[str, int] = {}
+        for (state, _), n in scanned.items():
+            by_state[state] = by_state.get(state, 0) + n
+        assert {k: v for k, v in counts.states.items() if v} == by_state
+        assert counts.total == sum(scanned.values())
+        assert counts.reasons == {"dns": 1, "robots": 1}
+        assert stale_again.key == stale.key
+    finally:
+        await frontier.aclose()
+
+
+async def test_migration_0009_tallies_a_crawl_made_before_it(db_path: Path) -> None:
+    """A database from before the tallies gets them from one scan when it is opened."""
+    frontier = await SQLiteFrontier.open(db_path, fsync=False)
+    await frontier.add([_new(f"http://a.example/{i}") for i in range(5)])
+    [entry, *_] = await frontier.claim(2, NOW, LEASE)
+    await frontier.commit(
+        CommitBatch(finished=[Finished(entry.key, State.FAILED, "tls", None, 1, NOW, entry.token)])
+    )
+    await frontier.aclose()
+    with sqlite3.connect(db_path) as conn:  # as a version before 0009 left it
+        conn.execute("DROP TRIGGER urls_tallied")
+        conn.execute("DROP TABLE tallies")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 9")
+    frontier = await SQLiteFrontier.open(db_path, fsync=False)
+    try:
+        assert _tallied(db_path) == _scanned(db_path)
+        assert (await frontier.counts(top_hosts=0)).reasons == {"tls": 1}
+    finally:
+        await frontier.aclose()

@@ -56,6 +56,11 @@ _INSERT_CAPPED = (
     " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9"
     " WHERE coalesce((SELECT urls FROM temp.host_urls WHERE host = ?3), 0) < ?10"
 )
+# Rows inserted are 'queued' with no reason: counted once per batch (migration 0009).
+_TALLY_QUEUED = (
+    "INSERT INTO tallies (state, reason, n) VALUES ('queued', '', ?)"
+    " ON CONFLICT (state, reason) DO UPDATE SET n = n + excluded.n"
+)
 _OUTPUT = (
     "INSERT INTO outputs (path, committed) VALUES (?, ?)"
     " ON CONFLICT (path) DO UPDATE SET committed = excluded.committed"
@@ -164,7 +169,10 @@ class SQLiteFrontier:
         rows = [_row(u) for u in sorted(urls, key=lambda u: u.key)]
         async with self._transaction() as db:
             cursor = await db.executemany(_INSERT, rows)  # rowcount leaves out trigger rows
-            return max(cursor.rowcount, 0)
+            added = max(cursor.rowcount, 0)
+            if added:
+                await db.execute(_TALLY_QUEUED, (added,))
+            return added
 
     async def claim(
         self,
@@ -191,6 +199,8 @@ class SQLiteFrontier:
             elif batch.discovered:
                 rows = [_row(u) for u in batch.discovered]
                 added = max((await db.executemany(_INSERT, rows)).rowcount, 0)
+            if added:
+                await db.execute(_TALLY_QUEUED, (added,))
             if batch.outputs:
                 await db.executemany(_OUTPUT, list(batch.outputs.items()))
             if batch.hosts:
@@ -212,11 +222,10 @@ class SQLiteFrontier:
 
     async def release_all(self) -> int:
         async with self._transaction() as db:
-            before = db.total_changes
-            await db.execute(
+            cursor = await db.execute(
                 "UPDATE urls SET state = 'queued', lease_until = NULL WHERE state = 'leased'"
-            )
-            return db.total_changes - before
+            )  # rowcount, unlike total_changes, leaves out the tallies' trigger rows
+            return max(cursor.rowcount, 0)
 
     async def next_due(self) -> float | None:
         rows = await self._query("SELECT min(not_before) FROM urls WHERE state = 'queued'")
