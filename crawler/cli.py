@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from crawler.settings import Settings, load_settings
 log = structlog.get_logger("crawler")
 
 
+FILES_PER_REQUEST = 4  # its socket, its spooled body, idle keep-alive sockets of recent hosts
+FILES_BASE = 256
 GC_THRESHOLD = 10_000  # allocations between young-generation collections (default 700)
 
 
@@ -136,6 +139,27 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
+def _raise_open_files(concurrency: int) -> None:
+    """Raise the soft limit on open files to what `concurrency` requests need, up to the hard
+    limit. Each request in flight holds a socket and may spool its body to a file, and
+    recently used hosts keep idle connections: FILES_PER_REQUEST each, plus FILES_BASE for
+    the database, output files, DNS and the API. A soft limit of 1,024 (a common default)
+    would otherwise fail requests with "too many open files" at 1,000 concurrent fetches."""
+    need = FILES_BASE + FILES_PER_REQUEST * concurrency
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        target = soft
+    if target < need:
+        log.warning("open_files_limit_low", limit=target, needed=need, concurrency=concurrency)
+    else:
+        log.info("open_files_limit_raised", before=soft, after=target)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -153,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = {"run": _run, "serve": _run, "seed": _seed, "status": _status}[args.command]
         if command is _run:
             _tune_gc()
+            _raise_open_files(settings.fetch.concurrency)
         return anyio.run(command, args, settings)
     except (StopCrawl, KeyboardInterrupt, BaseExceptionGroup) as exc:
         error = _stop_error(exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import resource
 import signal
 import subprocess
 import sys
@@ -351,3 +352,40 @@ def test_a_dead_output_process_stops_the_crawl_cleanly(
     proc = _run(data, seeds)
     assert _finish(proc, 60) == 0
     _assert_exactly_once(data, urls)
+
+
+@pytest.mark.parametrize(("soft", "hard"), [(256, None), (256, 1024)])
+def test_run_raises_its_open_files_limit_for_its_concurrency(
+    tmp_path: Path, make_site: SiteFactory, soft: int, hard: int | None
+) -> None:
+    """1,000 concurrent fetches need about 4,256 open files; a soft limit of 256 is raised
+    to that (up to the hard limit), and a hard limit too low for it is said once."""
+    s = make_site()
+    s.route("/", site.ok(b"<html>ok</html>"))
+    seeds = write_seeds(tmp_path / "seeds.txt", [s.url("/")])
+    _, system_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit_hard = system_hard if hard is None else hard
+    if system_hard != resource.RLIM_INFINITY and system_hard < 4256 and hard is None:
+        pytest.skip(f"the hard limit here ({system_hard}) is below what the test raises to")
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, limit_hard))
+
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "crawler", "run", "--data-dir", str(tmp_path / "crawl")),
+            *("--seeds", str(seeds), *sets("fetch.concurrency=1000", 'log.level="info"')),
+        ],
+        capture_output=True,
+        preexec_fn=lower,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith(b"{")]
+    if hard is None:
+        [raised] = [e for e in events if e["event"] == "open_files_limit_raised"]
+        assert (raised["before"], raised["after"]) == (256, 4256)
+    else:
+        [low] = [e for e in events if e["event"] == "open_files_limit_low"]
+        assert (low["limit"], low["needed"]) == (1024, 4256)
