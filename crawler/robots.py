@@ -60,6 +60,16 @@ def product_token(user_agent: str) -> str:
     return user_agent.split("/", 1)[0].split()[0] if user_agent.strip() else "*"
 
 
+class _Fetch:
+    """One robots.txt fetch in progress: its waiters wait for `done`, then read `error`."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.error: FetchError | None = None
+
+
 class Robots:
     def __init__(
         self,
@@ -75,14 +85,13 @@ class Robots:
         self._pacing = pacing
         # How long after its first failure a failing robots.txt may still be waited for.
         self._max_wait = min(settings.max_wait, max_wait or settings.max_wait)
-        self._failed: dict[str, FetchError] = {}  # the last fetch's failure, for its waiters
         self._fetcher = fetcher
         self._frontier = frontier
         self._settings = settings
         self._token = product_token(user_agent)
         self._wall = wall
         self._cache: OrderedDict[str, tuple[RobotsRecord, Protego | None]] = OrderedDict()
-        self._fetching: dict[str, anyio.Event] = {}
+        self._fetching: dict[str, _Fetch] = {}  # by host, while its robots.txt is fetched
 
     async def check(self, entry: Entry) -> RobotsDecision:
         fetched = False
@@ -96,9 +105,9 @@ class Robots:
             if waiting is not None:
                 # Its slot was taken before robots.txt (and its Crawl-delay) was known: it
                 # waits its turn like the URL whose slot fetched robots.txt.
-                await waiting.wait()
+                await waiting.done.wait()
                 fetched = True
-                error = self._failed.get(entry.host)
+                error = waiting.error
                 if error is not None:  # that fetch got no answer: so does this URL
                     return RobotsDecision(allowed=None, error=error)
                 continue
@@ -138,19 +147,18 @@ class Robots:
     ) -> tuple[str, ...] | RobotsDecision:
         """Fetch the host's robots.txt while its other checks wait; returns the sitemaps
         it names, or the decision for a fetch that got no answer (shared with the waiters)."""
-        done = self._fetching[entry.host] = anyio.Event()
-        self._failed.pop(entry.host, None)
+        fetch = self._fetching[entry.host] = _Fetch()
         try:
             return await self._fetch(entry, record)
         except FinalFetchError as exc:  # e.g. blocked_address, invalid_url: never fetchable
             return RobotsDecision(allowed=None, fail=exc.reason, error=exc)
         except FetchError as exc:
-            self._failed[entry.host] = exc
+            fetch.error = exc  # for its waiters; gone with the fetch (no map of every host)
             log.info("robots_unanswered", host=entry.host, reason=exc.reason)
             return RobotsDecision(allowed=None, error=exc)
         finally:
             del self._fetching[entry.host]
-            done.set()
+            fetch.done.set()
 
     def _decide(
         self, url: str, rules: Protego | None, fetched: bool, sitemaps: tuple[str, ...] = ()

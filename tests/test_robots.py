@@ -3,6 +3,7 @@ then the Robots class on a fake wall clock, over loopback and over a mock transp
 
 from __future__ import annotations
 
+import gc
 import itertools
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import anyio
 import httpx2
 import pytest
 
+from crawler.errors import FetchError
 from crawler.fetcher import Fetcher
 from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.guard import AddressGuard
@@ -497,3 +499,28 @@ async def test_no_answer_stores_nothing_and_its_waiters_share_the_failure(
     stored = await frontier.robots(HOST)
     assert stored is not None
     assert (stored.status, stored.expires_at) == (503, T0 + 60)  # the refusal stored nothing
+
+
+@pytest.mark.anyio
+async def test_robots_txt_that_get_no_answer_leave_nothing_behind_per_host(
+    frontier: SQLiteFrontier,
+) -> None:
+    """A crawl over many dead hosts: each robots.txt fetch that gets no answer is shared
+    with its waiters, then forgotten. Memory is set by configuration, not by the number of
+    hosts ever seen (DESIGN.md invariant 4): no failure per host is kept afterwards."""
+    web = MockWeb()
+    hosts = [f"dead{i}.example" for i in range(2000)]
+    for host in hosts:
+        web.route(f"http://{host}/robots.txt", mock.fail(httpx2.ConnectError))
+    robots, fetcher = _mock_robots(frontier, web, [T0])
+    try:
+        for i, host in enumerate(hosts):
+            decision = await robots.check(Entry(key=i, url=f"http://{host}/", host=host))
+            assert decision.error is not None
+            assert decision.error.reason == "connect"
+        del decision
+        gc.collect()
+        kept = [o for o in gc.get_objects() if isinstance(o, FetchError)]
+        assert len(kept) < 10, f"{len(kept)} fetch errors still held after 2,000 dead hosts"
+    finally:
+        await fetcher.aclose()
