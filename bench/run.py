@@ -613,6 +613,166 @@ def print_table(results: dict[str, Any]) -> None:
         print("\n".join(lines))
 
 
+# --------------------------------------------------------------------------- world
+
+# Waits shortened from the defaults in the world (as in tests/test_world.py), or a few
+# stalled hosts set the wall time: a stalled server would cost 30 s per attempt and five
+# failures before its host is down, a robots.txt answering 5xx 60 s before its first
+# re-fetch and 300 s before its URLs fail. The classes and reasons do not change.
+WORLD_SETTINGS = [
+    "fetch.read_timeout=3.0",
+    "robots.retry_base=1.0",
+    "robots.max_wait=3.0",
+    "retry.backoff_base=0.5",
+]
+
+
+def world_check(shape: Any, seeds: list[str], lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """Index lines against the world's oracle: one final line per seed, the expected reason."""
+    from bench.world import expected, host_class, url_host
+
+    by_url: dict[str, list[dict[str, Any]]] = {}
+    for line in lines:
+        by_url.setdefault(line["url"], []).append(line)
+    wrong: Counter[str] = Counter()
+    samples: dict[str, str] = {}
+    not_one = 0
+    done = 0
+    for url in seeds:
+        found = by_url.get(url, [])
+        if len(found) != 1 or found[0]["state"] not in ("done", "failed", "skipped"):
+            not_one += 1
+            continue
+        got = (found[0]["state"], found[0]["reason"])
+        done += got[0] == "done"
+        if got not in expected(shape, url):
+            kind = host_class(shape, url_host(url))
+            wrong[kind] += 1
+            samples.setdefault(
+                kind, f"{url}: got {got}, want {sorted(expected(shape, url), key=str)}"
+            )
+    return {
+        "seeds": len(seeds),
+        "done": done,
+        "not_one_final_line": not_one,
+        "wrong_by_class": dict(wrong),
+        "samples": samples,
+    }
+
+
+def run_crawler_world(args: argparse.Namespace, world: Any, seeds: list[str], i: int) -> Run:
+    data_dir = args.workdir / "runs" / f"crawler-world-{i}"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    cmd = [str(crawler_exe()), "run", "--data-dir", str(data_dir), "--seeds", str(world.seeds)]
+    cmd += ["--config", str(world.config), "--quiet"]
+    for item in [
+        *WORLD_SETTINGS,
+        f"fetch.concurrency={args.world_concurrency}",
+        'log.level="warning"',
+    ]:
+        cmd += ["--set", item]
+    log = args.workdir / "runs" / f"crawler-world-{i}.log"
+    run = measure(cmd, log, args.timeout)
+    if run.exit_code == 0:
+        lines = []
+        for path in sorted((data_dir / "index").glob("*.jsonl")):
+            with path.open(encoding="utf-8") as fh:
+                lines += [json.loads(line) for line in fh]
+        run.detail = world_check(world.shape, seeds, lines)
+        run.ok = run.detail["not_one_final_line"] == 0
+    if not run.ok:
+        run.detail["log_tail"] = _tail(log)
+    if not args.keep:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return run
+
+
+def run_scrapy_world(args: argparse.Namespace, world: Any, seeds: list[str], i: int) -> Run:
+    """Scrapy with the crawler's default politeness; outcomes compared on done / not done."""
+    from bench.world import expected
+
+    out = args.workdir / "runs" / f"scrapy-world-{i}.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, str(BENCH_DIR / "scrapy_world_ref.py"), str(world.seeds), str(out)]
+    cmd += ["--dns", world.info["dns"], "--concurrency", str(args.world_concurrency)]
+    cmd += ["--timeout", "3"]
+    log = args.workdir / "runs" / f"scrapy-world-{i}.log"
+    run = measure(cmd, log, args.timeout, cwd=args.workdir)
+    if run.exit_code == 0 and out.exists():
+        outcomes = json.loads(out.read_text())["outcomes"]
+        done = sum(1 for v in outcomes.values() if v.isdigit() and int(v) < 400)
+        disagree = sum(
+            1
+            for url in seeds
+            if (("done", None) in expected(world.shape, url))
+            != (outcomes.get(url, "x").isdigit() and int(outcomes.get(url, "999")) < 400)
+        )
+        run.detail = {
+            "seeds": len(seeds),
+            "final": len(outcomes),
+            "done": done,
+            "done_vs_oracle_disagree": disagree,
+        }
+        run.ok = len(outcomes) == len(seeds)
+    if not run.ok:
+        run.detail["log_tail"] = _tail(log)
+    return run
+
+
+def world_benchmark(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    sys.path.insert(0, str(BENCH_DIR.parent))  # run as a script: make `bench` importable
+    from bench.world import running_world
+
+    world_args = ["--hosts", str(args.world_hosts), "--urls", str(args.world_urls)]
+    world_args += ["--max-per-host", str(args.world_max_per_host), "--seed", str(args.seed)]
+    out = args.workdir / "world"
+    out.mkdir(parents=True, exist_ok=True)
+    with running_world(out, *world_args, limit=True, timeout=600) as world:
+        limit = world.info["limit_requests_per_s"]
+        print(
+            f"world: {args.world_hosts} hosts, {world.info['urls']} seeds; "
+            f"limit {limit:.0f} requests/s"
+        )
+        seeds = world.seeds.read_text(encoding="utf-8").split()
+        runs: dict[str, list[Run]] = {"crawler-world": [], "scrapy-world": []}
+        runners = {"crawler-world": run_crawler_world, "scrapy-world": run_scrapy_world}
+        for i in range(args.repeat):
+            for name, runner in runners.items():
+                run = runner(args, world, seeds, i)
+                print(f"{name} run {i + 1}/{args.repeat}: {describe(run, len(seeds))}")
+                print(f"  {json.dumps({k: v for k, v in run.detail.items() if k != 'log_tail'})}")
+                if not run.ok:
+                    print(run.detail.get("log_tail", ""))
+                runs[name].append(run)
+        for name in runners:
+            results[name] = summarise(runs[name], len(seeds))
+        results["world"] = {"limit_requests_per_s": limit, "info": world.info}
+
+
+def print_world(results: dict[str, Any]) -> None:
+    limit = results.get("world", {}).get("limit_requests_per_s") or 0
+    print(
+        f"\n{'':14}{'URLs/s':>8}{'done/s':>8}{'CPU-s/1000':>12}{'peak RSS MB':>13}"
+        f"{'wall s':>9}  world limit  oracle"
+    )
+    for name in ("crawler-world", "scrapy-world"):
+        s = results.get(name)
+        if not s or "pages_per_s" not in s:
+            print(f"{name:14}  failed (see results.json)")
+            continue
+        good = [r for r in s["runs"] if r["ok"]]
+        done = statistics.median(r["detail"]["done"] / r["wall"] for r in good)
+        if name == "crawler-world":
+            wrong = [sum(r["detail"]["wrong_by_class"].values()) for r in good]
+            verdict = "all as expected" if not any(wrong) else f"{max(wrong)} wrong"
+        else:
+            verdict = f"{max(r['detail']['done_vs_oracle_disagree'] for r in good)} differ (done?)"
+        print(
+            f"{name:14}{s['pages_per_s']:>8.0f}{done:>8.0f}{s['cpu_per_1000']:>12.2f}"
+            f"{s['rss_mb']:>13.0f}{s['wall_s']:>9.1f}  {limit:>8.0f}/s  {verdict}"
+        )
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -630,9 +790,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--only",
-        choices=["crawler", "scrapy", "seed", "crawl-mode", "all"],
+        choices=["crawler", "scrapy", "seed", "crawl-mode", "world", "all"],
         default="all",
-        help="crawl-mode: both tools in crawl mode, plus the crawler in bulk mode (the CPU ratio)",
+        help="crawl-mode: both tools in crawl mode, plus the crawler in bulk mode (the CPU "
+        "ratio); world: both tools in bench/world (not part of all)",
+    )
+    p.add_argument("--world-hosts", type=int, default=50_000, help="world: hosts (W1)")
+    p.add_argument("--world-urls", type=int, default=200_000, help="world: seeds (W1)")
+    p.add_argument("--world-max-per-host", type=int, default=30, help="world: largest host")
+    p.add_argument(
+        "--world-concurrency", type=int, default=1000, help="world: both tools' concurrency"
     )
     p.add_argument("--workdir", type=Path, default=BENCH_DIR / "out")
     p.add_argument("--port", type=int, default=18080)
@@ -735,7 +902,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.only != "scrapy" and not crawler_exe().exists():
         print(f"error: {crawler_exe()} not found; pip install . into this venv", file=sys.stderr)
         return 2
-    if args.only in ("scrapy", "crawl-mode", "all") and importlib.util.find_spec("scrapy") is None:
+    if (
+        args.only in ("scrapy", "crawl-mode", "world", "all")
+        and importlib.util.find_spec("scrapy") is None
+    ):
         print("error: scrapy missing; pip install -r bench/requirements.txt", file=sys.stderr)
         return 2
     results: dict[str, Any] = {
@@ -743,15 +913,20 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "targets": TARGETS,
     }
-    if args.only != "seed":
+    if args.only == "world":
+        world_benchmark(args, results)
+    elif args.only != "seed":
         fetch_benchmarks(args, results)
     if args.only in ("seed", "all"):
         seed_benchmark(args, results)
-    print_table(results)
+    if args.only == "world":
+        print_world(results)
+    else:
+        print_table(results)
     out = args.workdir / "results.json"
     out.write_text(json.dumps(results, indent=1))
     print(f"\nresults: {out}")
-    names = ("crawler", "scrapy", "crawler-crawl", "scrapy-crawl", "seed")
+    names = ("crawler", "scrapy", "crawler-crawl", "scrapy-crawl", "seed", "crawler-world")
     failed = [k for k in names if k in results and not results[k]["ok"]]
     return 1 if failed else 0
 
