@@ -52,6 +52,8 @@ CACHE_SIZE = 10_000  # names kept, answers and failures together (a few hundred 
 MAX_TTL = 3600.0  # an address is asked again at least this often, whatever its TTL
 NEGATIVE_TTL = 300.0  # NXDOMAIN
 FAILURE_TTL = 30.0  # SERVFAIL, REFUSED, no address records, no answer in time
+SECOND_AFTER = 1.0  # seconds without an answer before a second, patient query goes out
+MAX_PATIENT = 256  # patient queries in flight at most
 FIRST_WAIT = 0.5  # seconds c-ares waits before resending, until it has measured the server
 FASTEST_WAIT = 0.25  # c-ares's floor for that wait once it has (ares_metrics.c)
 LOCALHOST = ("127.0.0.1", "::1")
@@ -94,6 +96,7 @@ class _Lookup:
     done: anyio.Event = field(default_factory=anyio.Event)
     answer: Answer | None = None
     query: _Query | None = None
+    second: _Query | None = None  # the patient query, when the first is slow (SECOND_AFTER)
 
 
 def tries_for(timeout: float) -> int:
@@ -160,6 +163,8 @@ class Resolver:
         self._cache: OrderedDict[str, tuple[float, Answer]] = OrderedDict()  # LRU order
         self._pending: dict[str, _Lookup] = {}
         self._channel: aiodns.DNSResolver | None = None  # made in the event loop, on first use
+        self._patient: aiodns.DNSResolver | None = None  # for SECOND_AFTER, made on first use
+        self._patient_queries = 0  # in flight on it, at most MAX_PATIENT
 
     async def resolve(self, host: str) -> tuple[str, ...]:
         """The addresses of `host` (a name or an IP literal), best first.
@@ -176,9 +181,11 @@ class Resolver:
         """Close the c-ares channel; lookups still in flight fail."""
         for name, lookup in list(self._pending.items()):
             self._settle(name, lookup, Answer((), "the resolver was closed", 0.0))
-        channel, self._channel = self._channel, None
-        if channel is not None:
-            await channel.close()
+        channels = [self._channel, self._patient]
+        self._channel = self._patient = None
+        for channel in channels:
+            if channel is not None:
+                await channel.close()
 
     def _cached(self, name: str) -> Answer | None:
         entry = self._cache.get(name)
@@ -200,6 +207,10 @@ class Resolver:
 
     async def _lookup(self, name: str) -> Answer:
         lookup = self._pending.get(name) or self._start(name)
+        with anyio.move_on_after(SECOND_AFTER):
+            await lookup.done.wait()
+        if lookup.answer is None and lookup.second is None:
+            self._ask_patiently(name, lookup)
         with anyio.move_on_after(lookup.deadline - anyio.current_time()):
             await lookup.done.wait()
         if lookup.answer is None:
@@ -224,6 +235,30 @@ class Resolver:
         query.add_done_callback(lambda done: self._answered(name, lookup, done))
         return lookup
 
+    def _ask_patiently(self, name: str, lookup: _Lookup) -> None:
+        """The first query has had no answer for SECOND_AFTER: ask again on a channel that
+        sends once and waits out the rest of the timeout. c-ares takes only the answer to a
+        query's latest send, and resends after a wait fitted to the server's usual latency:
+        a resolver that answers most names at once and some (uncached, recursed) after 2 s
+        would have every slow answer arrive just after the next send, lost."""
+        remaining = lookup.deadline - anyio.current_time()
+        if remaining <= 0 or self._patient_queries >= MAX_PATIENT:
+            return  # past MAX_PATIENT: many names are dead, not slow; their packets add nothing
+        if self._patient is None:
+            wait = max(self._timeout - SECOND_AFTER, FASTEST_WAIT)
+            self._patient = aiodns.DNSResolver(self._servers or None, timeout=wait, tries=1)
+        try:
+            second = self._patient.getaddrinfo(name, type=socket.SOCK_STREAM)
+        except (UnicodeError, ValueError):
+            return  # the first query said so already
+        lookup.second = second
+        self._patient_queries += 1
+        second.add_done_callback(lambda done: self._patient_done(name, lookup, done))
+
+    def _patient_done(self, name: str, lookup: _Lookup, query: _Query) -> None:
+        self._patient_queries -= 1
+        self._answered(name, lookup, query)
+
     def _answered(self, name: str, lookup: _Lookup, query: _Query) -> None:
         """c-ares is done with `query` (called in the event loop)."""
         if query.cancelled():
@@ -238,7 +273,7 @@ class Resolver:
         lookup.done.set()
         if self._pending.get(name) is lookup:
             del self._pending[name]
-        query = lookup.query
-        if query is not None and not query.done():
-            query.cancel()  # c-ares's late answer is then dropped
+        for query in (lookup.query, lookup.second):
+            if query is not None and not query.done():
+                query.cancel()  # c-ares's late answer is then dropped
         self._keep(name, answer)

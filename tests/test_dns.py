@@ -229,6 +229,25 @@ async def test_a_slow_answer_within_the_timeout_is_taken(
     assert await make_resolver(timeout=3.0).resolve("slow.test") == ("127.0.0.5",)
 
 
+async def test_a_name_answered_in_2s_by_a_server_fast_for_others_resolves_with_defaults(
+    server: NameServer, make_resolver: MakeResolver
+) -> None:
+    """A recursive resolver answers most names at once and uncached ones late. c-ares then
+    resends after a wait fitted to the fast answers and takes only the answer to its latest
+    send, so a 2 s answer always came just after the next send: lost, and the name failed
+    within the default 5 s timeout. A second, patient query after SECOND_AFTER hears it."""
+    for i in range(20):
+        server.a(f"fast{i}.test", "127.0.0.5", ttl=0)
+    for i in range(3):
+        server.a(f"slow{i}.test", "127.0.0.6", ttl=0)
+        server.delay(f"slow{i}.test", 2.0)
+    resolver = make_resolver(timeout=NetworkSettings().dns_timeout)
+    for i in range(20):  # c-ares measures the server as fast
+        assert await resolver.resolve(f"fast{i}.test") == ("127.0.0.5",)
+    for i in range(3):
+        assert await resolver.resolve(f"slow{i}.test") == ("127.0.0.6",)
+
+
 async def test_malformed_and_special_names_are_answered_without_a_query(
     server: NameServer, make_resolver: MakeResolver
 ) -> None:

@@ -31,15 +31,7 @@ SHORTER = [
 ]
 # Classes whose check fails because of a crawler bug (class -> what goes wrong); each is
 # an xfail of its own, the other classes are still asserted.
-KNOWN_BUGS: dict[str, str] = {
-    # A DNS server that answers every query in 2 s is heard only after ~4.7 s by the
-    # crawler's resolver on an idle machine (measured: crawler.dns.Resolver, 2 s world
-    # server): c-ares resends from 250 ms, doubling, from new ports, and the answers to the
-    # earlier tries are lost. Under load that passes network.dns_timeout (5 s): the lookup
-    # fails, and after five such failures the host is down.
-    "dns_slow": "crawler bug: a name whose DNS answers take 2 s (< dns_timeout 5 s) ends "
-    "failed/dns (host_down) instead of done",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def _crawl(root: Path) -> tuple[RunningWorld, list[str], dict[str, list[dict[str, Any]]]]:
