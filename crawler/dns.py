@@ -25,6 +25,10 @@ workers, one claim batch). It resends an unanswered query after a wait adapted t
 server's measured latency (never under 250 ms; FIRST_WAIT before it has measured any),
 doubling the wait each time and giving up after `tries`, chosen so that the resends from
 250 ms span the timeout; a query given up here may live on in c-ares until its last try.
+c-ares takes only the answer to a query's latest send, so a name the server answers slowly
+while it answers others fast (an uncached name at a recursive resolver) would have each
+answer arrive just after the next send; a lookup with no answer after SECOND_AFTER is asked
+once more on a second channel that sends once and waits out the rest of the timeout.
 c-ares also keeps its own cache of DNS answers (by their TTL, at most an hour, real time;
 pycares has no switch for it); this one sits above it.
 """
