@@ -392,3 +392,21 @@ async def test_migration_0009_tallies_a_crawl_made_before_it(db_path: Path) -> N
         assert (await frontier.counts(top_hosts=0)).reasons == {"tls": 1}
     finally:
         await frontier.aclose()
+
+
+async def test_a_report_does_not_wait_for_a_commit_in_progress(db_path: Path) -> None:
+    """The per-host lists of a report group every URL (seconds at millions): they are read
+    on a connection of their own, so a report and the crawl's claims and commits do not
+    queue behind each other (before, a report held the frontier for its whole scan)."""
+    frontier = await SQLiteFrontier.open(db_path, fsync=False)
+    try:
+        await frontier.add([_new(f"http://h{i % 7}.example/{i}") for i in range(50)])
+        async with frontier._transaction() as db:  # a commit in progress
+            await db.execute("UPDATE urls SET attempts = attempts + 1")
+            with anyio.fail_after(5):
+                counts = await frontier.counts(top_hosts=3)
+        assert counts.total == 50
+        assert [h.total for h in counts.hosts] == [8, 7, 7]
+        assert counts.waiting[0].host == "h0.example"
+    finally:
+        await frontier.aclose()
