@@ -80,13 +80,7 @@ async def assemble(
             resolver=resolver,
             fetcher=fetcher,
             scheduler=scheduler,
-            judge=Judge(
-                policy,
-                settings.crawl,
-                max_redirects=settings.fetch.max_redirects,
-                scope=Scope(settings.crawl),
-                seen=seen,
-            ),
+            judge=_judge(settings, policy, seen),
             robots=_robots(settings, fetcher, frontier, scheduler),
             seen=seen,
             metrics=Metrics(),
@@ -97,6 +91,12 @@ async def assemble(
                 await fetcher.aclose()
             await resolver.aclose()
             await anyio.to_thread.run_sync(sink.close)
+
+
+def _judge(settings: Settings, policy: RetryPolicy, seen: Seen) -> Judge:
+    crawl = settings.crawl
+    max_redirects = settings.fetch.max_redirects
+    return Judge(policy, crawl, max_redirects=max_redirects, scope=Scope(crawl), seen=seen)
 
 
 def _fetcher(settings: Settings, frontier: Frontier, resolver: Resolver) -> Fetcher:

@@ -179,22 +179,12 @@ class Fetcher:
             deadline = call.deadline
             with anyio.fail_after(deadline):
                 return await self._stream(call, body, keep, cap)
-        except TimeoutError:
+        except BaseException as exc:
             body.close()
-            raise errors.DeadlineExceeded(
-                f"not complete within the deadline of {deadline}s"
-            ) from None
-        except httpx2.InvalidURL as exc:  # not an HTTPError: raised while building the request
-            body.close()
-            raise errors.InvalidURL(str(exc)) from exc
-        except httpx2.HTTPError as exc:
-            body.close()
-            error = translate(exc)
-            error.fresh_connection = bool(opened)
-            raise error from exc
-        except BaseException:
-            body.close()
-            raise
+            ours = _ours(exc, deadline, fresh_connection=bool(opened))
+            if ours is None:
+                raise
+            raise ours from (None if isinstance(exc, TimeoutError) else exc)
         finally:
             OPENED.reset(token)
 
@@ -251,3 +241,16 @@ class Fetcher:
                 decoded=read.decoded,
             )
             return response, payload_digest(read.sha1)
+
+
+def _ours(exc: BaseException, deadline: float, *, fresh_connection: bool) -> Exception | None:
+    """The crawler's error for what a fetch raised (None: let it through as it is)."""
+    if isinstance(exc, TimeoutError):  # the whole fetch's deadline (fail_after)
+        return errors.DeadlineExceeded(f"not complete within the deadline of {deadline}s")
+    if isinstance(exc, httpx2.InvalidURL):  # not an HTTPError: raised building the request
+        return errors.InvalidURL(str(exc))
+    if isinstance(exc, httpx2.HTTPError):
+        error = translate(exc)
+        error.fresh_connection = fresh_connection
+        return error
+    return None
