@@ -25,7 +25,8 @@ import structlog
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from crawler.settings import ServiceSettings, split_listen
+from crawler.addresses import split_listen
+from crawler.settings import ServiceSettings
 
 AsgiScope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

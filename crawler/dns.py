@@ -50,7 +50,8 @@ from aiodns import error as ares
 from pycares import AddrInfoResult
 
 from crawler import errors
-from crawler.settings import NetworkSettings, split_dns_server
+from crawler.addresses import split_dns_server
+from crawler.settings import NetworkSettings
 
 CACHE_SIZE = 10_000  # names kept, answers and failures together (a few hundred bytes each)
 MAX_TTL = 3600.0  # an address is asked again at least this often, whatever its TTL

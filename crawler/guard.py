@@ -5,8 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from crawler.addresses import Allowed as Allowed  # re-exported: the guard's allow-list entry
-from crawler.addresses import parse_allowed as parse_allowed
+from crawler.addresses import parse_allowed
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

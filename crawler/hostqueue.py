@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from crawler.frontier.values import HostState
 from crawler.models import Entry
 from crawler.politeness import BudgetKeys, HealthLimits, Pace
-from crawler.profiles import Profiles
 from crawler.settings import PolitenessSettings
+from crawler.specs import Profiles
 
 LOOKAHEAD = 30.0  # seconds of work buffered per host; the rest waits in the frontier
 

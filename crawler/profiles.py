@@ -17,10 +17,7 @@ from typing import Any
 from crawler.config_keys import get_flag, get_number, get_string
 from crawler.credentials import auth_spec, transport_spec
 from crawler.errors import ConfigError
-from crawler.specs import AuthSpec as AuthSpec  # the specs are re-exported from here
-from crawler.specs import Profile as Profile
-from crawler.specs import Profiles as Profiles
-from crawler.specs import TransportSpec as TransportSpec
+from crawler.specs import Profile, Profiles
 
 TIMEOUTS = ("connect_timeout", "read_timeout", "write_timeout", "pool_timeout", "deadline")
 _KEYS = {

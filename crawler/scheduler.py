@@ -26,8 +26,8 @@ from crawler.frontier.values import HostState
 from crawler.hostqueue import HostQueue
 from crawler.models import Entry
 from crawler.politeness import BudgetKeys, HealthLimits
-from crawler.profiles import Profiles
 from crawler.settings import FrontierSettings, PolitenessSettings
+from crawler.specs import Profiles
 
 
 def _doubling(failures: int) -> float:

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from crawler.hosts import BadURL
 from crawler.models import NewURL
-from crawler.urls import BadURL, locate, url_key, without_userinfo
+from crawler.urls import locate, url_key, without_userinfo
 
 MAX_REPORTED = 10
 MAX_QUOTED = 200  # characters of a bad line quoted in its reason

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import sys
 
-from crawler.urls import BadURL, locate, url_key
+from crawler.hosts import BadURL
+from crawler.urls import locate, url_key
 
 MAX_LINKS = 50_000  # links remembered with their host (and key): ~12 MB when full
 MAX_KEYS = 500_000  # keys known to be in the frontier (~30 MB when full)

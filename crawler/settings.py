@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from crawler.addresses import split_dns_server as split_dns_server  # re-exported for dns.py
-from crawler.addresses import split_listen as split_listen  # re-exported for api.py
 from crawler.constraints import CONSTRAINTS
 from crawler.errors import ConfigError
 from crawler.profiles import load_profiles

@@ -6,8 +6,7 @@ IPv4 address in any numeric spelling the WHATWG URL standard accepts, `0177.0.0.
 the address the HTTP client connects to; and without userinfo, which is never sent or
 stored (a seed with userinfo is refused: credentials belong in a profile). A host the HTTP
 client refuses (invalid IDNA, a bad IPv4 address) is refused here, before it is queued.
-The host is read by hosts.py; links are joined by joiner.py. `BadURL` (from
-hosts) is re-exported, so callers import it from here.
+The host is read by hosts.py (which defines `BadURL`); links are joined by joiner.py.
 """
 
 from __future__ import annotations
@@ -18,8 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from w3lib.url import safe_url_string
 
-from crawler.hosts import DEFAULT_PORTS, DOTTED_QUAD, client_host, fetch_form
-from crawler.hosts import BadURL as BadURL
+from crawler.hosts import DEFAULT_PORTS, DOTTED_QUAD, BadURL, client_host, fetch_form
 
 MAX_URL_LENGTH = 8 * 1024
 

@@ -23,8 +23,8 @@ import httpx2
 from crawler.fetcher import Fetcher
 from crawler.fetcher.network import note_connection
 from crawler.guard import AddressGuard
-from crawler.profiles import TransportSpec
 from crawler.settings import FetchSettings
+from crawler.specs import TransportSpec
 
 Handler = Callable[[httpx2.Request], httpx2.Response | Awaitable[httpx2.Response]]
 

@@ -21,7 +21,8 @@ import pytest
 from crawler import errors
 from crawler.fetcher import REDACTED, Fetcher
 from crawler.fetcher.auth import ClientCredentials
-from crawler.profiles import AuthSpec, Profiles, TransportSpec, load_profiles
+from crawler.profiles import load_profiles
+from crawler.specs import AuthSpec, Profiles, TransportSpec
 from tests import mock_transport as mock
 from tests.mock_transport import MockWeb
 

@@ -25,8 +25,9 @@ from crawler.fetcher import Fetcher
 from crawler.fetcher.network import GuardedBackend
 from crawler.fetcher.transport import caused_by
 from crawler.guard import AddressGuard
-from crawler.profiles import TransportSpec, load_profiles
+from crawler.profiles import load_profiles
 from crawler.settings import FetchSettings
+from crawler.specs import TransportSpec
 from tests import mock_transport as mock
 from tests import servers as site
 from tests.crawling import crawl, index, warc_records

@@ -6,7 +6,8 @@ import ipaddress
 
 import pytest
 
-from crawler.guard import AddressGuard, Allowed, parse_allowed
+from crawler.addresses import Allowed, parse_allowed
+from crawler.guard import AddressGuard
 
 BLOCKED = [
     # loopback

@@ -15,10 +15,10 @@ from crawler.frontier.values import HostState
 from crawler.hostqueue import HostQueue
 from crawler.models import Entry, NewURL, State
 from crawler.politeness import BudgetKeys, HealthLimits
-from crawler.profiles import Profiles
 from crawler.retry import parse_retry_after
 from crawler.scheduler import Scheduler
 from crawler.settings import FrontierSettings, PolitenessSettings
+from crawler.specs import Profiles
 
 
 async def _frontier(tmp_path: Path, hosts: dict[str, int]) -> SQLiteFrontier:

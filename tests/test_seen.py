@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from crawler.hosts import BadURL
 from crawler.seen import Seen
-from crawler.urls import BadURL, identify
+from crawler.urls import identify
 
 
 def test_host_then_key_match_identify() -> None:

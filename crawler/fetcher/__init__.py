@@ -38,8 +38,8 @@ from crawler.fetcher.transport import (
 )
 from crawler.guard import AddressGuard
 from crawler.models import SPOOL_BYTES, Response
-from crawler.profiles import Profiles
 from crawler.settings import FetchSettings
+from crawler.specs import Profiles
 from crawler.urls import without_userinfo
 
 _UNSAFE_HEADER = re.compile(rb"[\r\n\x00]")

@@ -16,7 +16,7 @@ import httpx2
 
 from crawler import errors
 from crawler.fetcher.transport import translate
-from crawler.profiles import AuthSpec, Profile
+from crawler.specs import AuthSpec, Profile
 
 TOKEN_MARGIN = 30.0  # an OAuth2 token is renewed when less than min(this, 10%) of it is left
 DISCARD_BYTES = 64 * 1024  # of a refused body read to keep its connection (else closed)

@@ -8,8 +8,8 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 import httpx2
 
 from crawler.fetcher.transport import ACCEPT_ENCODING, TransportFactory, proxy_from
-from crawler.profiles import Profile, Profiles, TransportSpec
 from crawler.settings import FetchSettings
+from crawler.specs import Profile, Profiles, TransportSpec
 
 
 class Clients:

@@ -19,8 +19,8 @@ from crawler.dns import Resolver
 from crawler.fetcher.network import GuardedBackend
 from crawler.fetcher.pool import PoolTransport, new_pool
 from crawler.guard import AddressGuard
-from crawler.profiles import TransportSpec
 from crawler.settings import FetchSettings
+from crawler.specs import TransportSpec
 
 KEEPALIVE_SECONDS = 30.0
 ACCEPT_ENCODING = "gzip, deflate"
