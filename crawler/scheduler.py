@@ -97,12 +97,13 @@ class Scheduler:
         the frontier it would wait behind the URLs of every host never tried, and with many
         hosts a crawl would fetch nearly every robots.txt before its first page. False (the
         caller hands in an outcome instead) when stopping or the host has no slot."""
-        slot = self._slots.get(self._keys.of(entry.host))
+        budget = self._keys.of(entry.host)
+        slot = self._slots.get(budget)
         if slot is None or self._stopping:
             return False
         self._inflight.pop(entry.key, None)
         slot.inflight -= 1
-        self._hosts.buffer_first(entry, self._keys.of(entry.host), slot)
+        self._hosts.buffer_first(entry, budget, slot)
         self._wakeup.set()
         return True
 
