@@ -1,7 +1,7 @@
 """The internet in a box: a synthetic world of hosts (DNS + HTTP(S) on loopback) to crawl.
 
     shape.py   host classes, the seed list (Zipf-like URLs per host), the expected() oracle
-    dns.py     the DNS server (UDP, one thread)
+    dns.py     the DNS server (UDP, a process of its own)
     web.py     the HTTP(S) server (asyncio, routing by Host)
     limit.py   the world's own limit: requests/s to a bare keep-alive client
     box.py     both servers in one process, and the files a crawler needs

@@ -35,6 +35,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--slow-seconds", type=float, default=0.1, help="'slow' first byte")
     p.add_argument("--big-bytes", type=int, default=2 * 1024 * 1024)
     p.add_argument("--share", action="append", default=[], metavar="CLASS=FRACTION")
+    p.add_argument("--healthy-only", action="store_true", help="every host healthy (W2)")
+    p.add_argument(
+        "--seeds-per-host",
+        type=int,
+        default=0,
+        help="W2: this many seeds on every host, no Zipf shape (for millions of URLs)",
+    )
     p.add_argument("--dns-port", type=int, default=0)
     p.add_argument("--no-limit", action="store_true", help="skip measuring the world's limit")
     p.add_argument("--out", type=Path, required=True)
@@ -49,9 +56,12 @@ def main(argv: list[str] | None = None) -> None:
         addresses=args.addresses,
         slow_seconds=args.slow_seconds,
         big_bytes=args.big_bytes,
-        shares=parse_shares(args.share),
+        shares={"healthy": 1.0} if args.healthy_only else parse_shares(args.share),
     )
-    World(shape, args.out, dns_port=args.dns_port, limit=not args.no_limit).run()
+    World(
+        shape, args.out, dns_port=args.dns_port, limit=not args.no_limit,
+        per_host=args.seeds_per_host,
+    ).run()  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import trustme
 
 from bench.world.dns import WorldDNS
 from bench.world.limit import measure_limit
-from bench.world.shape import Ports, Shape, seed_urls
+from bench.world.shape import Ports, Shape, seed_urls, write_uniform_seeds
 from bench.world.web import Site, listen_addresses, serve
 
 
@@ -68,8 +68,11 @@ def crawler_toml(dns: str, ca: Path) -> str:
 
 
 class World:
-    def __init__(self, shape: Shape, out: Path, dns_port: int = 0, limit: bool = True) -> None:
+    def __init__(
+        self, shape: Shape, out: Path, dns_port: int = 0, limit: bool = True, per_host: int = 0
+    ) -> None:
         self.shape = shape
+        self.per_host = per_host
         self.out = out
         self.limit = limit
         self.dns = WorldDNS(shape, dns_port)
@@ -81,14 +84,18 @@ class World:
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def write_files(self) -> list[str]:
+    def write_files(self) -> int:
+        """seeds.txt and crawler.toml; the number of seeds."""
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "world.json").unlink(missing_ok=True)
-        urls = seed_urls(self.shape, self.ports)
-        (self.out / "seeds.txt").write_text("\n".join(urls) + "\n", encoding="utf-8")
         toml = crawler_toml(self.dns.address, (self.out / "ca.pem").resolve())
         (self.out / "crawler.toml").write_text(toml, encoding="utf-8")
-        return urls
+        if self.per_host:
+            seeds = self.out / "seeds.txt"
+            return write_uniform_seeds(self.shape, self.ports, self.per_host, seeds)
+        urls = seed_urls(self.shape, self.ports)
+        (self.out / "seeds.txt").write_text("\n".join(urls) + "\n", encoding="utf-8")
+        return len(urls)
 
     def describe(self, urls: int, limit: float | None) -> dict[str, Any]:
         return {
@@ -127,12 +134,12 @@ class World:
         limit = None
         if self.limit:
             limit = await self._loop.run_in_executor(None, measure_limit, self.shape, self.ports)
-        info = self.describe(len(urls), limit)
+        info = self.describe(urls, limit)
         tmp = self.out / "world.json.tmp"
         tmp.write_text(json.dumps(info, indent=1), encoding="utf-8")
         tmp.rename(self.out / "world.json")
         print(
-            f"world: {self.shape.hosts} hosts, {len(urls)} seeds in {info['seeds']}; "
+            f"world: {self.shape.hosts} hosts, {urls} seeds in {info['seeds']}; "
             f"DNS {info['dns']}; HTTP :{self.ports.http}, HTTPS :{self.ports.https} on "
             f"{info['addresses'][0]}..{info['addresses'][-1]}",
             flush=True,

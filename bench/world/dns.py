@@ -1,4 +1,8 @@
-"""The world's DNS server: UDP on 127.0.0.1, one thread, answers from the world's shape.
+"""The world's DNS server: UDP on 127.0.0.1, a process of its own, answers from the shape.
+
+A process, not a thread beside the HTTP server: under a crawl's load the HTTP server keeps
+the GIL busy and a thread got it back about every switch interval, a few hundred answers a
+second, so lookups of healthy names timed out and the world, not the crawler, was measured.
 
 ``h{n}.world.test`` answers by its host's class: an A record in 127.0.0.0/8 (several
 names share one), NXDOMAIN, SERVFAIL, nothing at all (dns_silent), the A record after
@@ -10,7 +14,10 @@ nameserver does, so c-ares' own message cache stays out of the measurement.
 
 from __future__ import annotations
 
+import ctypes
 import heapq
+import os
+import signal
 import socket
 import threading
 import time
@@ -35,21 +42,34 @@ class WorldDNS:
         self._later: list[tuple[float, int, bytes, tuple[str, int]]] = []
         self._seq = 0
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="world-dns", daemon=True)
+        self._pid = 0
         self._classes: dict[int, str] = {}
-        self.queries = 0
+        self.queries = 0  # in the server process
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> WorldDNS:
-        self._thread.start()
+        """Fork the server; it dies with its parent (PR_SET_PDEATHSIG), so a killed world
+        leaves no orphan."""
+        self._pid = os.fork()
+        if self._pid == 0:  # pragma: no cover - the child
+            try:
+                signal.set_wakeup_fd(-1)  # the parent's event loop must not see our signals
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, signal.SIG_DFL)
+                ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+                self._serve()
+            finally:
+                os._exit(0)
         return self
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=5)
+        if self._pid:
+            os.kill(self._pid, signal.SIGTERM)
+            os.waitpid(self._pid, 0)
+            self._pid = 0
         self._sock.close()
 
     def _class(self, n: int) -> str:

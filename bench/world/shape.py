@@ -8,12 +8,14 @@ len(CLASSES) hosts take one class each, so even a tiny world has every class).
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import accumulate
+from pathlib import Path
 
 DOMAIN = "world.test"
 HOST_RE = re.compile(r"^h(\d+)\.world\.test\.?$")
@@ -171,6 +173,26 @@ def seed_urls(shape: Shape, ports: Ports) -> list[str]:
         urls += [f"{base}/p{k}" for k in range(count)]
     random.Random(shape.seed + 1).shuffle(urls)
     return urls
+
+
+def write_uniform_seeds(shape: Shape, ports: Ports, per_host: int, path: Path) -> int:
+    """W2's frontier: `per_host` seeds (/p0 ...) for every host, streamed to `path` in a
+    scattered order (a stride coprime with the count, not a shuffle held in RAM)."""
+    total = shape.hosts * per_host
+    stride = 7_919_993  # a prime: coprime with any total it does not divide
+    while math.gcd(stride, total) != 1:
+        stride += 2
+    with path.open("w", encoding="utf-8") as handle:
+        chunk: list[str] = []
+        for i in range(total):
+            j = i * stride % total
+            n, k = divmod(j, per_host)
+            chunk.append(f"{base_url(shape, ports, n)}/p{k}\n")
+            if len(chunk) == 100_000:
+                handle.writelines(chunk)
+                chunk.clear()
+        handle.writelines(chunk)
+    return total
 
 
 # --------------------------------------------------------------------------- oracle

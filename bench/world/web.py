@@ -11,9 +11,11 @@ from __future__ import annotations
 # The world is a test fixture, not crawler code: raw asyncio Protocols are the fastest
 # server Python has without extra dependencies (anyio streams cost several times more).
 import asyncio  # noqa: TID251
+import json
 import random
 import socket
 import ssl
+import time
 import zlib
 from dataclasses import dataclass
 
@@ -67,6 +69,13 @@ class Site:
         self._hosts: dict[int, _Host] = {}
         self._hits: dict[tuple[int, bytes], int] = {}
         self.requests = 0
+        self.first_at = 0.0  # wall clock of the first request answered, 0: none yet
+        self.last_at = 0.0
+
+    def stats(self) -> dict[str, float]:
+        """`GET /` with `Host: stats`: requests so far and when the first and last came
+        (`GET /reset`: the same, after setting them back to none)."""
+        return {"requests": self.requests, "first_at": self.first_at, "last_at": self.last_at}
 
     def host(self, n: int) -> _Host:
         found = self._hosts.get(n)
@@ -122,6 +131,14 @@ class Site:
     def answer(self, host_header: bytes, path: bytes) -> tuple[bytes | None, float]:
         """The response's bytes (None: never answer) and the seconds to hold them."""
         self.requests += 1
+        if host_header == b"stats":  # the benchmark's own question, not a crawl's request
+            self.requests -= 1
+            if path == b"/reset":
+                self.requests, self.first_at, self.last_at = 0, 0.0, 0.0
+            return response(200, json.dumps(self.stats()).encode(), b"application/json"), 0.0
+        now = time.time()
+        self.first_at = self.first_at or now
+        self.last_at = now
         n = host_number(host_header.split(b":", 1)[0].decode("latin-1"))
         if n is None or n >= self.shape.hosts:
             return response(404, b"no such host\n"), 0.0
