@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import structlog
 
-from crawler import __version__, logs, serve, status
+from crawler import __version__, logs, status
 from crawler.crawl import Crawl, assemble
 from crawler.datadir import add_seeds, exclusive, has_crawl, open_frontier
 from crawler.errors import ConfigError, StopCrawl
@@ -80,6 +80,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                     _report(report)
                 crawl = Crawl(parts, progress_bar=bar)
                 if serving:
+                    from crawler import serve  # the API server: not loaded for `run` (0.1 s)
+
                     interrupted = await serve.serve(crawl, args.data_dir)
                 else:
                     interrupted = (await crawl.run()).interrupted

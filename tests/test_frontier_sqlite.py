@@ -329,6 +329,19 @@ def _tallied(path: Path) -> dict[tuple[str, str], int]:
     }
 
 
+_BY_HOST = (
+    "SELECT host, count(*), sum(state = 'queued'), sum(state = 'leased'), sum(state = 'done'),"
+    " sum(state = 'failed'), sum(state = 'skipped') FROM urls GROUP BY host ORDER BY host"
+)
+
+
+def _agree(path: Path) -> None:
+    """The tallies by state and reason (0009) and by host (0010) say what a full scan says."""
+    assert _tallied(path) == _scanned(path)
+    kept = _rows(path, "SELECT * FROM host_urls WHERE total > 0 ORDER BY host")
+    assert kept == _rows(path, _BY_HOST)
+
+
 async def test_tallies_agree_with_a_scan_through_every_kind_of_change(db_path: Path) -> None:
     """Adds (with duplicates, seeds and capped discoveries), claims, fenced completions
     (one refused), deferrals with reasons, releases and a restart's release_all: after each
@@ -337,9 +350,10 @@ async def test_tallies_agree_with_a_scan_through_every_kind_of_change(db_path: P
     try:
         urls = [_new(f"http://h{i % 4}.example/{i}") for i in range(12)]
         assert await frontier.add(urls + urls[:5]) == 12
-        assert _tallied(db_path) == _scanned(db_path) == {("queued", ""): 12}
+        assert _tallied(db_path) == {("queued", ""): 12}
+        _agree(db_path)
         leased = await frontier.claim(8, NOW, LEASE)
-        assert _tallied(db_path) == _scanned(db_path)
+        _agree(db_path)
         one, two, three, four, *rest = leased
         await frontier.release([rest[0]])
         stale = rest[0]
@@ -357,10 +371,10 @@ async def test_tallies_agree_with_a_scan_through_every_kind_of_change(db_path: P
                 discovered=found,
             )
         )
-        assert _tallied(db_path) == _scanned(db_path)
+        _agree(db_path)
         assert (await frontier.release_all()) > 0
         scanned = _scanned(db_path)
-        assert _tallied(db_path) == scanned
+        _agree(db_path)
         counts = await frontier.counts(top_hosts=0)
         by_state: dict[str, int] = {}
         for (state, _), n in scanned.items():
@@ -373,8 +387,9 @@ async def test_tallies_agree_with_a_scan_through_every_kind_of_change(db_path: P
         await frontier.aclose()
 
 
-async def test_migration_0009_tallies_a_crawl_made_before_it(db_path: Path) -> None:
-    """A database from before the tallies gets them from one scan when it is opened."""
+async def test_migrations_0009_0010_tally_a_crawl_made_before_them(db_path: Path) -> None:
+    """A database from before the tallies gets them (by state and by host) from one scan
+    when it is opened."""
     frontier = await SQLiteFrontier.open(db_path, fsync=False)
     await frontier.add([_new(f"http://a.example/{i}") for i in range(5)])
     [entry, *_] = await frontier.claim(2, NOW, LEASE)
@@ -383,12 +398,14 @@ async def test_migration_0009_tallies_a_crawl_made_before_it(db_path: Path) -> N
     )
     await frontier.aclose()
     with sqlite3.connect(db_path) as conn:  # as a version before 0009 left it
-        conn.execute("DROP TRIGGER urls_tallied")
-        conn.execute("DROP TABLE tallies")
-        conn.execute("DELETE FROM schema_migrations WHERE version = 9")
+        conn.executescript(
+            "DROP TRIGGER urls_tallied; DROP TABLE tallies;"
+            " DROP TRIGGER urls_host_moved; DROP TABLE host_urls;"
+            " DELETE FROM schema_migrations WHERE version >= 9;"
+        )
     frontier = await SQLiteFrontier.open(db_path, fsync=False)
     try:
-        assert _tallied(db_path) == _scanned(db_path)
+        _agree(db_path)
         assert (await frontier.counts(top_hosts=0)).reasons == {"tls": 1}
     finally:
         await frontier.aclose()

@@ -62,6 +62,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "frontier.sqlite_counts",
             "frontier.sqlite_errors",
             "frontier.sqlite_fencing",
+            "frontier.sqlite_insert",
             "frontier.sqlite_schema",
             "links",
             "logs",

@@ -18,7 +18,7 @@ import aiosqlite
 import anyio
 
 from crawler.errors import StorageError
-from crawler.frontier import sqlite_counts, sqlite_fencing
+from crawler.frontier import sqlite_counts, sqlite_fencing, sqlite_insert
 from crawler.frontier.sqlite_claim import RoundRobin
 from crawler.frontier.sqlite_errors import storage_error
 from crawler.frontier.sqlite_schema import migrate, migrations_dir
@@ -34,51 +34,10 @@ from crawler.frontier.values import (
 
 __all__ = ["SQLiteFrontier", "migrations_dir"]
 
-_INSERT = (
-    "INSERT OR IGNORE INTO urls"
-    " (key, url, host, depth, redirects, chain, discovered_from, origin, kind)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-# With max_pages_per_host, this connection counts URLs per host as they are inserted (a
-# temporary trigger: no cost to crawls without the cap), and a discovered URL is added only
-# while its host has fewer than ?10.
-_COUNT_PER_HOST = (
-    "CREATE TEMP TABLE host_urls (host TEXT PRIMARY KEY, urls INTEGER NOT NULL) WITHOUT ROWID",
-    "INSERT INTO temp.host_urls (host, urls) SELECT host, count(*) FROM main.urls GROUP BY host",
-    # INSERT OR IGNORE fires it only for rows really inserted: duplicates do not count.
-    "CREATE TEMP TRIGGER urls_per_host AFTER INSERT ON main.urls BEGIN"
-    " INSERT INTO host_urls (host, urls) VALUES (NEW.host, 1)"
-    " ON CONFLICT (host) DO UPDATE SET urls = urls + 1; END",
-)
-_INSERT_CAPPED = (
-    "INSERT OR IGNORE INTO urls"
-    " (key, url, host, depth, redirects, chain, discovered_from, origin, kind)"
-    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9"
-    " WHERE coalesce((SELECT urls FROM temp.host_urls WHERE host = ?3), 0) < ?10"
-)
-# Rows inserted are 'queued' with no reason: counted once per batch (migration 0009).
-_TALLY_QUEUED = (
-    "INSERT INTO tallies (state, reason, n) VALUES ('queued', '', ?)"
-    " ON CONFLICT (state, reason) DO UPDATE SET n = n + excluded.n"
-)
 _OUTPUT = (
     "INSERT INTO outputs (path, committed) VALUES (?, ?)"
     " ON CONFLICT (path) DO UPDATE SET committed = excluded.committed"
 )
-
-
-def _row(u: NewURL) -> tuple[object, ...]:
-    return (
-        u.key,
-        u.url,
-        u.host,
-        u.depth,
-        u.redirects,
-        u.chain,
-        u.discovered_from,
-        u.origin,
-        u.kind,
-    )
 
 
 class SQLiteFrontier:
@@ -113,10 +72,6 @@ class SQLiteFrontier:
             await db.execute("PRAGMA temp_store = MEMORY")
             frontier = cls(db, max_per_host, path)
             await frontier._migrate()
-            if max_per_host:
-                async with frontier._transaction() as tx:
-                    for statement in _COUNT_PER_HOST:
-                        await tx.execute(statement)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await db.close()  # else its thread keeps the process alive
@@ -168,13 +123,8 @@ class SQLiteFrontier:
 
     async def add(self, urls: Sequence[NewURL]) -> int:
         # Key order keeps the B-tree inserts local: much faster for large seed lists.
-        rows = [_row(u) for u in sorted(urls, key=lambda u: u.key)]
         async with self._transaction() as db:
-            cursor = await db.executemany(_INSERT, rows)  # rowcount leaves out trigger rows
-            added = max(cursor.rowcount, 0)
-            if added:
-                await db.execute(_TALLY_QUEUED, (added,))
-            return added
+            return await sqlite_insert.insert(db, sorted(urls, key=lambda u: u.key))
 
     async def claim(
         self,
@@ -194,15 +144,8 @@ class SQLiteFrontier:
         added = 0
         async with self._transaction() as db:
             refused = await sqlite_fencing.complete(db, batch.finished, batch.deferred)
-            if batch.discovered and self._max_per_host:
-                cap = self._max_per_host
-                rows = [(*_row(u), cap) for u in batch.discovered]
-                added = max((await db.executemany(_INSERT_CAPPED, rows)).rowcount, 0)
-            elif batch.discovered:
-                rows = [_row(u) for u in batch.discovered]
-                added = max((await db.executemany(_INSERT, rows)).rowcount, 0)
-            if added:
-                await db.execute(_TALLY_QUEUED, (added,))
+            if batch.discovered:
+                added = await sqlite_insert.insert(db, batch.discovered, self._max_per_host)
             if batch.outputs:
                 await db.executemany(_OUTPUT, list(batch.outputs.items()))
             if batch.hosts:

@@ -8,16 +8,24 @@ from typing import Any, Protocol
 
 from crawler.frontier.values import Counts, HostCounts, HostWait, State
 
-# The hosts with most queued URLs, with what their host and robots.txt rows say (grouped
-# first, so the joins run once per host, not once per URL).
+# The hosts with most queued URLs (host_urls, migration 0010: an index read), the earliest
+# start among them (urls_host_ready: one seek per host), and what their host and robots.txt
+# rows say.
 _WAITING = (
-    "SELECT q.host, q.n, q.due, coalesce(h.level, 0), coalesce(h.blocked_until, 0),"
+    "SELECT q.host, q.queued,"
+    " (SELECT min(not_before) FROM urls WHERE host = q.host AND state = 'queued'),"
+    " coalesce(h.level, 0), coalesce(h.blocked_until, 0),"
     " coalesce(h.failures, 0), coalesce(h.down_until, 0), h.down_reason,"
     " CASE WHEN r.failing_since IS NULL THEN NULL ELSE r.expires_at END"
-    " FROM (SELECT host, count(*) AS n, min(not_before) AS due FROM urls"
-    " WHERE state = 'queued' GROUP BY host ORDER BY n DESC, host LIMIT ?) AS q"
+    " FROM (SELECT host, queued FROM host_urls WHERE queued > 0"
+    " ORDER BY queued DESC, host LIMIT ?) AS q"
     " LEFT JOIN hosts AS h ON h.host = q.host LEFT JOIN robots AS r ON r.host = q.host"
-    " ORDER BY q.n DESC, q.host"
+    " ORDER BY q.queued DESC, q.host"
+)
+# The hosts with most URLs, by state in the order of `State` (host_urls: an index read).
+_HOSTS = (
+    "SELECT host, total, queued, leased, done, failed, skipped FROM host_urls"
+    " ORDER BY total DESC, host LIMIT ?"
 )
 
 
@@ -52,16 +60,11 @@ async def counts(query: Query, top_hosts: int) -> Counts:
 
 async def _hosts(query: Query, top_hosts: int) -> list[HostCounts]:
     """The `top_hosts` hosts with most URLs, with their URLs by state."""
-    columns = ", ".join(f"sum(state = '{s.value}')" for s in State)
     return [
         HostCounts(
             host=str(row[0]),
             total=int(row[1]),
             states={s.value: int(n) for s, n in zip(State, row[2:], strict=True)},
         )
-        for row in await query(
-            f"SELECT host, count(*), {columns} FROM urls GROUP BY host"
-            " ORDER BY count(*) DESC, host LIMIT ?",
-            (top_hosts,),
-        )
+        for row in await query(_HOSTS, (top_hosts,))
     ]
