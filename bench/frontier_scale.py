@@ -130,7 +130,7 @@ def one_size(args: argparse.Namespace, urls: int) -> dict[str, Any]:
         wall, rss, seeded = timed(
             [args.crawler, "seed", "--create", "--data-dir", str(data), str(world.seeds)]
         )
-        db = sum(p.stat().st_size for p in data.glob("frontier.db*"))
+        db = sum(p.stat().st_size for p in data.glob("crawl.db*"))
         row: dict[str, Any] = {
             "urls": urls,
             "hosts": hosts,

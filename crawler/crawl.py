@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ from crawler.settings import Settings
 from crawler.worker import Worker
 
 log = structlog.get_logger("crawler")
+
+# How often a running crawl records that it is alive (Frontier.beat): a restart keeps every
+# host a delay away from the previous process's last possible request, a fresh crawl does
+# not wait at all.
+BEAT_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,7 +77,11 @@ async def assemble(
             log.info("leases_released", count=released)
         fetcher = _fetcher(settings, frontier, resolver)
         policy = RetryPolicy(settings.retry)
-        scheduler = _scheduler(settings, frontier, resolver, policy, forever=forever)
+        last_beat = await frontier.last_beat()
+        quiet_since = None if last_beat is None else last_beat + BEAT_SECONDS
+        scheduler = _scheduler(
+            settings, frontier, resolver, policy, forever=forever, quiet_since=quiet_since
+        )
         seen = Seen(settings.crawl.sort_query)
         yield Pipeline(
             settings=settings,
@@ -120,6 +130,7 @@ def _scheduler(
     policy: RetryPolicy,
     *,
     forever: bool,
+    quiet_since: float | None,
 ) -> Scheduler:
     # A host is never blocked longer than any of its URLs would wait for the same header.
     max_block = min(settings.politeness.max_retry_after, settings.retry.max_retry_after)
@@ -137,6 +148,7 @@ def _scheduler(
         ),
         backoff=policy.backoff,
         resolver=resolver,
+        quiet_since=quiet_since,
     )
 
 
@@ -203,6 +215,15 @@ class Crawl:
         return self.interrupted is not None
 
     # -- running ----------------------------------------------------------------------------
+    async def _beat(self) -> None:
+        frontier, wall = self.parts.frontier, time.time
+        while True:
+            try:
+                await frontier.beat(wall())
+            except StorageError as exc:  # a full disk: the committer reports and recovers
+                log.debug("beat_failed", error=str(exc))
+            await anyio.sleep(BEAT_SECONDS)
+
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
@@ -235,6 +256,7 @@ class Crawl:
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._watch_signals)
+                outer.start_soon(self._beat)
                 outer.start_soon(run_committer)
                 outer.start_soon(log_summaries, self.tally, settings.log.summary_seconds)
                 if self._progress_bar:

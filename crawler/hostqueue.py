@@ -69,6 +69,7 @@ class HostQueue:
         profiles: Profiles,
         max_block: float | None,
         health: HealthLimits,
+        quiet_since: float | None = None,
     ) -> None:
         self._politeness = politeness
         self._keys = keys
@@ -86,8 +87,13 @@ class HostQueue:
         self._seq = 0
         self._claim_batch = claim_batch
         self.buffered = 0  # URLs in all the slots' queues
-        # Right after a start, a host may just have been hit by the previous process.
-        self._start_floor = clock() + politeness.delay
+        # A process that ran until `quiet_since` (wall clock) may have just hit any host:
+        # none starts before a delay after that. A fresh crawl starts at once.
+        self._start_floor = (
+            0.0
+            if quiet_since is None
+            else clock() + max(0.0, quiet_since + politeness.delay - wall())
+        )
         delay = politeness.delay
         per_host = politeness.per_host_concurrency
         self.cap = per_host * 2 + (  # URLs a host buffers at most

@@ -53,7 +53,10 @@ class Scheduler:
         health: HealthLimits | None = None,
         backoff: Callable[[int], float] = _doubling,
         resolver: Resolver | None = None,
+        quiet_since: float | None = None,
     ) -> None:
+        """`quiet_since`: wall clock from which the crawl's previous process sent no
+        request (None: no process ran before); no host starts before a delay after it."""
         self._backoff = backoff  # seconds between probes of a host after n failures
         self._forever = forever  # serve: an empty frontier means "wait for more", not "done"
         self._paused: set[str] = set()
@@ -71,6 +74,7 @@ class Scheduler:
             profiles=profiles or Profiles(),
             max_block=max_block,
             health=health or HealthLimits(),
+            quiet_since=quiet_since,
         )
         # The queue's slots by budget key, read here directly: workers report on every URL.
         self._slots = self._hosts.slots

@@ -282,6 +282,28 @@ def test_seeds_from_stdin_and_gzip(tmp_path: Path, make_site: SiteFactory) -> No
     assert b"<stdin>" in proc.stdout  # the bad line is reported with its source
 
 
+def test_a_fresh_crawl_sends_its_first_request_at_once(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    """No process ran on this crawl before, so no host can have just been hit: the first
+    request does not wait a delay (with `politeness.delay` 60 s it waited a minute), and
+    a second run on the same crawl, just after, does."""
+    s = make_site()
+    s.route("/only", site.ok(b"<html>one</html>"))
+    s.route("/later", site.ok(b"<html>two</html>"))
+    data = tmp_path / "crawl"
+    slow = ("politeness.delay=60", "robots.obey=false")
+    proc = _run(data, write_seeds(tmp_path / "a.txt", [s.url("/only")]), *slow)
+    assert _finish(proc, 30) == 0
+    assert sorted(index(data)) == [s.url("/only")]
+    proc = _run(data, write_seeds(tmp_path / "b.txt", [s.url("/later")]), *slow)
+    with pytest.raises(subprocess.TimeoutExpired):  # the first run's request was just now
+        proc.communicate(timeout=3)
+    proc.send_signal(signal.SIGINT)
+    _finish(proc, 15)
+    assert s.hits_for("/later") == []
+
+
 @pytest.mark.timing
 def test_politeness_holds_across_a_sigkill_restart(tmp_path: Path, make_site: SiteFactory) -> None:
     s = make_site()

@@ -684,3 +684,12 @@ async def test_cookies_round_trip(frontier: Frontier) -> None:
     await frontier.save_cookies("shop", "[]")
     assert await frontier.load_cookies("shop") == "[]"
     assert await frontier.load_cookies("other") == "[]"
+
+
+async def test_the_last_beat_is_kept(frontier: Frontier) -> None:
+    """A crawl that never ran has no beat (its first requests go at once); afterwards the
+    latest beat is what a restart keeps its politeness from."""
+    assert await frontier.last_beat() is None
+    await frontier.beat(NOW)
+    await frontier.beat(NOW + 1.5)
+    assert await frontier.last_beat() == NOW + 1.5

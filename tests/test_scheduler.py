@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,32 @@ def _advance(scheduler: Scheduler, seconds: float, *clocks: list[float]) -> None
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("quiet_for", [None, 10.0])
+async def test_a_fresh_crawl_or_one_long_stopped_starts_at_once(
+    tmp_path: Path, quiet_for: float | None
+) -> None:
+    """No process ran before (None), or the last one stopped a delay ago: the first request
+    goes out at once (the first request of every crawl waited a whole delay before)."""
+    frontier = await _frontier(tmp_path, {"a.example": 2})
+    scheduler = Scheduler(
+        frontier,
+        PolitenessSettings(per_host_concurrency=2, delay=10.0),
+        FrontierSettings(claim_batch=8),
+        quiet_since=None if quiet_for is None else time.time() - quiet_for,
+    )
+    send, receive = anyio.create_memory_object_stream[Entry](0)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run, send)
+            with anyio.fail_after(2):
+                await receive.receive()
+            scheduler.stop()
+    finally:
+        receive.close()
+        await frontier.aclose()
+
+
+@pytest.mark.anyio
 async def test_delay_holds_after_start_and_between_requests(tmp_path: Path) -> None:
     frontier = await _frontier(tmp_path, {"a.example": 3})
     now = [1000.0]
@@ -57,6 +84,7 @@ async def test_delay_holds_after_start_and_between_requests(tmp_path: Path) -> N
         PolitenessSettings(per_host_concurrency=2, delay=10.0),
         FrontierSettings(claim_batch=8),
         clock=lambda: now[0],
+        quiet_since=time.time(),  # the previous process was running just now
     )
     send, receive = anyio.create_memory_object_stream[Entry](0)
     try:
@@ -442,6 +470,7 @@ def test_the_host_queue_hands_out_the_first_start_and_a_busy_host_waits() -> Non
         profiles=Profiles(),
         max_block=None,
         health=HealthLimits(),
+        quiet_since=5e8,  # the previous process ran until now
     )
     entries = [Entry(key=i, url=f"http://{h}/", host=h) for i, h in enumerate("aab")]
     for entry, budget in zip(entries, hosts.budgets(entries), strict=True):

@@ -20,6 +20,9 @@ The contract every backend keeps (`tests/test_frontier_contract.py` pins it):
   whose `lease_until` has passed (with a new token). SQLite does not: one process owns the
   crawl, its leases last as long as it runs (none is renewed), and `release_all` at start
   takes back the leases of a process that died.
+- **beat** records that this process is alive and may be sending requests (every
+  `BEAT_SECONDS`); `last_beat` reads the latest, so a restart keeps politeness towards
+  hosts the previous process may have just hit, and a fresh crawl starts at once.
 - **commit** is atomic: terminal states, deferrals (attempts charged, `not_before` set),
   discovered URLs, output lengths and host states, all or nothing.
 
@@ -106,6 +109,14 @@ class Frontier(Protocol):
 
     async def has_pending(self) -> bool:
         """Whether any URL is queued or leased."""
+        ...
+
+    async def beat(self, at: float) -> None:
+        """Record that a crawl process was alive at wall-clock `at`."""
+        ...
+
+    async def last_beat(self) -> float | None:
+        """The latest `beat` recorded, or None if no crawl process ever ran on it."""
         ...
 
     async def load_cookies(self, profile: str) -> str | None:

@@ -223,6 +223,18 @@ class SQLiteFrontier:
                 (record.host, record.body, record.status, record.expires_at, record.failing_since),
             )
 
+    async def beat(self, at: float) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO meta (name, value) VALUES ('beat', ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (repr(at),),
+            )
+
+    async def last_beat(self) -> float | None:
+        rows = await self._query("SELECT value FROM meta WHERE name = 'beat'")
+        return float(rows[0][0]) if rows else None
+
     async def load_cookies(self, profile: str) -> str | None:
         rows = await self._query("SELECT jar FROM cookies WHERE profile = ?", (profile,))
         return str(rows[0][0]) if rows else None
