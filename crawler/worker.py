@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -149,12 +150,15 @@ class Worker:
     async def _request(self, entry: Entry) -> tuple[Response, str]:
         """One request: a sitemap is kept whole (up to its cap); a page's body is kept for
         its links only while the crawl may go deeper."""
-        self._scheduler.started(entry.host)
+        # Booked at the hand-off, and again when the request is written: a new connection's
+        # setup must not shorten the delay the server sees from the previous request.
+        sent = functools.partial(self._scheduler.started, entry.host)
+        sent()
         if entry.kind == "sitemap":
             cap = sitemaps.MAX_BYTES  # parsed from memory, whole
-            return await self._fetcher.fetch(entry.url, keep=cap, cap=cap)
+            return await self._fetcher.fetch(entry.url, keep=cap, cap=cap, on_send=sent)
         keep = links.MAX_BYTES if entry.depth < self._crawl.max_depth else 0
-        return await self._fetcher.fetch(entry.url, keep)
+        return await self._fetcher.fetch(entry.url, keep, on_send=sent)
 
     def _finish(
         self,

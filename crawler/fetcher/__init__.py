@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +30,7 @@ from crawler.fetcher.auth import (
 )
 from crawler.fetcher.body import payload_digest, read_body
 from crawler.fetcher.clients import Clients
-from crawler.fetcher.network import OPENED
+from crawler.fetcher.network import OPENED, SENDING
 from crawler.fetcher.transport import (
     GuardedPools,
     TransportFactory,
@@ -158,6 +158,7 @@ class Fetcher:
         keep: int = 0,
         cap: int | None = None,
         credentials: bool = True,
+        on_send: Callable[[], None] | None = None,
     ) -> tuple[Response, str]:
         """GET `url`; returns the response (body spooled, raw) and its payload digest.
 
@@ -165,13 +166,15 @@ class Fetcher:
         extraction); the whole body, up to `cap`, goes to a file past SPOOL_BYTES.
 
         The first profile matching `url` sets the transport, and unless `credentials` is
-        false (robots.txt) also its headers, auth and cookies.
+        false (robots.txt) also its headers, auth and cookies. `on_send` is called when the
+        request is first written to a connection (after DNS, connect and TLS).
 
         Raises a FetchError; its `fresh_connection` says whether the attempt opened a new
         connection (a failure on a reused one deserves a quick retry).
         """
         opened: list[str] = []
         token = OPENED.set(opened)
+        sending = SENDING.set(on_send)
         body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
         deadline = self._settings.deadline
         try:
@@ -187,6 +190,7 @@ class Fetcher:
             raise ours from (None if isinstance(exc, TimeoutError) else exc)
         finally:
             OPENED.reset(token)
+            SENDING.reset(sending)
 
     @asynccontextmanager
     async def _send(self, call: _Call) -> AsyncIterator[httpx2.Response]:

@@ -8,7 +8,7 @@ import ipaddress
 import select
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import Any
 
@@ -22,6 +22,9 @@ from crawler.guard import AddressGuard
 # The hosts the fetch running in this context connected to (None: no fetch is listening).
 # Module-level, as context variables should be: each fetch sets a list of its own.
 OPENED: ContextVar[list[str] | None] = ContextVar("crawler_fetcher_opened", default=None)
+# Called (once) when the fetch running in this context first writes to a connection: its
+# request goes out now, after any DNS lookup, connect and TLS handshake.
+SENDING: ContextVar[Callable[[], None] | None] = ContextVar("crawler_fetcher_sending", default=None)
 
 
 def note_connection(host: str) -> None:
@@ -114,6 +117,10 @@ class Connection(httpcore2.AsyncNetworkStream):
         return await self._inner.read(max_bytes, timeout)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        sending = SENDING.get()
+        if sending is not None:
+            SENDING.set(None)
+            sending()
         await self._inner.write(buffer, timeout)
 
     async def aclose(self) -> None:
