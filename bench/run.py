@@ -666,7 +666,7 @@ def run_crawler_world(args: argparse.Namespace, world: Any, seeds: list[str], i:
     cmd = [str(crawler_exe()), "run", "--data-dir", str(data_dir), "--seeds", str(world.seeds)]
     cmd += ["--config", str(world.config), "--quiet"]
     for item in [
-        *WORLD_SETTINGS,
+        *([] if args.world_defaults else WORLD_SETTINGS),
         f"fetch.concurrency={args.world_concurrency}",
         'log.level="warning"',
     ]:
@@ -798,6 +798,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--world-hosts", type=int, default=50_000, help="world: hosts (W1)")
     p.add_argument("--world-urls", type=int, default=200_000, help="world: seeds (W1)")
     p.add_argument("--world-max-per-host", type=int, default=30, help="world: largest host")
+    p.add_argument(
+        "--world-defaults",
+        action="store_true",
+        help="world: the crawler with its default waits (W1 as the issue states it), not the "
+        "shorter ones of tests/test_world.py",
+    )
     p.add_argument(
         "--world-concurrency", type=int, default=1000, help="world: both tools' concurrency"
     )
