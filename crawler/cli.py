@@ -16,7 +16,7 @@ import structlog
 
 from crawler import __version__, logs, status
 from crawler.crawl import Crawl, assemble
-from crawler.datadir import add_seeds, exclusive, has_crawl, open_frontier
+from crawler.datadir import add_seeds, exclusive, has_crawl, open_frontier, storage_url
 from crawler.errors import ConfigError, StopCrawl
 from crawler.seeds import SeedReport, seed_files_exist
 from crawler.settings import Settings, load_settings
@@ -104,7 +104,8 @@ def _no_crawl(data_dir: Path) -> ConfigError:
 
 
 async def _seed(args: argparse.Namespace, settings: Settings) -> int:
-    if not args.create and not has_crawl(args.data_dir):  # a typo must not start a crawl
+    shared = bool(storage_url(settings))  # the crawl is in PostgreSQL, not in the directory
+    if not args.create and not shared and not has_crawl(args.data_dir):  # a typo: no new crawl
         raise ConfigError(f"{_no_crawl(args.data_dir)}; --create starts one there")
     frontier = await open_frontier(args.data_dir, settings)
     report = SeedReport()
@@ -118,7 +119,7 @@ async def _seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _status(args: argparse.Namespace, settings: Settings) -> int:
-    if not has_crawl(args.data_dir):
+    if not storage_url(settings) and not has_crawl(args.data_dir):
         raise _no_crawl(args.data_dir)
     frontier = await open_frontier(args.data_dir, settings)
     try:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import fcntl
+import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
 
-from crawler.errors import StorageError, storage_error
+from crawler.errors import ConfigError, StorageError, storage_error
 from crawler.frontier import Frontier
+from crawler.frontier.postgres import PostgresFrontier, redacted
 from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.models import NewURL
 from crawler.seeds import SeedReport, read_seeds
@@ -59,8 +61,44 @@ def exclusive(data_dir: Path) -> Iterator[None]:
         yield
 
 
-async def open_frontier(data_dir: Path, settings: Settings) -> SQLiteFrontier:
+def storage_url(settings: Settings) -> str:
+    """The shared frontier's URL (storage.url or the file storage.url_file names), or ""."""
+    storage = settings.storage
+    if storage.url and storage.url_file:
+        raise ConfigError("storage.url and storage.url_file: give only one")
+    url = storage.url
+    if storage.url_file:
+        try:
+            url = Path(storage.url_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise ConfigError(
+                f"storage.url_file: cannot read {storage.url_file}: {reason}"
+            ) from None
+    if url and not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"storage.url: must be a postgresql:// URL, got {redacted(url)}")
+    return url
+
+
+def node_name(settings: Settings) -> str:
+    return settings.node.name or socket.gethostname()
+
+
+async def open_frontier(data_dir: Path, settings: Settings) -> Frontier:
+    """The crawl's frontier: shared in PostgreSQL (storage.url), else SQLite in `data_dir`."""
     await anyio.to_thread.run_sync(make_data_dir, data_dir)
+    url = storage_url(settings)
+    if url:
+        # A lease must outlive any fetch and its commit, or a live node's URL is taken over.
+        needed = settings.fetch.deadline + settings.storage.commit_interval
+        if settings.frontier.lease_seconds <= needed:
+            raise ConfigError(
+                f"frontier.lease_seconds = {settings.frontier.lease_seconds:g}: must be more"
+                f" than fetch.deadline + storage.commit_interval ({needed:g}) with storage.url"
+            )
+        return await PostgresFrontier.open(
+            url, node=node_name(settings), max_per_host=settings.crawl.max_pages_per_host
+        )
     return await SQLiteFrontier.open(
         data_dir / DB_NAME,
         fsync=settings.storage.fsync,

@@ -96,6 +96,13 @@ class StorageSettings:
     commit_interval: float = 0.5
     commit_batch: int = 256
     busy_timeout: float = 30.0
+    url: str = ""  # postgresql://...: a frontier shared by several nodes ("": SQLite)
+    url_file: str = ""  # a file holding that URL (a secret: it may carry a password)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSettings:
+    name: str = ""  # this node's name in a shared crawl ("": the host name)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +143,7 @@ class Settings:
     network: NetworkSettings = field(default_factory=NetworkSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    node: NodeSettings = field(default_factory=NodeSettings)
     frontier: FrontierSettings = field(default_factory=FrontierSettings)
     shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
     log: LogSettings = field(default_factory=LogSettings)

@@ -17,9 +17,11 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
+import asyncpg
 import pytest
 
 from crawler.frontier import Frontier
+from crawler.frontier.postgres import PostgresFrontier
 from crawler.frontier.sqlite import SQLiteFrontier
 from crawler.frontier.values import (
     CommitBatch,
@@ -33,6 +35,7 @@ from crawler.frontier.values import (
     State,
 )
 from crawler.urls import canonical, host_of, url_key
+from tests.postgres import new_database
 
 NOW = 1_700_000_000.0
 LEASE = NOW + 86_400  # later than any `now` these tests claim at, except to see it expire
@@ -78,7 +81,37 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
         await frontier.aclose()
 
 
-STORES: list[Callable[[Path], AbstractAsyncContextManager[Store]]] = [sqlite_store]
+class PostgresStore:
+    takes_back_expired = True  # nodes share the crawl: a silent node's leases expire
+
+    def __init__(self, frontier: PostgresFrontier, url: str) -> None:
+        self.frontier: Frontier = frontier
+        self._url = url
+
+    async def row(self, key: int) -> dict[str, Any]:
+        conn = await asyncpg.connect(self._url)
+        try:
+            row = await conn.fetchrow("SELECT * FROM urls WHERE key = $1", key)
+        finally:
+            await conn.close()
+        assert row is not None, f"no URL with key {key}"
+        return dict(row)
+
+
+@asynccontextmanager
+async def postgres_store(tmp_path: Path) -> AsyncIterator[Store]:
+    url = await new_database()
+    frontier = await PostgresFrontier.open(url, node="node-a")
+    try:
+        yield PostgresStore(frontier, url)
+    finally:
+        await frontier.aclose()
+
+
+STORES: list[Callable[[Path], AbstractAsyncContextManager[Store]]] = [
+    sqlite_store,
+    postgres_store,
+]
 
 
 @pytest.fixture(params=STORES, ids=lambda opener: opener.__name__.removesuffix("_store"))

@@ -57,9 +57,11 @@ LAYERS: list[tuple[str, set[str]]] = [
             "fetcher.pool",
             "fetcher.transport",
             "frontier",
+            "frontier.postgres",
+            "frontier.postgres_schema",
+            "frontier.reports",
             "frontier.sqlite",
             "frontier.sqlite_claim",
-            "frontier.sqlite_counts",
             "frontier.sqlite_errors",
             "frontier.sqlite_fencing",
             "frontier.sqlite_insert",
@@ -113,6 +115,7 @@ PUBLIC = {"frontier.values"}
 OWNERS: dict[str, str] = {
     "aiodns": "dns",
     "aiosqlite": "frontier.sqlite",  # and its helpers frontier.sqlite_*
+    "asyncpg": "frontier.postgres",  # and frontier.postgres_schema
     "httpcore2": "fetcher",  # the package crawler/fetcher/
     "httpx2": "fetcher",
     "hypercorn": "api",

@@ -18,7 +18,7 @@ import aiosqlite
 import anyio
 
 from crawler.errors import StorageError
-from crawler.frontier import sqlite_counts, sqlite_fencing, sqlite_insert
+from crawler.frontier import reports, sqlite_fencing, sqlite_insert
 from crawler.frontier.sqlite_claim import RoundRobin
 from crawler.frontier.sqlite_errors import storage_error
 from crawler.frontier.sqlite_schema import migrate, migrations_dir
@@ -189,8 +189,8 @@ class SQLiteFrontier:
 
     async def counts(self, top_hosts: int = 10) -> Counts:
         if not top_hosts or self._path is None:
-            return await sqlite_counts.counts(self._query, top_hosts)  # tallies: a few rows
-        return await sqlite_counts.counts(self._report, top_hosts)
+            return await reports.counts(self._query, top_hosts)  # tallies: a few rows
+        return await reports.counts(self._report, top_hosts)
 
     async def _report(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """A read for the per-host lists of a report, which group every URL (seconds at

@@ -1,8 +1,8 @@
-"""The SQLite frontier's report: URLs by state and reason, the biggest hosts, the waiting ones."""
+"""A frontier's report, in SQL both backends run: URLs by state and reason, the biggest
+hosts, the waiting ones (from the `tallies` and `host_urls` tables both keep)."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -30,17 +30,21 @@ _HOSTS = (
 
 
 class Query(Protocol):
-    """One read of the frontier (`SQLiteFrontier._query`: its own lock, errors translated)."""
+    """One read of the frontier, with `?` placeholders (errors translated by the backend)."""
 
-    async def __call__(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]: ...
+    async def __call__(self, sql: str, params: Sequence[Any] = ()) -> Sequence[Sequence[Any]]: ...
 
 
-async def counts(query: Query, top_hosts: int) -> Counts:
-    """`SQLiteFrontier.counts`: one read for each part of the report."""
+_TALLIES = "SELECT state, reason, n FROM tallies WHERE n != 0"
+
+
+async def counts(query: Query, top_hosts: int, tallies: str = _TALLIES) -> Counts:
+    """`Frontier.counts`: one read for each part of the report; `tallies` reads the URLs
+    by (state, reason, n)."""
     states = {s.value: 0 for s in State}
     reasons: dict[str, int] = {}
     # Kept by every change (migration 0009): a few rows, whatever the size of the frontier.
-    for state, reason, n in await query("SELECT state, reason, n FROM tallies WHERE n != 0"):
+    for state, reason, n in await query(tallies):
         states[str(state)] = states.get(str(state), 0) + int(n)
         if state in ("failed", "skipped"):
             reasons[str(reason)] = reasons.get(str(reason), 0) + int(n)

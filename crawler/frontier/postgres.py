@@ -1,0 +1,483 @@
+"""PostgreSQL frontier (asyncpg): one crawl shared by several nodes (`storage.url`).
+
+Each node names itself (`node.name`); its leases carry its name, so `release_all` at its
+start takes back only its own, and a node that died loses its leases when they expire: a
+claim takes back any lease past its `lease_until` (under a new token, so the dead node's
+late completions are refused). Output lengths are kept per node (each writes its own
+files). Counts by state and host are kept by statement triggers (migration 0001).
+
+Every method is one short transaction; one that deadlocks with another node's is retried.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeAlias, TypeVar
+from urllib.parse import urlsplit
+
+import anyio
+import asyncpg
+from asyncpg import Record
+from asyncpg.pool import PoolConnectionProxy
+
+from crawler.errors import StorageError
+from crawler.frontier import reports
+from crawler.frontier.postgres_schema import migrate
+from crawler.frontier.values import (
+    CommitBatch,
+    Committed,
+    Counts,
+    Entry,
+    HostState,
+    NewURL,
+    RobotsRecord,
+)
+
+__all__ = ["PostgresFrontier", "redacted"]
+
+T = TypeVar("T")
+Conn: TypeAlias = "PoolConnectionProxy[Record]"
+_RETRIED = ("40P01", "40001")  # deadlock detected, serialization failure
+_TRIES = 5
+
+_ENTRY = (
+    "key, url, host, attempts, depth, redirects, chain, discovered_from, status, origin, kind,"
+    " lease_token"
+)
+_INSERT = (
+    "INSERT INTO urls (key, url, host, depth, redirects, chain, discovered_from, origin, kind)"
+    " SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::int[],"
+    " $6::text[], $7::text[], $8::text[], $9::text[])"
+    " ON CONFLICT (key) DO NOTHING"
+)
+# Leases past their expiry go back to the queue first: their holder went silent.
+_EXPIRED = (
+    "UPDATE urls SET state = 'queued', lease_until = NULL, lease_node = NULL"
+    " WHERE state = 'leased' AND lease_until < $1"
+)
+_WALK = (
+    "WITH RECURSIVE walk(host, n) AS ("
+    " (SELECT host, 1 FROM urls WHERE state = 'queued' AND host > $1 ORDER BY host LIMIT 1)"
+    " UNION ALL SELECT (SELECT u.host FROM urls AS u WHERE u.state = 'queued'"
+    " AND u.host > w.host ORDER BY u.host LIMIT 1), w.n + 1 FROM walk AS w"
+    " WHERE w.host IS NOT NULL AND w.n < $2)"
+    " SELECT host FROM walk WHERE host IS NOT NULL"
+)
+_PICK = (
+    "SELECT h.host, u.key FROM unnest($1::text[]) WITH ORDINALITY AS h(host, ord)"
+    " CROSS JOIN LATERAL (SELECT key FROM urls WHERE state = 'queued' AND host = h.host"
+    " AND not_before <= $2 ORDER BY not_before, key LIMIT $3) AS u"
+    " WHERE NOT EXISTS (SELECT 1 FROM hosts WHERE hosts.host = h.host"
+    " AND hosts.blocked_until > $2 AND hosts.down_until <= $2)"
+    " ORDER BY h.ord LIMIT $4"
+)
+_LEASE = (
+    "UPDATE urls SET state = 'leased', lease_until = $1, lease_token = $3, lease_node = $4"
+    f" WHERE key = ANY($2::bigint[]) AND state = 'queued' RETURNING {_ENTRY}"
+)
+_HELD = (
+    "SELECT key, lease_token FROM urls WHERE key = ANY($1::bigint[]) AND state = 'leased'"
+    " FOR UPDATE"
+)
+_FINISH = (
+    "UPDATE urls AS u SET state = f.state, reason = f.reason, status = f.status,"
+    " attempts = f.attempts, finished_at = f.finished_at, lease_until = NULL, lease_node = NULL"
+    " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::int[],"
+    " $6::float8[]) AS f(key, state, reason, status, attempts, finished_at)"
+    " WHERE u.key = f.key"
+)
+_DEFER = (
+    "UPDATE urls AS u SET state = 'queued', attempts = d.attempts, not_before = d.not_before,"
+    " reason = d.reason, status = d.status, lease_until = NULL, lease_node = NULL"
+    " FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::text[], $5::int[])"
+    " AS d(key, attempts, not_before, reason, status) WHERE u.key = d.key"
+)
+_RELEASE = (
+    "UPDATE urls AS u SET state = 'queued', not_before = greatest(u.not_before, $3),"
+    " lease_until = NULL, lease_node = NULL"
+    " FROM unnest($1::bigint[], $2::bigint[]) AS r(key, token)"
+    " WHERE u.key = r.key AND u.state = 'leased' AND u.lease_token = r.token"
+)
+_HOSTS = (
+    "INSERT INTO hosts (host, level, blocked_until, failures, down_until, down_reason)"
+    " SELECT * FROM unnest($1::text[], $2::float8[], $3::float8[], $4::int[], $5::float8[],"
+    " $6::text[]) ORDER BY 1"
+    " ON CONFLICT (host) DO UPDATE SET level = excluded.level,"
+    " blocked_until = excluded.blocked_until, failures = excluded.failures,"
+    " down_until = excluded.down_until, down_reason = excluded.down_reason"
+)
+_OUTPUTS = (
+    "INSERT INTO outputs (node, path, committed) SELECT $1, * FROM unnest($2::text[],"
+    " $3::bigint[]) ON CONFLICT (node, path) DO UPDATE SET committed = excluded.committed"
+)
+
+
+def redacted(url: str) -> str:
+    """A database URL fit for logs and errors: no password, no user name."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "postgresql://(unparsable URL)"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _rows(urls: Sequence[NewURL]) -> list[list[Any]]:
+    columns: list[list[Any]] = [[] for _ in range(9)]
+    for u in urls:
+        for column, value in zip(
+            columns,
+            (u.key, u.url, u.host, u.depth, u.redirects, u.chain, u.discovered_from, u.origin,
+             u.kind),
+            strict=True,
+        ):  # fmt: skip
+            column.append(value)
+    return columns
+
+
+class PostgresFrontier:
+    """The frontier in a PostgreSQL database shared by the crawl's nodes."""
+
+    def __init__(self, pool: asyncpg.Pool, url: str, node: str, max_per_host: int) -> None:
+        self._pool = pool
+        self._url = url
+        self._node = node
+        self._max_per_host = max_per_host
+        self._cursor = ""  # the host where this node's last claim stopped its walk
+
+    @classmethod
+    async def open(
+        cls, url: str, *, node: str, max_per_host: int = 0, timeout: float = 10.0
+    ) -> PostgresFrontier:
+        """Connect (a small pool), apply the migrations not yet applied (once, even when
+        several nodes start together) and register the node."""
+        try:
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=4, timeout=timeout)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise StorageError(
+                f"cannot connect to the frontier database {redacted(url)}: {_why(exc, url)}"
+            ) from exc
+        frontier = cls(pool, url, node, max_per_host)
+        try:
+            await frontier._run(migrate)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await pool.close()
+            raise
+        return frontier
+
+    # -- plumbing -----------------------------------------------------------------------------
+    async def _run(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        """`work` in one transaction, retried when it deadlocks with another node's."""
+        for attempt in range(_TRIES):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    return await work(conn)
+            except asyncpg.PostgresError as exc:
+                if getattr(exc, "sqlstate", None) in _RETRIED and attempt < _TRIES - 1:
+                    await anyio.sleep(0.01 * 2**attempt)
+                    continue
+                raise self._error(exc) from exc
+            except (OSError, asyncpg.InterfaceError) as exc:
+                raise self._error(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _error(self, exc: BaseException) -> StorageError:
+        return StorageError(f"frontier database {redacted(self._url)}: {_why(exc, self._url)}")
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[Conn]:
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise self._error(exc) from exc
+
+    # -- the contract -------------------------------------------------------------------------
+    async def add(self, urls: Sequence[NewURL]) -> int:
+        return await self._run(lambda conn: self._insert(conn, urls, 0))
+
+    async def _insert(self, conn: Conn, urls: Sequence[NewURL], cap: int) -> int:
+        fresh: dict[int, NewURL] = {}
+        for u in sorted(urls, key=lambda u: u.key):
+            fresh.setdefault(u.key, u)
+        if cap and fresh:
+            hosts = sorted({u.host for u in fresh.values()})
+            rows = await conn.fetch(
+                "SELECT host, total FROM host_urls WHERE host = ANY($1::text[])", hosts
+            )
+            room = {str(r["host"]): cap - int(r["total"]) for r in rows}
+            known = {
+                int(r["key"])
+                for r in await conn.fetch(
+                    "SELECT key FROM urls WHERE key = ANY($1::bigint[])", list(fresh)
+                )
+            }
+            for key, u in list(fresh.items()):
+                if key in known:
+                    continue
+                left = room.get(u.host, cap)
+                if left > 0:
+                    room[u.host] = left - 1
+                else:
+                    del fresh[key]
+        if not fresh:
+            return 0
+        status = await conn.execute(_INSERT, *_rows(list(fresh.values())))
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def claim(
+        self,
+        limit: int,
+        now: float,
+        lease_until: float,
+        per_host: int = 0,
+        room: Mapping[str, int] | None = None,
+    ) -> list[Entry]:
+        return await self._run(
+            lambda conn: self._claim(conn, limit, now, lease_until, per_host or limit, room or {})
+        )
+
+    async def _claim(
+        self,
+        conn: Conn,
+        limit: int,
+        now: float,
+        lease_until: float,
+        per_host: int,
+        room: Mapping[str, int],
+    ) -> list[Entry]:
+        await conn.execute(_EXPIRED, now)
+        no_room = sum(1 for free in room.values() if free <= 0)
+        walked = await self._walk(conn, limit + no_room)
+        if not walked:
+            return []
+        self._cursor = walked[-1]
+        hosts = [host for host in walked if room.get(host, per_host) > 0]
+        if not hosts:
+            return []
+        share = min(per_host, max(1, -(-limit // len(hosts))))
+        picked = [(str(r[0]), int(r[1])) for r in await conn.fetch(_PICK, hosts, now, share, limit)]
+        counts: dict[str, int] = {}
+        for host, _ in picked:
+            counts[host] = counts.get(host, 0) + 1
+        full = [host for host in hosts if counts.get(host, 0) >= share]
+        if len(picked) < limit and share < per_host and full:
+            more = await conn.fetch(_PICK, full, now, per_host, limit + share * len(full))
+            again = {key for _, key in picked}
+            picked += [(str(r[0]), int(r[1])) for r in more if int(r[1]) not in again]
+        keys: list[int] = []
+        taken: dict[str, int] = {}
+        for host, key in picked:
+            if taken.get(host, 0) < room.get(host, per_host):
+                taken[host] = taken.get(host, 0) + 1
+                keys.append(key)
+                if len(keys) >= limit:
+                    self._cursor = host
+                    break
+        if not keys:
+            return []
+        token = await conn.fetchval("SELECT nextval('lease_tokens')")
+        rows = await conn.fetch(_LEASE, lease_until, sorted(keys), token, self._node)
+        return [Entry(*row) for row in rows]
+
+    async def _walk(self, conn: Conn, limit: int) -> list[str]:
+        hosts = [str(r[0]) for r in await conn.fetch(_WALK, self._cursor, limit)]
+        if len(hosts) < limit and self._cursor:
+            seen = set(hosts)
+            more = await conn.fetch(_WALK, "", limit - len(hosts))
+            hosts += [str(r[0]) for r in more if str(r[0]) not in seen]
+        return hosts
+
+    async def commit(self, batch: CommitBatch) -> Committed:
+        return await self._run(lambda conn: self._commit(conn, batch))
+
+    async def _commit(self, conn: Conn, batch: CommitBatch) -> Committed:
+        leases = [(f.key, f.token) for f in batch.finished]
+        leases += [(d.key, d.token) for d in batch.deferred]
+        held: dict[int, int] = {}
+        if leases:
+            rows = await conn.fetch(_HELD, sorted(key for key, _ in leases))
+            held = {int(r["key"]): int(r["lease_token"]) for r in rows}
+        finishing = [f for f in batch.finished if held.get(f.key) == f.token]
+        if finishing:
+            await conn.execute(
+                _FINISH,
+                [f.key for f in finishing],
+                [f.state.value for f in finishing],
+                [f.reason for f in finishing],
+                [f.status for f in finishing],
+                [f.attempts for f in finishing],
+                [f.finished_at for f in finishing],
+            )
+        deferring = [d for d in batch.deferred if held.get(d.key) == d.token]
+        if deferring:
+            await conn.execute(
+                _DEFER,
+                [d.key for d in deferring],
+                [d.attempts for d in deferring],
+                [d.not_before for d in deferring],
+                [d.reason for d in deferring],
+                [d.status for d in deferring],
+            )
+        added = 0
+        if batch.discovered:
+            added = await self._insert(conn, batch.discovered, self._max_per_host)
+        if batch.outputs:
+            paths = sorted(batch.outputs)
+            await conn.execute(_OUTPUTS, self._node, paths, [batch.outputs[p] for p in paths])
+        if batch.hosts:
+            hosts = sorted(batch.hosts, key=lambda h: h.host)
+            await conn.execute(
+                _HOSTS,
+                [h.host for h in hosts],
+                [h.level for h in hosts],
+                [h.blocked_until for h in hosts],
+                [h.failures for h in hosts],
+                [h.down_until for h in hosts],
+                [h.down_reason for h in hosts],
+            )
+        refused = sorted({key for key, token in leases if held.get(key) != token})
+        return Committed(added, tuple(refused))
+
+    async def release(self, entries: Sequence[Entry], not_before: float = 0.0) -> None:
+        if entries:
+            ordered = sorted(entries, key=lambda e: e.key)
+            await self._run(
+                lambda conn: conn.execute(
+                    _RELEASE, [e.key for e in ordered], [e.token for e in ordered], not_before
+                )
+            )
+
+    async def release_all(self) -> int:
+        """Release this node's leases (a node starting again: its last run left them)."""
+        status = await self._run(
+            lambda conn: conn.execute(
+                "UPDATE urls SET state = 'queued', lease_until = NULL, lease_node = NULL"
+                " WHERE state = 'leased' AND lease_node = $1",
+                self._node,
+            )
+        )
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def next_due(self) -> float | None:
+        async with self._read() as conn:
+            due = await conn.fetchval("SELECT min(not_before) FROM urls WHERE state = 'queued'")
+        return None if due is None else float(due)
+
+    async def has_pending(self) -> bool:
+        async with self._read() as conn:
+            return bool(
+                await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM urls WHERE state = 'queued')"
+                    " OR EXISTS (SELECT 1 FROM urls WHERE state = 'leased')"
+                )
+            )
+
+    async def committed_outputs(self) -> dict[str, int]:
+        async with self._read() as conn:
+            rows = await conn.fetch(
+                "SELECT path, committed FROM outputs WHERE node = $1", self._node
+            )
+        return {str(r["path"]): int(r["committed"]) for r in rows}
+
+    async def counts(self, top_hosts: int = 10) -> Counts:
+        async with self._read() as conn:
+
+            async def query(sql: str, params: Sequence[Any] = ()) -> list[Any]:
+                return list(await conn.fetch(_dollars(sql), *params))
+
+            return await reports.counts(query, top_hosts, tallies=_TALLIES)
+
+    async def robots(self, host: str) -> RobotsRecord | None:
+        async with self._read() as conn:
+            row = await conn.fetchrow(
+                "SELECT host, body, status, expires_at, failing_since FROM robots WHERE host = $1",
+                host,
+            )
+        return None if row is None else RobotsRecord(*row)
+
+    async def save_robots(self, record: RobotsRecord) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO robots (host, body, status, expires_at, failing_since)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (host) DO UPDATE SET"
+                " body = excluded.body, status = excluded.status,"
+                " expires_at = excluded.expires_at, failing_since = excluded.failing_since",
+                record.host,
+                record.body,
+                record.status,
+                record.expires_at,
+                record.failing_since,
+            )
+        )
+
+    async def beat(self, at: float) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO nodes (name, started_at, beat_at) VALUES ($1, $2, $2)"
+                " ON CONFLICT (name) DO UPDATE SET beat_at = excluded.beat_at",
+                self._node,
+                at,
+            )
+        )
+
+    async def last_beat(self) -> float | None:
+        async with self._read() as conn:
+            at = await conn.fetchval("SELECT beat_at FROM nodes WHERE name = $1", self._node)
+        return None if at is None else float(at)
+
+    async def load_cookies(self, profile: str) -> str | None:
+        async with self._read() as conn:
+            jar = await conn.fetchval("SELECT jar FROM cookies WHERE profile = $1", profile)
+        return None if jar is None else str(jar)
+
+    async def save_cookies(self, profile: str, jar: str) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO cookies (profile, jar) VALUES ($1, $2)"
+                " ON CONFLICT (profile) DO UPDATE SET jar = excluded.jar",
+                profile,
+                jar,
+            )
+        )
+
+    async def host_states(self, hosts: Sequence[str]) -> dict[str, HostState]:
+        if not hosts:
+            return {}
+        async with self._read() as conn:
+            rows = await conn.fetch(
+                "SELECT host, level, blocked_until, failures, down_until, down_reason"
+                " FROM hosts WHERE host = ANY($1::text[])",
+                list(dict.fromkeys(hosts)),
+            )
+        return {str(r[0]): HostState(*r) for r in rows}
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._pool.close()
+
+
+# The tallies are kept in shards: the report sums them.
+_TALLIES = (
+    "SELECT state, reason, sum(n) AS n FROM tallies GROUP BY state, reason HAVING sum(n) != 0"
+)
+
+
+def _dollars(sql: str) -> str:
+    """SQLite's `?` placeholders as PostgreSQL's `$1, $2, ...`."""
+    numbers = iter(range(1, 1000))
+    return re.sub(r"\?", lambda _: f"${next(numbers)}", sql)
+
+
+def _why(exc: BaseException, url: str) -> str:
+    """The reason in `exc`, with any password of `url` taken out."""
+    text = str(exc) or type(exc).__name__
+    password = urlsplit(url).password if "://" in url else None
+    if password:
+        text = text.replace(password, "***")
+    return json.dumps(text)[1:-1]

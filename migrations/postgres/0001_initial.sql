@@ -1,0 +1,151 @@
+-- The shared frontier of a crawl run by several nodes (issue 13): the SQLite schema as of
+-- its migration 0010, for PostgreSQL. Times are wall-clock seconds (double precision).
+
+-- One row per canonical URL, keyed by a 64-bit hash of its canonical form.
+CREATE TABLE urls (
+    key             BIGINT PRIMARY KEY,
+    url             TEXT    NOT NULL,
+    host            TEXT    NOT NULL,          -- politeness key: host[:port]
+    state           TEXT    NOT NULL DEFAULT 'queued',
+    not_before      DOUBLE PRECISION NOT NULL DEFAULT 0,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    depth           INTEGER NOT NULL DEFAULT 0,
+    redirects       INTEGER NOT NULL DEFAULT 0,
+    chain           TEXT    NOT NULL DEFAULT '',
+    discovered_from TEXT,
+    lease_until     DOUBLE PRECISION,
+    lease_token     BIGINT,
+    lease_node      TEXT,                      -- the node holding the lease
+    reason          TEXT,
+    status          INTEGER,
+    finished_at     DOUBLE PRECISION,
+    origin          TEXT,
+    kind            TEXT
+) WITH (fillfactor = 85, autovacuum_vacuum_scale_factor = 0.02,
+        autovacuum_analyze_scale_factor = 0.02);
+-- Only rows that are queued or leased are in the indexes claims use: the long tail of
+-- finished URLs costs a claim nothing.
+CREATE INDEX urls_host_ready ON urls (host, not_before, key) WHERE state = 'queued';
+CREATE INDEX urls_ready ON urls (not_before) WHERE state = 'queued';
+CREATE INDEX urls_leased ON urls (lease_until) WHERE state = 'leased';
+
+-- Lease tokens only grow, across nodes and restarts.
+CREATE SEQUENCE lease_tokens;
+
+-- URLs by state and reason, in shards (by backend) so that nodes do not queue on one row;
+-- reports sum them. Kept by the statement triggers below.
+CREATE TABLE tallies (
+    shard  INTEGER NOT NULL,
+    state  TEXT    NOT NULL,
+    reason TEXT    NOT NULL,                   -- '' where the URL's reason is NULL
+    n      BIGINT  NOT NULL,
+    PRIMARY KEY (shard, state, reason)
+) WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0.0,
+        autovacuum_vacuum_threshold = 1000);
+
+-- URLs per host and state (the reports' per-host lists, and the max_pages_per_host cap).
+CREATE TABLE host_urls (
+    host    TEXT PRIMARY KEY,
+    total   BIGINT NOT NULL DEFAULT 0,
+    queued  BIGINT NOT NULL DEFAULT 0,
+    leased  BIGINT NOT NULL DEFAULT 0,
+    done    BIGINT NOT NULL DEFAULT 0,
+    failed  BIGINT NOT NULL DEFAULT 0,
+    skipped BIGINT NOT NULL DEFAULT 0
+) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.05);
+
+-- Rows are locked in host (or state, reason) order, so two transactions touching the same
+-- rows cannot deadlock on them within one statement.
+CREATE FUNCTION urls_counted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO tallies (shard, state, reason, n)
+            SELECT pg_backend_pid() % 64, state, coalesce(reason, ''), count(*)
+            FROM new_rows GROUP BY 2, 3 ORDER BY 2, 3
+            ON CONFLICT (shard, state, reason) DO UPDATE SET n = tallies.n + excluded.n;
+        INSERT INTO host_urls (host, total, queued, leased, done, failed, skipped)
+            SELECT host, count(*), count(*) FILTER (WHERE state = 'queued'),
+                   count(*) FILTER (WHERE state = 'leased'), count(*) FILTER (WHERE state = 'done'),
+                   count(*) FILTER (WHERE state = 'failed'),
+                   count(*) FILTER (WHERE state = 'skipped')
+            FROM new_rows GROUP BY host ORDER BY host
+            ON CONFLICT (host) DO UPDATE SET
+                total = host_urls.total + excluded.total,
+                queued = host_urls.queued + excluded.queued,
+                leased = host_urls.leased + excluded.leased,
+                done = host_urls.done + excluded.done,
+                failed = host_urls.failed + excluded.failed,
+                skipped = host_urls.skipped + excluded.skipped;
+        RETURN NULL;
+    END IF;
+    -- UPDATE: the rows whose state or reason changed, before and after.
+    INSERT INTO tallies (shard, state, reason, n)
+        SELECT pg_backend_pid() % 64, state, reason, sum(n) FROM (
+            SELECT o.state, coalesce(o.reason, '') AS reason, -1 AS n
+            FROM old_rows AS o JOIN new_rows AS a USING (key)
+            WHERE o.state IS DISTINCT FROM a.state OR o.reason IS DISTINCT FROM a.reason
+            UNION ALL
+            SELECT a.state, coalesce(a.reason, ''), 1
+            FROM old_rows AS o JOIN new_rows AS a USING (key)
+            WHERE o.state IS DISTINCT FROM a.state OR o.reason IS DISTINCT FROM a.reason
+        ) AS moves GROUP BY 2, 3 HAVING sum(n) != 0 ORDER BY 2, 3
+        ON CONFLICT (shard, state, reason) DO UPDATE SET n = tallies.n + excluded.n;
+    UPDATE host_urls AS h SET
+        queued = h.queued + d.queued, leased = h.leased + d.leased, done = h.done + d.done,
+        failed = h.failed + d.failed, skipped = h.skipped + d.skipped
+    FROM (
+        SELECT a.host,
+               sum((a.state = 'queued')::int - (o.state = 'queued')::int) AS queued,
+               sum((a.state = 'leased')::int - (o.state = 'leased')::int) AS leased,
+               sum((a.state = 'done')::int - (o.state = 'done')::int) AS done,
+               sum((a.state = 'failed')::int - (o.state = 'failed')::int) AS failed,
+               sum((a.state = 'skipped')::int - (o.state = 'skipped')::int) AS skipped
+        FROM old_rows AS o JOIN new_rows AS a USING (key)
+        WHERE o.state IS DISTINCT FROM a.state
+        GROUP BY a.host ORDER BY a.host
+    ) AS d
+    WHERE h.host = d.host;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER urls_added AFTER INSERT ON urls REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION urls_counted();
+CREATE TRIGGER urls_moved AFTER UPDATE ON urls REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION urls_counted();
+
+-- Output files of each node, and the length of each known to be committed.
+CREATE TABLE outputs (
+    node      TEXT   NOT NULL,
+    path      TEXT   NOT NULL,                 -- relative to the node's data directory
+    committed BIGINT NOT NULL,
+    PRIMARY KEY (node, path)
+);
+
+-- The nodes of the crawl and their heartbeats.
+CREATE TABLE nodes (
+    name       TEXT PRIMARY KEY,
+    started_at DOUBLE PRECISION NOT NULL,
+    beat_at    DOUBLE PRECISION NOT NULL
+);
+
+-- Adaptive politeness and health per host (see crawler/politeness.py).
+CREATE TABLE hosts (
+    host          TEXT PRIMARY KEY,
+    level         DOUBLE PRECISION NOT NULL,
+    blocked_until DOUBLE PRECISION NOT NULL,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    down_until    DOUBLE PRECISION NOT NULL DEFAULT 0,
+    down_reason   TEXT
+);
+
+CREATE TABLE robots (
+    host          TEXT PRIMARY KEY,
+    body          TEXT,
+    status        INTEGER,
+    expires_at    DOUBLE PRECISION NOT NULL,
+    failing_since DOUBLE PRECISION
+);
+
+CREATE TABLE cookies (
+    profile TEXT PRIMARY KEY,
+    jar     TEXT NOT NULL
+);
