@@ -97,7 +97,10 @@ async def open_frontier(data_dir: Path, settings: Settings) -> Frontier:
                 f" than fetch.deadline + storage.commit_interval ({needed:g}) with storage.url"
             )
         return await PostgresFrontier.open(
-            url, node=node_name(settings), max_per_host=settings.crawl.max_pages_per_host
+            url,
+            node=node_name(settings),
+            max_per_host=settings.crawl.max_pages_per_host,
+            delay=settings.politeness.delay,
         )
     return await SQLiteFrontier.open(
         data_dir / DB_NAME,

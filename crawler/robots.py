@@ -11,6 +11,7 @@ share its failure. A robots.txt URL that cannot be fetched at all fails its URL 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -50,9 +51,11 @@ class RobotsDecision:
 
 
 class Pacing(Protocol):
-    """Books a host's next request start (a redirect hop of robots.txt is one)."""
+    """Books a host's next request start (a redirect hop of robots.txt is one), and the
+    start of a request when it is written."""
 
     def reserve_start(self, host: str) -> float: ...
+    def started(self, host: str) -> None: ...
 
 
 def product_token(user_agent: str) -> str:
@@ -199,10 +202,14 @@ class Robots:
         now = self._wall()
         status: int | None = None
         body: str | None = None
+        pacing = self._pacing
         for hop in range(MAX_HOPS + 1):
-            if hop and self._pacing is not None:  # each hop is a request like any other
-                await anyio.sleep(self._pacing.reserve_start(host_of(url)))
-            response, _digest = await self._fetcher.fetch(url, keep=MAX_BYTES, credentials=False)
+            if hop and pacing is not None:  # each hop is a request like any other
+                await anyio.sleep(pacing.reserve_start(host_of(url)))
+            sent = None if pacing is None else functools.partial(pacing.started, host_of(url))
+            response, _digest = await self._fetcher.fetch(
+                url, keep=MAX_BYTES, credentials=False, on_send=sent
+            )
             status = response.status
             location = response.header("location")
             data = response.decoded or b""

@@ -3,6 +3,7 @@ real server (tests/postgres.py) crawling loopback sites."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -40,8 +41,9 @@ def _node(data: Path, url: str, name: str, seeds: Path | None, *more: str) -> li
 
 
 def _finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, str]:
-    _, err = proc.communicate(timeout=timeout)
-    return proc.returncode, err.decode(errors="replace")
+    """Its exit code, and what it wrote (logs go to stdout, errors to stderr)."""
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out.decode(errors="replace") + err.decode(errors="replace")
 
 
 def _status(data: Path, url: str) -> dict[str, object]:
@@ -55,12 +57,12 @@ def _status(data: Path, url: str) -> dict[str, object]:
     return result
 
 
-def _pages(make_site: SiteFactory, hosts: int, pages: int) -> list[str]:
+def _pages(make_site: SiteFactory, hosts: int, pages: int, seconds: float = 0.05) -> list[str]:
     urls = []
     for h in range(hosts):
         s = make_site(f"127.0.0.{h + 1}")
         for i in range(pages):
-            s.route(f"/p{i}", site.slow(0.05, b"<html>page %d</html>" % i))
+            s.route(f"/p{i}", site.slow(seconds, b"<html>page %d</html>" % i))
             urls.append(s.url(f"/p{i}"))
     return urls
 
@@ -90,13 +92,14 @@ def test_two_nodes_started_together_share_the_crawl_exactly_once(
     tmp_path: Path, make_site: SiteFactory
 ) -> None:
     """Two nodes start at the same moment on an empty database (one applies the schema),
-    both get work, and every URL ends exactly once across them: one index line in the union
-    of their indexes, one WARC response record, each referenced by its line."""
+    both get work (each crawls the hosts it holds), and every URL ends exactly once across
+    them: one index line in the union of their indexes, one WARC response record, each
+    referenced by its line."""
     url = _database()
-    urls = _pages(make_site, 4, 15)
+    urls = _pages(make_site, 24, 3, seconds=0.3)
     seeds = write_seeds(tmp_path / "s.txt", urls)
-    # Small claims, so that the node first up does not lease the whole list at once.
-    more = ("politeness.delay=0.1", "frontier.claim_batch=4")
+    # Small nodes (4 fetches at once, claims of 4): the node first up cannot take every host.
+    more = ("politeness.delay=0.1", "frontier.claim_batch=4", "fetch.concurrency=4")
     procs = {
         name: cli_process(tmp_path / name, *_node(tmp_path / name, url, name, seeds, *more))
         for name in ("a", "b")
@@ -132,3 +135,65 @@ def test_an_unreachable_database_is_one_line_without_the_password(tmp_path: Path
     assert "s3cret-pw" not in err
     assert "127.0.0.1:1" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.timing
+def test_politeness_holds_across_three_nodes_as_the_server_sees_it(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    """Three nodes, default politeness (1 s between starts, 2 at once per host), robots.txt
+    on: each host sees its requests, robots.txt included, at least a delay apart and never
+    more than two at once, whichever nodes send them."""
+    url = _database()
+    sites = [make_site(f"127.0.0.{h + 1}") for h in range(12)]
+    urls = []
+    for s in sites:
+        for i in range(3):
+            s.route(f"/p{i}", site.slow(0.3, b"<html>page %d</html>" % i))
+            urls.append(s.url(f"/p{i}"))
+    seeds = write_seeds(tmp_path / "s.txt", urls)
+    small = ("frontier.claim_batch=2", "fetch.concurrency=2")  # so that all three get work
+    procs = {
+        name: cli_process(tmp_path / name, *_node(tmp_path / name, url, name, seeds, *small))
+        for name in ("a", "b", "c")
+    }
+    for proc in procs.values():
+        code, err = _finish(proc, 120)
+        assert code == 0, err
+    lines = [line for name in procs for line in index_lines(tmp_path / name)]
+    assert sorted(line["url"] for line in lines) == sorted(urls)
+    assert sum(1 for name in procs if index_lines(tmp_path / name)) >= 2
+    for s in sites:
+        starts = sorted(hit.started for hit in s.hits)
+        assert len(starts) == 4  # robots.txt and three pages
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
+        assert min(gaps) >= 1.0 - 0.005, gaps
+        assert s.max_in_flight <= 2
+
+
+def test_a_retry_after_seen_by_one_node_holds_the_host_for_all(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    """The first page answers 429 with Retry-After: 4; no node sends the host anything for
+    those 4 s, though two nodes have its other URLs to crawl."""
+    url = _database()
+    s = make_site()
+    s.route("/p0", site.sequence(site.retry_after(429, "4"), site.ok(b"<html>0</html>")))
+    for i in range(1, 6):
+        s.route(f"/p{i}", site.ok(b"<html>%d</html>" % i))
+    urls = [s.url(f"/p{i}") for i in range(6)]
+    seeds = write_seeds(tmp_path / "s.txt", urls)
+    fast = ("politeness.delay=0.2", "robots.obey=false", "frontier.claim_batch=1")
+    procs = {
+        name: cli_process(tmp_path / name, *_node(tmp_path / name, url, name, seeds, *fast))
+        for name in ("a", "b")
+    }
+    for proc in procs.values():
+        code, err = _finish(proc, 120)
+        assert code == 0, err
+    limited = s.hits_for("/p0")[0].started
+    after = sorted(hit.started for hit in s.hits if hit.started > limited)
+    assert after, "nothing after the 429"
+    assert after[0] - limited >= 4.0 - 0.05
+    lines = [line for name in procs for line in index_lines(tmp_path / name)]
+    assert sorted(line["url"] for line in lines) == sorted(urls)

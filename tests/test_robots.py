@@ -190,10 +190,14 @@ class _Pacing:
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self.booked: list[str] = []
+        self.sent: list[str] = []  # requests written: each hop's, the first one's too
 
     def reserve_start(self, host: str) -> float:
         self.booked.append(host)
         return self.delay
+
+    def started(self, host: str) -> None:
+        self.sent.append(host)
 
 
 async def _robots(
@@ -259,6 +263,7 @@ async def test_robots_redirect_hops_keep_the_hosts_delay(
         await fetcher.aclose()
     assert decision.allowed is False
     assert pacing.booked == [host, host]  # one booked start per hop after the first
+    assert pacing.sent == [host, host, host]  # and each request booked again when written
     starts = [hit.started for hit in s.hits]
     assert len(starts) == 3
     assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.2 - 0.005

@@ -11,8 +11,10 @@ Every method is one short transaction; one that deadlocks with another node's is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias, TypeVar
@@ -74,6 +76,24 @@ _PICK = (
     " AND hosts.blocked_until > $2 AND hosts.down_until <= $2)"
     " ORDER BY h.ord LIMIT $4"
 )
+# The walked hosts this node may crawl: it takes those free (no owner, or the owner's hold
+# ran out) and keeps its own, the host row being the lock between nodes claiming at once.
+_TAKE = (
+    "INSERT INTO hosts (host, owner, owner_until) SELECT h, $2, $3 FROM unnest($1::text[]) AS h"
+    " ORDER BY h ON CONFLICT (host) DO UPDATE SET owner = excluded.owner,"
+    " owner_until = excluded.owner_until"
+    " WHERE (hosts.owner IS NULL AND (hosts.free_at <= $4 OR hosts.last_owner = $2))"
+    " OR (hosts.owner IS NOT NULL AND hosts.owner_until <= $4)"
+    " OR (hosts.owner = excluded.owner AND hosts.owner_until < $3 - 60)"
+)
+# Hosts of these URLs that this node holds none of its URLs of any more: free for any node
+# a delay from now (their last request started before this).
+_LET_GO = (
+    "UPDATE hosts SET owner = NULL, owner_until = 0, free_at = $2, last_owner = $1"
+    " WHERE owner = $1 AND host IN (SELECT host FROM urls WHERE key = ANY($3::bigint[]))"
+    " AND coalesce((SELECT leased FROM host_urls WHERE host_urls.host = hosts.host), 0) = 0"
+)
+_MINE = "SELECT host FROM hosts WHERE host = ANY($1::text[]) AND owner = $2"
 _LEASE = (
     "UPDATE urls SET state = 'leased', lease_until = $1, lease_token = $3, lease_node = $4"
     f" WHERE key = ANY($2::bigint[]) AND state = 'queued' RETURNING {_ENTRY}"
@@ -142,26 +162,39 @@ def _rows(urls: Sequence[NewURL]) -> list[list[Any]]:
 class PostgresFrontier:
     """The frontier in a PostgreSQL database shared by the crawl's nodes."""
 
-    def __init__(self, pool: asyncpg.Pool, url: str, node: str, max_per_host: int) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, url: str, node: str, max_per_host: int, delay: float
+    ) -> None:
         self._pool = pool
         self._url = url
         self._node = node
         self._max_per_host = max_per_host
+        self._delay = delay  # politeness.delay: a host let go waits this long for a new owner
+        # The claimer's clock minus time.time() at the last claim (0 in a crawl; tests pass
+        # a clock of their own): hosts are let go on the same clock claims take them on.
+        self._skew = 0.0
         self._cursor = ""  # the host where this node's last claim stopped its walk
 
     @classmethod
     async def open(
-        cls, url: str, *, node: str, max_per_host: int = 0, timeout: float = 10.0
+        cls,
+        url: str,
+        *,
+        node: str,
+        max_per_host: int = 0,
+        delay: float = 1.0,
+        timeout: float = 10.0,
     ) -> PostgresFrontier:
-        """Connect (a small pool), apply the migrations not yet applied (once, even when
-        several nodes start together) and register the node."""
+        """Connect (a small pool) and apply the migrations not yet applied (once, even when
+        several nodes start together). `delay`: politeness.delay, kept between the last
+        request of a host's owner and the first of the next."""
         try:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=4, timeout=timeout)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise StorageError(
                 f"cannot connect to the frontier database {redacted(url)}: {_why(exc, url)}"
             ) from exc
-        frontier = cls(pool, url, node, max_per_host)
+        frontier = cls(pool, url, node, max_per_host, delay)
         try:
             await frontier._run(migrate)
         except BaseException:
@@ -251,6 +284,7 @@ class PostgresFrontier:
         per_host: int,
         room: Mapping[str, int],
     ) -> list[Entry]:
+        self._skew = now - time.time()
         await conn.execute(_EXPIRED, now)
         no_room = sum(1 for free in room.values() if free <= 0)
         walked = await self._walk(conn, limit + no_room)
@@ -258,6 +292,11 @@ class PostgresFrontier:
             return []
         self._cursor = walked[-1]
         hosts = [host for host in walked if room.get(host, per_host) > 0]
+        if not hosts:
+            return []
+        await conn.execute(_TAKE, sorted(hosts), self._node, lease_until, now)
+        mine = {str(r[0]) for r in await conn.fetch(_MINE, hosts, self._node)}
+        hosts = [host for host in hosts if host in mine]
         if not hosts:
             return []
         share = min(per_host, max(1, -(-limit // len(hosts))))
@@ -341,28 +380,51 @@ class PostgresFrontier:
                 [h.down_until for h in hosts],
                 [h.down_reason for h in hosts],
             )
+        if leases:
+            await self._let_go(conn, [key for key, _ in leases])
         refused = sorted({key for key, token in leases if held.get(key) != token})
         return Committed(added, tuple(refused))
+
+    async def _let_go(self, conn: Conn, keys: list[int]) -> None:
+        await conn.execute(_LET_GO, self._node, self._now() + self._delay, keys)
+
+    def _now(self) -> float:
+        return time.time() + self._skew
 
     async def release(self, entries: Sequence[Entry], not_before: float = 0.0) -> None:
         if entries:
             ordered = sorted(entries, key=lambda e: e.key)
-            await self._run(
-                lambda conn: conn.execute(
-                    _RELEASE, [e.key for e in ordered], [e.token for e in ordered], not_before
+            keys = [e.key for e in ordered]
+
+            async def release(conn: Conn) -> None:
+                await conn.execute(_RELEASE, keys, [e.token for e in ordered], not_before)
+                await self._let_go(conn, keys)
+
+            await self._run(release)
+
+    async def release_all(self) -> int:
+        """Release this node's leases and hosts (a node starting again: its last run left
+        them)."""
+
+        async def release(conn: Conn) -> str:
+            await self._give_up_hosts(conn)
+            return str(
+                await conn.execute(
+                    "UPDATE urls SET state = 'queued', lease_until = NULL, lease_node = NULL"
+                    " WHERE state = 'leased' AND lease_node = $1",
+                    self._node,
                 )
             )
 
-    async def release_all(self) -> int:
-        """Release this node's leases (a node starting again: its last run left them)."""
-        status = await self._run(
-            lambda conn: conn.execute(
-                "UPDATE urls SET state = 'queued', lease_until = NULL, lease_node = NULL"
-                " WHERE state = 'leased' AND lease_node = $1",
-                self._node,
-            )
+        return int((await self._run(release)).rsplit(" ", 1)[-1])
+
+    async def _give_up_hosts(self, conn: Conn) -> None:
+        await conn.execute(
+            "UPDATE hosts SET owner = NULL, owner_until = 0, free_at = $2, last_owner = $1"
+            " WHERE owner = $1",
+            self._node,
+            self._now() + self._delay,
         )
-        return int(status.rsplit(" ", 1)[-1])
 
     async def next_due(self) -> float | None:
         async with self._read() as conn:
@@ -458,7 +520,10 @@ class PostgresFrontier:
         return {str(r[0]): HostState(*r) for r in rows}
 
     async def aclose(self) -> None:
+        """Give up this node's hosts (another node may crawl them now) and disconnect."""
         with anyio.CancelScope(shield=True):
+            with contextlib.suppress(StorageError):  # else their holds run out by themselves
+                await self._run(self._give_up_hosts)
             await self._pool.close()
 
 

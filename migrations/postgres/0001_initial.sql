@@ -127,15 +127,24 @@ CREATE TABLE nodes (
     beat_at    DOUBLE PRECISION NOT NULL
 );
 
--- Adaptive politeness and health per host (see crawler/politeness.py).
+-- Adaptive politeness and health per host (see crawler/politeness.py), and the node that
+-- crawls the host: one at a time, so its delay, concurrency and back-off hold crawl-wide.
+-- A claim takes a host that is free (from `free_at`: a delay after its last owner let it
+-- go, at once for that last owner: its own pace still holds), its own, or one whose owner's
+-- hold has run out (the owner died: its hold ends with its leases). An owner lets a host go when it holds none of its URLs any more, and all of
+-- them when it stops.
 CREATE TABLE hosts (
     host          TEXT PRIMARY KEY,
-    level         DOUBLE PRECISION NOT NULL,
-    blocked_until DOUBLE PRECISION NOT NULL,
+    level         DOUBLE PRECISION NOT NULL DEFAULT 0,
+    blocked_until DOUBLE PRECISION NOT NULL DEFAULT 0,
     failures      INTEGER NOT NULL DEFAULT 0,
     down_until    DOUBLE PRECISION NOT NULL DEFAULT 0,
-    down_reason   TEXT
-);
+    down_reason   TEXT,
+    owner         TEXT,
+    owner_until   DOUBLE PRECISION NOT NULL DEFAULT 0,
+    free_at       DOUBLE PRECISION NOT NULL DEFAULT 0,
+    last_owner    TEXT
+) WITH (fillfactor = 70);
 
 CREATE TABLE robots (
     host          TEXT PRIMARY KEY,
