@@ -76,8 +76,10 @@ class Committer:
         seen: Seen | None = None,
         clock: Callable[[], float] = time.monotonic,
         retry_after: float = RETRY_FULL_DISK,
+        lease_seconds: float = 900.0,
     ) -> None:
         self._listener = listener
+        self._lease_seconds = lease_seconds
         self._hosts = hosts
         # Most links a crawl finds are already in the frontier: remembering the keys sent
         # there saves the database from inserting (and ignoring) them again.
@@ -146,6 +148,10 @@ class Committer:
 
     async def _flush(self, batch: list[Outcome]) -> None:
         """Write the final outcomes of `batch`, then commit the whole batch in one go."""
+        if self._frontier.leases_expire:
+            batch[:] = await self._still_held(batch)
+            if not batch:
+                return
         commit = CommitBatch()
         commit.outputs = await self._write_final(batch)
         store = self._seen.store
@@ -172,6 +178,21 @@ class Committer:
                 await self._stall(exc)
         self._unstall()
         self._listener.committed(self._accepted(batch, committed), committed.added)
+
+    async def _still_held(self, batch: list[Outcome]) -> list[Outcome]:
+        """The outcomes whose lease this node still holds, renewed so that it lasts until
+        their commit: a record is written only for a completion the frontier will take
+        (another node has the URL of a lost lease, and writes its record)."""
+        held = await self._frontier.renew(
+            [o.entry for o in batch], time.time() + self._lease_seconds
+        )
+        lost = [o for o in batch if o.entry.key not in held]
+        if lost:
+            log.warning("leases_lost", count=len(lost), urls=[o.entry.url for o in lost[:5]])
+            for outcome in lost:
+                if outcome.response is not None:
+                    outcome.response.close()
+        return [o for o in batch if o.entry.key in held]
 
     async def _write_final(self, batch: list[Outcome]) -> dict[str, int]:
         """Write the final outcomes of `batch` (then close their responses); the output

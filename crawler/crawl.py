@@ -188,6 +188,7 @@ class Crawl:
             listener=self,
             hosts=parts.scheduler,
             seen=parts.seen,
+            lease_seconds=parts.settings.frontier.lease_seconds,
         )
         self._workers_scope = anyio.CancelScope()
         self.interrupted: int | None = None
@@ -224,6 +225,17 @@ class Crawl:
                 log.debug("beat_failed", error=str(exc))
             await anyio.sleep(BEAT_SECONDS)
 
+    async def _renew(self) -> None:
+        """Where leases expire, renew those this node holds (buffered, in flight, waiting
+        to go back) every quarter of a lease, so a long wait never loses one."""
+        frontier, lease = self.parts.frontier, self.parts.settings.frontier.lease_seconds
+        while True:
+            await anyio.sleep(lease / 4)
+            try:
+                await frontier.renew(self.scheduler.leftovers(), time.time() + lease)
+            except StorageError as exc:
+                log.warning("renew_failed", error=str(exc))
+
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
@@ -257,6 +269,8 @@ class Crawl:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._watch_signals)
                 outer.start_soon(self._beat)
+                if self.parts.frontier.leases_expire:
+                    outer.start_soon(self._renew)
                 outer.start_soon(run_committer)
                 outer.start_soon(log_summaries, self.tally, settings.log.summary_seconds)
                 if self._progress_bar:

@@ -726,3 +726,14 @@ async def test_the_last_beat_is_kept(frontier: Frontier) -> None:
     await frontier.beat(NOW)
     await frontier.beat(NOW + 1.5)
     assert await frontier.last_beat() == NOW + 1.5
+
+
+async def test_renew_extends_only_the_leases_still_held(frontier: Frontier, store: Store) -> None:
+    await frontier.add([_new(f"http://a.example/{i}") for i in range(3)])
+    one, two, three = await frontier.claim(3, NOW, NOW + 60)
+    await frontier.release([three])
+    stale = Entry(two.key, two.url, two.host, token=two.token - 1)  # an older lease of it
+    assert await frontier.renew([one, stale, three], NOW + 600) == {one.key}
+    assert (await store.row(one.key))["lease_until"] == NOW + 600
+    assert (await store.row(two.key))["lease_until"] == NOW + 60
+    assert await frontier.renew([], NOW + 600) == set()

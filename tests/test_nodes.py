@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -197,3 +200,74 @@ def test_a_retry_after_seen_by_one_node_holds_the_host_for_all(
     assert after[0] - limited >= 4.0 - 0.05
     lines = [line for name in procs for line in index_lines(tmp_path / name)]
     assert sorted(line["url"] for line in lines) == sorted(urls)
+
+
+def _eventually(check: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds:g} s: {what}")
+        time.sleep(0.05)
+
+
+SHORT_LEASES = ("fetch.deadline=2", "frontier.lease_seconds=10", "politeness.delay=0.1")
+
+
+def test_a_killed_node_s_urls_are_crawled_by_the_others_within_the_lease(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    """Node a is SIGKILLed mid-crawl holding leases; b crawls a's URLs once they expire (10 s
+    here) and ends; a restarted on its directory cuts its files back to what the database
+    says it committed and finds nothing to do. Across both, each URL ends exactly once."""
+    url = _database()
+    urls = _pages(make_site, 12, 4, seconds=0.3)
+    seeds = write_seeds(tmp_path / "s.txt", urls)
+    more = (*SHORT_LEASES, "frontier.claim_batch=4", "fetch.concurrency=4")
+    a = cli_process(tmp_path / "a", *_node(tmp_path / "a", url, "a", seeds, *more))
+    _eventually(lambda: len(index_lines(tmp_path / "a")) >= 3, 30, "a crawls")
+    b = cli_process(tmp_path / "b", *_node(tmp_path / "b", url, "b", None, *more))
+    a.send_signal(signal.SIGKILL)
+    _finish(a)
+    killed_at = time.monotonic()
+    code, err = _finish(b, 120)
+    assert code == 0, err
+    a = cli_process(tmp_path / "a", *_node(tmp_path / "a", url, "a", None, *more))
+    code, err = _finish(a)
+    assert code == 0, err
+    assert time.monotonic() - killed_at < 60
+    seen = Counter(line["url"] for n in "ab" for line in index_lines(tmp_path / n))
+    assert sorted(seen) == sorted(urls)
+    assert set(seen.values()) == {1}
+    assert len(index_lines(tmp_path / "b")) > 0
+
+
+def test_a_node_stopped_past_its_lease_has_its_late_work_refused(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    """Node a is frozen (SIGSTOP) past its leases while b takes its URLs over; thawed, a's
+    results for them are refused before their records are written: each URL still has
+    one index line and one response record across the nodes."""
+    url = _database()
+    urls = _pages(make_site, 8, 4, seconds=0.3)
+    seeds = write_seeds(tmp_path / "s.txt", urls)
+    more = (*SHORT_LEASES, "frontier.claim_batch=8", "fetch.concurrency=8")
+    a = cli_process(tmp_path / "a", *_node(tmp_path / "a", url, "a", seeds, *more))
+    _eventually(lambda: len(index_lines(tmp_path / "a")) >= 2, 30, "a crawls")
+    a.send_signal(signal.SIGSTOP)
+    b = cli_process(tmp_path / "b", *_node(tmp_path / "b", url, "b", None, *more))
+    time.sleep(13)  # past a's leases: b has taken its URLs
+    a.send_signal(signal.SIGCONT)
+    outputs = []
+    for proc in (a, b):
+        code, out = _finish(proc, 120)
+        assert code == 0, out
+        outputs.append(out)
+    assert "leases_lost" in outputs[0] or "completions_refused" in outputs[0]
+    lines = [line for n in "ab" for line in index_lines(tmp_path / n)]
+    seen = Counter(line["url"] for line in lines)
+    assert sorted(seen) == sorted(urls)
+    assert set(seen.values()) == {1}
+    responses = Counter(
+        r["url"] for n in "ab" for r in warc_records(tmp_path / n) if r["type"] == "response"
+    )
+    assert set(responses.values()) == {1}

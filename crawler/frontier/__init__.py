@@ -20,6 +20,10 @@ The contract every backend keeps (`tests/test_frontier_contract.py` pins it):
   whose `lease_until` has passed (with a new token). SQLite does not: one process owns the
   crawl, its leases last as long as it runs (none is renewed), and `release_all` at start
   takes back the leases of a process that died.
+- **renew** extends the leases of entries still held with their token and says which
+  are; where leases expire (`leases_expire`: PostgreSQL), a node renews what it holds
+  while it runs and checks its results' leases before writing their records, so a record
+  is written only for a completion the frontier will take.
 - **beat** records that this process is alive and may be sending requests (every
   `BEAT_SECONDS`); `last_beat` reads the latest, so a restart keeps politeness towards
   hosts the previous process may have just hit, and a fresh crawl starts at once.
@@ -69,6 +73,8 @@ __all__ = [
 class Frontier(Protocol):
     """The verbs every backend offers (SQLite now, PostgreSQL when one node is not enough)."""
 
+    leases_expire: bool  # whether a lease past its lease_until may be taken by a claim
+
     async def add(self, urls: Sequence[NewURL]) -> int:
         """Insert URLs not seen before (by key); returns how many were new."""
         ...
@@ -97,6 +103,11 @@ class Frontier(Protocol):
         """Give leased URLs back without charging an attempt, not before `not_before` (a
         later `not_before` already set is kept); entries no longer leased with their token
         are left alone."""
+        ...
+
+    async def renew(self, entries: Sequence[Entry], lease_until: float) -> set[int]:
+        """Extend to `lease_until` the leases of these entries still held with their
+        token; returns their keys."""
         ...
 
     async def release_all(self) -> int:

@@ -162,6 +162,8 @@ def _rows(urls: Sequence[NewURL]) -> list[list[Any]]:
 class PostgresFrontier:
     """The frontier in a PostgreSQL database shared by the crawl's nodes."""
 
+    leases_expire = True  # a silent node's leases go to the others
+
     def __init__(
         self, pool: asyncpg.Pool, url: str, node: str, max_per_host: int, delay: float
     ) -> None:
@@ -401,6 +403,32 @@ class PostgresFrontier:
                 await self._let_go(conn, keys)
 
             await self._run(release)
+
+    async def renew(self, entries: Sequence[Entry], lease_until: float) -> set[int]:
+        if not entries:
+            return set()
+        ordered = sorted(entries, key=lambda e: e.key)
+
+        async def renew(conn: Conn) -> set[int]:
+            rows = await conn.fetch(
+                "UPDATE urls AS u SET lease_until = $3 FROM unnest($1::bigint[], $2::bigint[])"
+                " AS r(key, token) WHERE u.key = r.key AND u.state = 'leased'"
+                " AND u.lease_token = r.token RETURNING u.key, u.host",
+                [e.key for e in ordered],
+                [e.token for e in ordered],
+                lease_until,
+            )
+            hosts = sorted({str(r["host"]) for r in rows})
+            await conn.execute(
+                "UPDATE hosts SET owner_until = greatest(owner_until, $3)"
+                " WHERE host = ANY($1::text[]) AND owner = $2",
+                hosts,
+                self._node,
+                lease_until,
+            )
+            return {int(r["key"]) for r in rows}
+
+        return await self._run(renew)
 
     async def release_all(self) -> int:
         """Release this node's leases and hosts (a node starting again: its last run left

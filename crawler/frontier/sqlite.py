@@ -43,6 +43,8 @@ _OUTPUT = (
 class SQLiteFrontier:
     """The frontier in one SQLite file. Every method is one short transaction."""
 
+    leases_expire = False  # one process owns the crawl; release_all at its start
+
     def __init__(
         self, db: aiosqlite.Connection, max_per_host: int = 0, path: Path | None = None
     ) -> None:
@@ -164,6 +166,12 @@ class SQLiteFrontier:
         if entries:
             async with self._transaction() as db:
                 await sqlite_fencing.release(db, entries, not_before)
+
+    async def renew(self, entries: Sequence[Entry], lease_until: float) -> set[int]:
+        if not entries:
+            return set()
+        async with self._transaction() as db:
+            return await sqlite_fencing.renew(db, entries, lease_until)
 
     async def release_all(self) -> int:
         async with self._transaction() as db:

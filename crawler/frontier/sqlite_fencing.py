@@ -60,3 +60,15 @@ async def release(db: aiosqlite.Connection, entries: Sequence[Entry], not_before
     """Queue these URLs again, those still leased with their token, not before `not_before`
     (a later `not_before` already set is kept)."""
     await db.executemany(_RELEASE, [(not_before, e.key, e.token) for e in entries])
+
+
+async def renew(db: aiosqlite.Connection, entries: Sequence[Entry], lease_until: float) -> set[int]:
+    """Extend the leases of these entries still held with their token; their keys."""
+    rows = json.dumps([[e.key, e.token] for e in entries])
+    async with db.execute(
+        "UPDATE urls SET lease_until = ?1 WHERE state = 'leased' AND (key, lease_token) IN"
+        " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2))"
+        " RETURNING key",
+        (lease_until, rows),
+    ) as cursor:
+        return {int(key) for (key,) in await cursor.fetchall()}
