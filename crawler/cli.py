@@ -16,7 +16,14 @@ import structlog
 
 from crawler import __version__, logs, status
 from crawler.crawl import Crawl, assemble
-from crawler.datadir import add_seeds, exclusive, has_crawl, open_frontier, storage_url
+from crawler.datadir import (
+    add_seeds,
+    exclusive,
+    for_this_node,
+    has_crawl,
+    open_frontier,
+    storage_url,
+)
 from crawler.errors import ConfigError, StopCrawl
 from crawler.seeds import SeedReport, seed_files_exist
 from crawler.settings import Settings, load_settings
@@ -68,6 +75,7 @@ def _report(report: SeedReport) -> None:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    settings = for_this_node(settings)
     with exclusive(args.data_dir):
         frontier = await open_frontier(args.data_dir, settings)
         try:

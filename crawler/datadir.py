@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import socket
 from collections.abc import Iterator, Sequence
@@ -82,6 +83,15 @@ def storage_url(settings: Settings) -> str:
 
 def node_name(settings: Settings) -> str:
     return settings.node.name or socket.gethostname()
+
+
+def for_this_node(settings: Settings) -> Settings:
+    """In a crawl shared through storage.url, output files carry the node's name
+    (`crawler-NODE-...warc.gz`), so the files of all nodes can be gathered in one place."""
+    if not storage_url(settings):
+        return settings
+    prefix = f"{settings.output.prefix}-{node_name(settings)}"
+    return dataclasses.replace(settings, output=dataclasses.replace(settings.output, prefix=prefix))
 
 
 async def open_frontier(data_dir: Path, settings: Settings) -> Frontier:

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from crawler.frontier.values import Counts, HostWait
+from crawler.frontier.values import Counts, HostWait, NodeCounts
 from crawler.output.jsonl import rfc3339
 from crawler.politeness import HOST_FAILURES
 
@@ -54,6 +54,20 @@ def as_dict(counts: Counts, now: float | None = None) -> dict[str, Any]:
         "reasons": counts.reasons,
         "hosts": [{"host": h.host, "total": h.total, **h.states} for h in counts.hosts],
         "waiting": _waiting(counts, time.time() if now is None else now),
+        "nodes": [_node(n, time.time() if now is None else now) for n in counts.nodes],
+    }
+
+
+def _node(node: NodeCounts, now: float) -> dict[str, Any]:
+    """A node's row: its last heartbeat, what it holds, its pages/s since it started."""
+    running = max(node.beat_at - node.started_at, 1e-9)
+    return {
+        "node": node.name,
+        "last_beat": rfc3339(node.beat_at),
+        "seconds_since_beat": round(max(0.0, now - node.beat_at), 1),
+        "leased": node.leased,
+        "done": node.done,
+        "pages_per_s": round(node.done / running, 1) if node.beat_at > node.started_at else 0.0,
     }
 
 
@@ -76,7 +90,17 @@ def as_text(counts: Counts, now: float | None = None) -> str:
                 f"  {h.host[:32]:<32} {h.total:>8} {h.states['done']:>8}"
                 f" {h.states['failed']:>8} {h.states['queued']:>8}"
             )
-    waiting = _waiting(counts, time.time() if now is None else now)
+    now = time.time() if now is None else now
+    if counts.nodes:
+        lines.append("")
+        lines.append(f"  {'node':<24} {'last beat':>12} {'leased':>8} {'done':>10} {'pages/s':>8}")
+        for node in (_node(n, now) for n in counts.nodes):
+            ago = f"{node['seconds_since_beat']:.1f}s ago"
+            lines.append(
+                f"  {node['node'][:24]:<24} {ago:>12} {node['leased']:>8} {node['done']:>10}"
+                f" {node['pages_per_s']:>8}"
+            )
+    waiting = _waiting(counts, now)
     if waiting:
         lines.append("")
         lines.append("why queued URLs wait")

@@ -84,6 +84,8 @@ def test_a_crawl_on_postgres_runs_reports_and_resumes(
     assert sorted(line["url"] for line in index_lines(data)) == sorted(urls)
     status = _status(tmp_path / "elsewhere", url)  # any directory: the crawl is in PostgreSQL
     assert status["total"] == len(urls)
+    [node] = status["nodes"]  # type: ignore[misc]
+    assert (node["node"], node["leased"], node["done"]) == ("a", 0, len(urls))
     assert status["states"] == {"queued": 0, "leased": 0, "done": 12, "failed": 0, "skipped": 0}
     proc = cli_process(data, *_node(data, url, "a", None))
     code, err = _finish(proc)
@@ -116,6 +118,9 @@ def test_two_nodes_started_together_share_the_crawl_exactly_once(
     assert sorted(seen) == sorted(urls)
     assert set(seen.values()) == {1}
     for name, found in lines.items():
+        files = [p.name for p in (tmp_path / name / "warc").iterdir()]
+        assert files
+        assert all(f.startswith(f"crawler-{name}-") for f in files), files  # the node's name
         responses = [r for r in warc_records(tmp_path / name) if r["type"] == "response"]
         assert len(responses) == len(found)
         assert {r["url"] for r in responses} == {line["url"] for line in found}

@@ -35,6 +35,7 @@ from crawler.frontier.values import (
     Entry,
     HostState,
     NewURL,
+    NodeCounts,
     RobotsRecord,
 )
 
@@ -382,6 +383,10 @@ class PostgresFrontier:
                 [h.down_until for h in hosts],
                 [h.down_reason for h in hosts],
             )
+        if finishing:
+            await conn.execute(
+                "UPDATE nodes SET done = done + $2 WHERE name = $1", self._node, len(finishing)
+            )
         if leases:
             await self._let_go(conn, [key for key, _ in leases])
         refused = sorted({key for key, token in leases if held.get(key) != token})
@@ -481,7 +486,12 @@ class PostgresFrontier:
             async def query(sql: str, params: Sequence[Any] = ()) -> list[Any]:
                 return list(await conn.fetch(_dollars(sql), *params))
 
-            return await reports.counts(query, top_hosts, tallies=_TALLIES)
+            counts = await reports.counts(query, top_hosts, tallies=_TALLIES)
+            counts.nodes = [
+                NodeCounts(str(r[0]), float(r[1]), float(r[2]), int(r[3]), int(r[4]))
+                for r in await conn.fetch(_NODES)
+            ]
+            return counts
 
     async def robots(self, host: str) -> RobotsRecord | None:
         async with self._read() as conn:
@@ -555,6 +565,12 @@ class PostgresFrontier:
             await self._pool.close()
 
 
+# The nodes, with the URLs each holds (the index of leased rows: only those are read).
+_NODES = (
+    "SELECT n.name, n.started_at, n.beat_at, coalesce(l.n, 0), n.done FROM nodes AS n"
+    " LEFT JOIN (SELECT lease_node, count(*) AS n FROM urls WHERE state = 'leased'"
+    " GROUP BY lease_node) AS l ON l.lease_node = n.name ORDER BY n.name"
+)
 # The tallies are kept in shards: the report sums them.
 _TALLIES = (
     "SELECT state, reason, sum(n) AS n FROM tallies GROUP BY state, reason HAVING sum(n) != 0"

@@ -23,6 +23,7 @@ __all__ = [
     "HostState",
     "HostWait",
     "NewURL",
+    "NodeCounts",
     "RobotsRecord",
     "State",
 ]
@@ -107,6 +108,17 @@ class HostWait:
     robots_retry_at: float | None  # robots.txt failing: fetched again then
 
 
+@dataclass(slots=True, frozen=True)
+class NodeCounts:
+    """One node of a crawl shared through PostgreSQL, as the database last heard of it."""
+
+    name: str
+    started_at: float  # wall clock of its first heartbeat
+    beat_at: float  # its last heartbeat
+    leased: int  # URLs it holds now
+    done: int  # URLs it has finished (any final state) since it first started
+
+
 @dataclass(slots=True)
 class Counts:
     total: int
@@ -114,6 +126,7 @@ class Counts:
     reasons: dict[str, int]
     hosts: list[HostCounts]
     waiting: list[HostWait] = field(default_factory=list)  # hosts with most queued URLs
+    nodes: list[NodeCounts] = field(default_factory=list)  # a shared crawl's nodes
 
 
 @dataclass(slots=True, frozen=True)

@@ -124,7 +124,8 @@ CREATE TABLE outputs (
 CREATE TABLE nodes (
     name       TEXT PRIMARY KEY,
     started_at DOUBLE PRECISION NOT NULL,
-    beat_at    DOUBLE PRECISION NOT NULL
+    beat_at    DOUBLE PRECISION NOT NULL,
+    done       BIGINT NOT NULL DEFAULT 0        -- URLs it has finished
 );
 
 -- Adaptive politeness and health per host (see crawler/politeness.py), and the node that
