@@ -57,6 +57,11 @@ class OutOfSpace(StorageError):
     """The disk is full (or the volume read-only): nothing was made durable; try again later."""
 
 
+class DatabaseUnavailable(OutOfSpace):
+    """The shared frontier database cannot be reached (restarting, network cut): nothing was
+    made durable; like a full disk, the crawl stops claiming and tries again later."""
+
+
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 

@@ -276,3 +276,41 @@ def test_a_node_stopped_past_its_lease_has_its_late_work_refused(
         r["url"] for n in "ab" for r in warc_records(tmp_path / n) if r["type"] == "response"
     )
     assert set(responses.values()) == {1}
+
+
+def test_connections_cut_mid_crawl_lose_nothing(tmp_path: Path, make_site: SiteFactory) -> None:
+    """The database drops every connection of both nodes again and again while they crawl
+    (as a restart or a network cut would): they connect anew and go on; every URL ends
+    exactly once."""
+    url = _database()
+    urls = _pages(make_site, 12, 4, seconds=0.1)
+    seeds = write_seeds(tmp_path / "s.txt", urls)
+    more = ("politeness.delay=0.1", "frontier.claim_batch=4", "fetch.concurrency=4")
+    procs = {
+        name: cli_process(tmp_path / name, *_node(tmp_path / name, url, name, seeds, *more))
+        for name in ("a", "b")
+    }
+
+    async def cut() -> int:
+        conn = await asyncpg.connect(url)
+        cuts = 0
+        try:
+            while any(proc.poll() is None for proc in procs.values()):
+                cuts += len(
+                    await conn.fetch(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+                await anyio.sleep(0.3)
+        finally:
+            await conn.close()
+        return cuts
+
+    assert anyio.run(cut) > 0
+    for proc in procs.values():
+        code, out = _finish(proc)
+        assert code == 0, out
+    seen = Counter(line["url"] for n in procs for line in index_lines(tmp_path / n))
+    assert sorted(seen) == sorted(urls)
+    assert set(seen.values()) == {1}

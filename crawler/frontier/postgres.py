@@ -15,8 +15,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
@@ -25,7 +24,7 @@ import asyncpg
 from asyncpg import Record
 from asyncpg.pool import PoolConnectionProxy
 
-from crawler.errors import StorageError
+from crawler.errors import DatabaseUnavailable, StorageError
 from crawler.frontier import reports
 from crawler.frontier.postgres_schema import migrate
 from crawler.frontier.values import (
@@ -44,6 +43,7 @@ __all__ = ["PostgresFrontier", "redacted"]
 T = TypeVar("T")
 Conn: TypeAlias = "PoolConnectionProxy[Record]"
 _RETRIED = ("40P01", "40001")  # deadlock detected, serialization failure
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 _TRIES = 5
 
 _ENTRY = (
@@ -193,7 +193,7 @@ class PostgresFrontier:
         request of a host's owner and the first of the next."""
         try:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=4, timeout=timeout)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except (*_DB_ERRORS, TimeoutError) as exc:
             raise StorageError(
                 f"cannot connect to the frontier database {redacted(url)}: {_why(exc, url)}"
             ) from exc
@@ -208,30 +208,37 @@ class PostgresFrontier:
 
     # -- plumbing -----------------------------------------------------------------------------
     async def _run(self, work: Callable[[Conn], Awaitable[T]]) -> T:
-        """`work` in one transaction, retried when it deadlocks with another node's."""
+        """`work` in one transaction, retried when it deadlocks with another node's or its
+        connection is lost (a server restart, a terminated backend): a new one is tried."""
         for attempt in range(_TRIES):
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
                     return await work(conn)
-            except asyncpg.PostgresError as exc:
-                if getattr(exc, "sqlstate", None) in _RETRIED and attempt < _TRIES - 1:
-                    await anyio.sleep(0.01 * 2**attempt)
+            except _DB_ERRORS as exc:
+                error = self._error(exc)
+                again = isinstance(error, DatabaseUnavailable)  # the pool connects anew
+                again = again or getattr(exc, "sqlstate", None) in _RETRIED
+                if again and attempt < _TRIES - 1:
+                    await anyio.sleep(0.05 * 2**attempt)
                     continue
-                raise self._error(exc) from exc
-            except (OSError, asyncpg.InterfaceError) as exc:
-                raise self._error(exc) from exc
+                raise error from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _error(self, exc: BaseException) -> StorageError:
-        return StorageError(f"frontier database {redacted(self._url)}: {_why(exc, self._url)}")
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[Conn]:
-        try:
-            async with self._pool.acquire() as conn:
-                yield conn
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise self._error(exc) from exc
+        """A one-line error; DatabaseUnavailable (try again later) when the connection is
+        the trouble, not the statement."""
+        message = f"frontier database {redacted(self._url)}: {_why(exc, self._url)}"
+        lost = isinstance(
+            exc,
+            OSError
+            | asyncpg.InterfaceError
+            | asyncpg.PostgresConnectionError
+            | asyncpg.CannotConnectNowError
+            | asyncpg.AdminShutdownError
+            | asyncpg.CrashShutdownError
+            | asyncpg.InternalClientError,  # a connection cut in the middle of a statement
+        )
+        return DatabaseUnavailable(message) if lost else StorageError(message)
 
     # -- the contract -------------------------------------------------------------------------
     async def add(self, urls: Sequence[NewURL]) -> int:
@@ -460,29 +467,30 @@ class PostgresFrontier:
         )
 
     async def next_due(self) -> float | None:
-        async with self._read() as conn:
-            due = await conn.fetchval("SELECT min(not_before) FROM urls WHERE state = 'queued'")
+        due = await self._run(
+            lambda conn: conn.fetchval("SELECT min(not_before) FROM urls WHERE state = 'queued'")
+        )
         return None if due is None else float(due)
 
     async def has_pending(self) -> bool:
-        async with self._read() as conn:
-            return bool(
-                await conn.fetchval(
-                    "SELECT EXISTS (SELECT 1 FROM urls WHERE state = 'queued')"
-                    " OR EXISTS (SELECT 1 FROM urls WHERE state = 'leased')"
-                )
+        pending = await self._run(
+            lambda conn: conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM urls WHERE state = 'queued')"
+                " OR EXISTS (SELECT 1 FROM urls WHERE state = 'leased')"
             )
+        )
+        return bool(pending)
 
     async def committed_outputs(self) -> dict[str, int]:
-        async with self._read() as conn:
-            rows = await conn.fetch(
+        rows = await self._run(
+            lambda conn: conn.fetch(
                 "SELECT path, committed FROM outputs WHERE node = $1", self._node
             )
+        )
         return {str(r["path"]): int(r["committed"]) for r in rows}
 
     async def counts(self, top_hosts: int = 10) -> Counts:
-        async with self._read() as conn:
-
+        async def report(conn: Conn) -> Counts:
             async def query(sql: str, params: Sequence[Any] = ()) -> list[Any]:
                 return list(await conn.fetch(_dollars(sql), *params))
 
@@ -493,12 +501,15 @@ class PostgresFrontier:
             ]
             return counts
 
+        return await self._run(report)
+
     async def robots(self, host: str) -> RobotsRecord | None:
-        async with self._read() as conn:
-            row = await conn.fetchrow(
+        row = await self._run(
+            lambda conn: conn.fetchrow(
                 "SELECT host, body, status, expires_at, failing_since FROM robots WHERE host = $1",
                 host,
             )
+        )
         return None if row is None else RobotsRecord(*row)
 
     async def save_robots(self, record: RobotsRecord) -> None:
@@ -527,13 +538,15 @@ class PostgresFrontier:
         )
 
     async def last_beat(self) -> float | None:
-        async with self._read() as conn:
-            at = await conn.fetchval("SELECT beat_at FROM nodes WHERE name = $1", self._node)
+        at = await self._run(
+            lambda conn: conn.fetchval("SELECT beat_at FROM nodes WHERE name = $1", self._node)
+        )
         return None if at is None else float(at)
 
     async def load_cookies(self, profile: str) -> str | None:
-        async with self._read() as conn:
-            jar = await conn.fetchval("SELECT jar FROM cookies WHERE profile = $1", profile)
+        jar = await self._run(
+            lambda conn: conn.fetchval("SELECT jar FROM cookies WHERE profile = $1", profile)
+        )
         return None if jar is None else str(jar)
 
     async def save_cookies(self, profile: str, jar: str) -> None:
@@ -549,12 +562,13 @@ class PostgresFrontier:
     async def host_states(self, hosts: Sequence[str]) -> dict[str, HostState]:
         if not hosts:
             return {}
-        async with self._read() as conn:
-            rows = await conn.fetch(
+        rows = await self._run(
+            lambda conn: conn.fetch(
                 "SELECT host, level, blocked_until, failures, down_until, down_reason"
                 " FROM hosts WHERE host = ANY($1::text[])",
                 list(dict.fromkeys(hosts)),
             )
+        )
         return {str(r[0]): HostState(*r) for r in rows}
 
     async def aclose(self) -> None:
