@@ -99,6 +99,10 @@ _LEASE = (
     "UPDATE urls SET state = 'leased', lease_until = $1, lease_token = $3, lease_node = $4"
     f" WHERE key = ANY($2::bigint[]) AND state = 'queued' RETURNING {_ENTRY}"
 )
+_UNCLAIM = (
+    "UPDATE urls SET state = 'queued', lease_until = NULL, lease_node = NULL"
+    " WHERE lease_token = $1 AND state = 'leased'"
+)
 _HELD = (
     "SELECT key, lease_token FROM urls WHERE key = ANY($1::bigint[]) AND state = 'leased'"
     " FOR UPDATE"
@@ -207,16 +211,18 @@ class PostgresFrontier:
         return frontier
 
     # -- plumbing -----------------------------------------------------------------------------
-    async def _run(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _run(self, work: Callable[[Conn], Awaitable[T]], *, lost_again: bool = True) -> T:
         """`work` in one transaction, retried when it deadlocks with another node's or its
-        connection is lost (a server restart, a terminated backend): a new one is tried."""
+        connection is lost (a server restart, a terminated backend: a new one is tried;
+        `lost_again` false leaves that to the caller, who may not know whether the lost
+        transaction committed)."""
         for attempt in range(_TRIES):
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
                     return await work(conn)
             except _DB_ERRORS as exc:
                 error = self._error(exc)
-                again = isinstance(error, DatabaseUnavailable)  # the pool connects anew
+                again = lost_again and isinstance(error, DatabaseUnavailable)
                 again = again or getattr(exc, "sqlstate", None) in _RETRIED
                 if again and attempt < _TRIES - 1:
                     await anyio.sleep(0.05 * 2**attempt)
@@ -281,9 +287,20 @@ class PostgresFrontier:
         per_host: int = 0,
         room: Mapping[str, int] | None = None,
     ) -> list[Entry]:
-        return await self._run(
-            lambda conn: self._claim(conn, limit, now, lease_until, per_host or limit, room or {})
-        )
+        # The token first: a claim whose connection is lost may have committed or not, and
+        # its leases (if any) are found by their token and given back at once, not left to
+        # expire (a crawl would wait a whole lease for them).
+        token = int(await self._run(lambda conn: conn.fetchval("SELECT nextval('lease_tokens')")))
+        try:
+            return await self._run(
+                lambda conn: self._claim(
+                    conn, limit, now, lease_until, per_host or limit, room or {}, token
+                ),
+                lost_again=False,
+            )
+        except DatabaseUnavailable:
+            await self._run(lambda conn: conn.execute(_UNCLAIM, token))
+            return []
 
     async def _claim(
         self,
@@ -293,6 +310,7 @@ class PostgresFrontier:
         lease_until: float,
         per_host: int,
         room: Mapping[str, int],
+        token: int,
     ) -> list[Entry]:
         self._skew = now - time.time()
         await conn.execute(_EXPIRED, now)
@@ -330,7 +348,6 @@ class PostgresFrontier:
                     break
         if not keys:
             return []
-        token = await conn.fetchval("SELECT nextval('lease_tokens')")
         rows = await conn.fetch(_LEASE, lease_until, sorted(keys), token, self._node)
         return [Entry(*row) for row in rows]
 
