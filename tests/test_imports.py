@@ -60,6 +60,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "frontier.postgres",
             "frontier.postgres_schema",
             "frontier.reports",
+            "frontier.rules",
             "frontier.sqlite",
             "frontier.sqlite_claim",
             "frontier.sqlite_errors",

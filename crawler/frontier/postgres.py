@@ -25,7 +25,7 @@ from asyncpg import Record
 from asyncpg.pool import PoolConnectionProxy
 
 from crawler.errors import DatabaseUnavailable, StorageError
-from crawler.frontier import reports
+from crawler.frontier import reports, rules
 from crawler.frontier.postgres_schema import migrate
 from crawler.frontier.values import (
     CommitBatch,
@@ -259,21 +259,12 @@ class PostgresFrontier:
             rows = await conn.fetch(
                 "SELECT host, total FROM host_urls WHERE host = ANY($1::text[])", hosts
             )
-            room = {str(r["host"]): cap - int(r["total"]) for r in rows}
-            known = {
-                int(r["key"])
-                for r in await conn.fetch(
-                    "SELECT key FROM urls WHERE key = ANY($1::bigint[])", list(fresh)
-                )
-            }
-            for key, u in list(fresh.items()):
-                if key in known:
-                    continue
-                left = room.get(u.host, cap)
-                if left > 0:
-                    room[u.host] = left - 1
-                else:
-                    del fresh[key]
+            known = await conn.fetch(
+                "SELECT key FROM urls WHERE key = ANY($1::bigint[])", list(fresh)
+            )
+            for r in known:  # not counted against the cap: the insert skips them
+                del fresh[int(r["key"])]
+            rules.capped(fresh, {str(r["host"]): int(r["total"]) for r in rows}, cap)
         if not fresh:
             return 0
         status = await conn.execute(_INSERT, *_rows(list(fresh.values())))
@@ -327,25 +318,15 @@ class PostgresFrontier:
         hosts = [host for host in hosts if host in mine]
         if not hosts:
             return []
-        share = min(per_host, max(1, -(-limit // len(hosts))))
-        picked = [(str(r[0]), int(r[1])) for r in await conn.fetch(_PICK, hosts, now, share, limit)]
-        counts: dict[str, int] = {}
-        for host, _ in picked:
-            counts[host] = counts.get(host, 0) + 1
-        full = [host for host in hosts if counts.get(host, 0) >= share]
-        if len(picked) < limit and share < per_host and full:
-            more = await conn.fetch(_PICK, full, now, per_host, limit + share * len(full))
-            again = {key for _, key in picked}
-            picked += [(str(r[0]), int(r[1])) for r in more if int(r[1]) not in again]
-        keys: list[int] = []
-        taken: dict[str, int] = {}
-        for host, key in picked:
-            if taken.get(host, 0) < room.get(host, per_host):
-                taken[host] = taken.get(host, 0) + 1
-                keys.append(key)
-                if len(keys) >= limit:
-                    self._cursor = host
-                    break
+
+        async def pick(chosen: list[str], each: int, most: int) -> list[tuple[str, int]]:
+            rows = await conn.fetch(_PICK, chosen, now, each, most)
+            return [(str(r[0]), int(r[1])) for r in rows]
+
+        picked = await rules.pick_shares(pick, hosts, per_host, limit)
+        keys, filled_at = rules.take(picked, per_host, room, limit)
+        if filled_at is not None:
+            self._cursor = filled_at
         if not keys:
             return []
         rows = await conn.fetch(_LEASE, lease_until, sorted(keys), token, self._node)

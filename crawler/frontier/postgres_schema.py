@@ -7,38 +7,16 @@ may mean things this code does not know)."""
 
 from __future__ import annotations
 
-import re
 import time
-from importlib import resources
-from pathlib import Path
 
 import asyncpg
 from asyncpg import Record
 from asyncpg.pool import PoolConnectionProxy
 
 from crawler.errors import StorageError
+from crawler.frontier import rules
 
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _LOCK = 0x63726177_6C6572  # "crawler": the advisory lock key of schema changes
-
-
-def migrations_dir() -> Path:
-    """Where the numbered SQL files are: inside the wheel, or at the top of a checkout."""
-    packaged = Path(str(resources.files("crawler"))) / "_migrations" / "postgres"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[2] / "migrations" / "postgres"
-
-
-def migrations() -> list[tuple[int, str, str]]:
-    found = []
-    for path in sorted(migrations_dir().glob("*.sql")):
-        match = _MIGRATION_NAME.match(path.name)
-        if match:
-            found.append((int(match.group(1)), path.name, path.read_text(encoding="utf-8")))
-    if not found:
-        raise StorageError(f"no SQL migrations found in {migrations_dir()}")
-    return found
 
 
 async def migrate(conn: PoolConnectionProxy[Record]) -> None:
@@ -49,7 +27,7 @@ async def migrate(conn: PoolConnectionProxy[Record]) -> None:
         " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
     )
     current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
-    known = migrations()
+    known = rules.migrations("postgres")
     if current > known[-1][0]:
         raise StorageError(
             f"the frontier database is at schema version {current}, newer than this crawler"

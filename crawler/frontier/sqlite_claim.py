@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Mapping
 
 import aiosqlite
 
+from crawler.frontier import rules
 from crawler.frontier.values import Entry
 
 # A claim walks the hosts that have queued URLs, from where the last claim stopped (round
@@ -65,8 +65,12 @@ class RoundRobin:
         hosts = [host for host in walked if room.get(host, per_host) > 0]
         if not hosts:
             return []
-        picked = await _pick_shares(db, hosts, now, per_host, limit)
-        keys, filled_at = _take(picked, per_host, room, limit)
+
+        async def pick(chosen: list[str], each: int, most: int) -> list[tuple[str, int]]:
+            return await _pick(db, chosen, now, each, most)
+
+        picked = await rules.pick_shares(pick, hosts, per_host, limit)
+        keys, filled_at = rules.take(picked, per_host, room, limit)
         if filled_at is not None:
             self._cursor = filled_at
         if not keys:
@@ -84,44 +88,11 @@ class RoundRobin:
         return hosts
 
 
-async def _pick_shares(
-    db: aiosqlite.Connection, hosts: list[str], now: float, per_host: int, limit: int
-) -> list[tuple[str, int]]:
-    """(host, key) of ready URLs: first a fair share each, then what is left of the batch to
-    those with more."""
-    share = min(per_host, max(1, -(-limit // len(hosts))))
-    picked = await _pick(db, hosts, now, share, limit)
-    counts = Counter(host for host, _ in picked)
-    full = [host for host in hosts if counts[host] >= share]
-    if len(picked) < limit and share < per_host and full:
-        # The first `share` of each of these hosts come again: ask for that many more.
-        more = await _pick(db, full, now, per_host, limit + share * len(full))
-        again = set(key for _, key in picked)
-        picked += [(host, key) for host, key in more if key not in again]
-    return picked
-
-
 async def _pick(
     db: aiosqlite.Connection, hosts: list[str], now: float, each: int, limit: int
 ) -> list[tuple[str, int]]:
     async with db.execute(_PICK, (json.dumps(hosts), now, each, limit)) as cursor:
         return [(str(host), int(key)) for host, key in await cursor.fetchall()]
-
-
-def _take(
-    picked: list[tuple[str, int]], per_host: int, room: Mapping[str, int], limit: int
-) -> tuple[list[int], str | None]:
-    """The keys to lease, within each host's room (or `per_host`), and the host that filled
-    the batch (where the next claim goes on), if one did."""
-    keys: list[int] = []
-    taken: Counter[str] = Counter()
-    for host, key in picked:
-        if taken[host] < room.get(host, per_host):
-            taken[host] += 1
-            keys.append(key)
-            if len(keys) >= limit:
-                return keys, host
-    return keys, None
 
 
 async def _lease(db: aiosqlite.Connection, keys: list[int], lease_until: float) -> list[Entry]:

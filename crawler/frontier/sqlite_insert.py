@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import aiosqlite
 
+from crawler.frontier import rules
 from crawler.frontier.values import NewURL
 
 _INSERT = (
@@ -61,13 +62,7 @@ async def insert(db: aiosqlite.Connection, urls: Sequence[NewURL], cap: int = 0)
     if cap and fresh:
         hosts = json.dumps(list({u.host for u in fresh.values()}))
         async with db.execute(_TOTALS, (hosts,)) as cursor:
-            room = {str(host): cap - int(total) for host, total in await cursor.fetchall()}
-        for key, u in list(fresh.items()):
-            left = room.get(u.host, cap)
-            if left > 0:
-                room[u.host] = left - 1
-            else:
-                del fresh[key]
+            rules.capped(fresh, {str(h): int(n) for h, n in await cursor.fetchall()}, cap)
     if not fresh:
         return 0
     await db.executemany(_INSERT, [_row(u) for u in fresh.values()])

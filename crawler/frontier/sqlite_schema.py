@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import time
-from importlib import resources
 from pathlib import Path
 
 import aiosqlite
 
 from crawler.errors import StorageError
-
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+from crawler.frontier import rules
 
 
 def migrations_dir() -> Path:
     """Where the numbered SQL files are: inside the wheel, or at the top of a checkout."""
-    packaged = Path(str(resources.files("crawler"))) / "_migrations" / "sqlite"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[2] / "migrations" / "sqlite"
-
-
-def _migrations() -> list[tuple[int, str, str]]:
-    found = []
-    for path in sorted(migrations_dir().glob("*.sql")):
-        match = _MIGRATION_NAME.match(path.name)
-        if match:
-            found.append((int(match.group(1)), path.name, path.read_text(encoding="utf-8")))
-    if not found:
-        raise StorageError(f"no SQL migrations found in {migrations_dir()}")
-    return found
+    return rules.migrations_dir("sqlite")
 
 
 def _statements(sql: str) -> list[str]:
@@ -58,7 +41,7 @@ async def migrate(db: aiosqlite.Connection) -> None:
     async with db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations") as c:
         row = await c.fetchone()
     current = int(row[0]) if row else 0
-    for version, name, sql in _migrations():
+    for version, name, sql in rules.migrations("sqlite"):
         if version <= current:
             continue
         try:
