@@ -147,11 +147,35 @@ class Committer:
         return False
 
     async def _flush(self, batch: list[Outcome]) -> None:
-        """Write the final outcomes of `batch`, then commit the whole batch in one go."""
-        if self._frontier.leases_expire:
-            batch[:] = await self._still_held(batch)
-            if not batch:
-                return
+        """Write the final outcomes of `batch`, then commit the whole batch in one go. Where
+        leases expire (several nodes), only the outcomes whose lease this node still holds
+        are written, and the leases are held from that check to the commit."""
+        written: list[CommitBatch] = []
+
+        async def write(held: set[int]) -> CommitBatch:
+            batch[:] = self._held(batch, held)
+            written.append(await self._prepare(batch))
+            return written[0]
+
+        entries = [o.entry for o in batch]
+        if not self._frontier.leases_expire:
+            await write(set())
+        while True:
+            try:
+                with anyio.CancelScope(shield=True):
+                    if written:  # (or written, then the commit failed: commit it now)
+                        committed = await self._frontier.commit(written[0])
+                    else:
+                        until = time.time() + self._lease_seconds
+                        committed = await self._frontier.commit_holding(entries, until, write)
+                break
+            except OutOfSpace as exc:
+                await self._stall(exc)
+        self._unstall()
+        self._listener.committed(self._accepted(batch, committed), committed.added)
+
+    async def _prepare(self, batch: list[Outcome]) -> CommitBatch:
+        """Write the final outcomes of `batch`; the commit of all of it."""
         commit = CommitBatch()
         commit.outputs = await self._write_final(batch)
         store = self._seen.store
@@ -169,23 +193,14 @@ class Committer:
                     Deferred(key, o.attempts, o.not_before, o.reason, o.status, token)
                 )
         commit.hosts = [] if self._hosts is None else self._hosts.host_states()
-        while True:
-            try:
-                with anyio.CancelScope(shield=True):
-                    committed = await self._frontier.commit(commit)
-                break
-            except OutOfSpace as exc:
-                await self._stall(exc)
-        self._unstall()
-        self._listener.committed(self._accepted(batch, committed), committed.added)
+        return commit
 
-    async def _still_held(self, batch: list[Outcome]) -> list[Outcome]:
-        """The outcomes whose lease this node still holds, renewed so that it lasts until
-        their commit: a record is written only for a completion the frontier will take
-        (another node has the URL of a lost lease, and writes its record)."""
-        held = await self._frontier.renew(
-            [o.entry for o in batch], time.time() + self._lease_seconds
-        )
+    def _held(self, batch: list[Outcome], held: set[int]) -> list[Outcome]:
+        """The outcomes whose lease this node still holds (all, where leases do not
+        expire): a record is written only for a completion the frontier will take (another
+        node has the URL of a lost lease, and writes its record)."""
+        if not self._frontier.leases_expire:
+            return batch
         lost = [o for o in batch if o.entry.key not in held]
         if lost:
             log.warning("leases_lost", count=len(lost), urls=[o.entry.url for o in lost[:5]])

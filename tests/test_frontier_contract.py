@@ -8,6 +8,7 @@ pragmas) stay in that backend's test module.
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -55,6 +56,10 @@ class Store(Protocol):
         reason, status, finished_at)."""
         ...
 
+    async def recount(self) -> list[tuple[str, str, int]]:
+        """(host, state, URLs) counted from the URLs themselves, sorted."""
+        ...
+
 
 class SQLiteStore:
     takes_back_expired = False  # one process owns the crawl: release_all at start
@@ -69,6 +74,14 @@ class SQLiteStore:
             row = conn.execute("SELECT * FROM urls WHERE key = ?", (key,)).fetchone()
         assert row is not None, f"no URL with key {key}"
         return dict(row)
+
+    async def recount(self) -> list[tuple[str, str, int]]:
+        with sqlite3.connect(self._path) as conn:
+            rows = conn.execute(_RECOUNT).fetchall()
+        return [tuple(r) for r in rows]
+
+
+_RECOUNT = "SELECT host, state, count(*) FROM urls GROUP BY host, state ORDER BY host, state"
 
 
 @asynccontextmanager
@@ -96,6 +109,14 @@ class PostgresStore:
             await conn.close()
         assert row is not None, f"no URL with key {key}"
         return dict(row)
+
+    async def recount(self) -> list[tuple[str, str, int]]:
+        conn = await asyncpg.connect(self._url)
+        try:
+            rows = await conn.fetch(_RECOUNT)
+        finally:
+            await conn.close()
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
 
 
 @asynccontextmanager
@@ -581,6 +602,70 @@ async def test_release_all(frontier: Frontier) -> None:
     assert len(await frontier.claim(100, NOW, LEASE)) == 9
 
 
+async def test_counts_agree_with_the_urls_after_every_kind_of_change(
+    frontier: Frontier, store: Store
+) -> None:
+    """The counts are kept as URLs move (not counted at each report): after each kind of
+    change, mixed in one commit or not, they equal a count of the URLs themselves."""
+    rng = random.Random(13)
+    hosts = ["a.example", "b.example:8080", "c.example", "d.example"]
+    added = 0
+    now = NOW
+
+    async def check(step: str) -> None:
+        counted = await store.recount()
+        counts = await frontier.counts(top_hosts=100)
+        by_host = sorted(
+            (h.host, state, n) for h in counts.hosts for state, n in h.states.items() if n
+        )
+        assert by_host == counted, step
+        states: Counter[str] = Counter()
+        for _, state, n in counted:
+            states[state] += n
+        assert counts.states == {s.value: states[s.value] for s in State}, step
+        assert counts.total == sum(states.values()), step
+
+    for round_ in range(12):
+        fresh = [_new(f"http://{rng.choice(hosts)}/{added + i}") for i in range(rng.randint(0, 9))]
+        added += len(fresh)
+        await frontier.add(fresh + fresh[:2])  # some twice
+        await check(f"add, round {round_}")
+        now += 30
+        leased = await frontier.claim(rng.randint(1, 12), now, now + 45)
+        await check(f"claim, round {round_}")
+        rng.shuffle(leased)
+        finished, deferred, released = [], [], []
+        for entry in leased:
+            roll = rng.random()
+            if roll < 0.3:
+                finished.append(_done(entry, now))
+            elif roll < 0.45:
+                finished.append(
+                    Finished(entry.key, State.FAILED, "http_404", 404, 1, now, entry.token)
+                )
+            elif roll < 0.55:
+                finished.append(
+                    Finished(entry.key, State.SKIPPED, "robots", None, 0, now, entry.token)
+                )
+            elif roll < 0.75:
+                deferred.append(_defer(entry, now + rng.choice((0, 60)), reason="timeout"))
+            elif roll < 0.85:
+                released.append(entry)
+            # else: kept leased (past its lease by a later round: taken back or left)
+        stale = [_done(e, now, token=e.token - 1) for e in leased[:1]]  # refused
+        found = [_new(f"http://{rng.choice(hosts)}/{added + i}") for i in range(3)]
+        added += len(found)
+        await frontier.commit(
+            CommitBatch(finished=finished + stale, deferred=deferred, discovered=found)
+        )
+        await check(f"commit, round {round_}")
+        await frontier.release(released, now + 5)
+        await check(f"release, round {round_}")
+    await frontier.release_all()
+    await check("release_all")
+    assert sum(n for _, _, n in await store.recount()) == added
+
+
 # -- next_due, has_pending --------------------------------------------------------------------
 
 
@@ -726,6 +811,30 @@ async def test_the_last_beat_is_kept(frontier: Frontier) -> None:
     await frontier.beat(NOW)
     await frontier.beat(NOW + 1.5)
     assert await frontier.last_beat() == NOW + 1.5
+
+
+async def test_commit_holding_writes_what_is_held_and_no_claim_takes_it_meanwhile(
+    frontier: Frontier, store: Store
+) -> None:
+    """The records of a batch are written while its leases are held: `write` is told
+    which are still held, and a claim made meanwhile, past their expiry, passes them over
+    (another node's claim, with several nodes: the URLs end once, with this commit)."""
+    await frontier.add([_new(f"http://a.example/{i}") for i in range(3)])
+    one, two, three = await frontier.claim(3, NOW, NOW + 60)
+    await frontier.release([three])  # no longer held
+    told: list[set[int]] = []
+
+    async def write(held: set[int]) -> CommitBatch:
+        told.append(held)
+        meanwhile = await frontier.claim(10, NOW + 120, NOW + 300)
+        assert [e.key for e in meanwhile] == [three.key]
+        return CommitBatch(finished=[_done(one), _done(two)])
+
+    committed = await frontier.commit_holding([one, two, three], NOW + 90, write)
+    assert told == [{one.key, two.key}]
+    assert committed.refused == ()
+    assert [(await store.row(e.key))["state"] for e in (one, two)] == ["done", "done"]
+    assert (await frontier.counts()).states["done"] == 2
 
 
 async def test_renew_extends_only_the_leases_still_held(frontier: Frontier, store: Store) -> None:

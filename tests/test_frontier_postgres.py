@@ -47,8 +47,9 @@ async def test_a_host_is_crawled_by_one_node_and_handed_over_a_delay_later(
     nodes: tuple[PostgresFrontier, PostgresFrontier],
 ) -> None:
     a, b = nodes
-    await a.add([_new(f"http://h.example/{i}") for i in range(4)] + [_new("http://o.example/")])
+    await a.add([_new(f"http://h.example/{i}") for i in range(4)])
     [first] = await a.claim(1, NOW, NOW + LEASE)
+    await a.add([_new("http://o.example/")])
     # b gets the other host, never h.example while a holds one of its URLs
     taken = await b.claim(10, NOW, NOW + LEASE)
     assert {e.host for e in taken} == {"o.example"}

@@ -58,6 +58,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "fetcher.transport",
             "frontier",
             "frontier.postgres",
+            "frontier.postgres_counts",
             "frontier.postgres_schema",
             "frontier.reports",
             "frontier.rules",

@@ -22,8 +22,11 @@ The contract every backend keeps (`tests/test_frontier_contract.py` pins it):
   takes back the leases of a process that died.
 - **renew** extends the leases of entries still held with their token and says which
   are; where leases expire (`leases_expire`: PostgreSQL), a node renews what it holds
-  while it runs and checks its results' leases before writing their records, so a record
-  is written only for a completion the frontier will take.
+  while it runs.
+- **commit_holding** renews the leases of a batch, has the records of those still held
+  written, and commits them, holding the leases from the check to the commit (PostgreSQL
+  locks their rows: a claim passes them over, however long the write takes, even with the
+  node frozen). So a record is written only for a completion the frontier takes.
 - **beat** records that this process is alive and may be sending requests (every
   `BEAT_SECONDS`); `last_beat` reads the latest, so a restart keeps politeness towards
   hosts the previous process may have just hit, and a fresh crawl starts at once.
@@ -35,7 +38,7 @@ Value objects are in `crawler.frontier.values` (re-exported here).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 from crawler.frontier.values import (
@@ -97,6 +100,17 @@ class Frontier(Protocol):
         """Apply a committer batch atomically: terminal states, deferrals, new URLs, offsets,
         host states. A completion whose entry is no longer leased with its token is refused
         (reported, nothing of it applied)."""
+        ...
+
+    async def commit_holding(
+        self,
+        entries: Sequence[Entry],
+        lease_until: float,
+        write: Callable[[set[int]], Awaitable[CommitBatch]],
+    ) -> Committed:
+        """Renew to `lease_until` the leases of `entries` still held, call `write` once with
+        their keys (it writes their records and returns the batch to commit), and commit
+        that batch, no claim taking those leases in between."""
         ...
 
     async def release(self, entries: Sequence[Entry], not_before: float = 0.0) -> None:

@@ -4,7 +4,8 @@ Each node names itself (`node.name`); its leases carry its name, so `release_all
 start takes back only its own, and a node that died loses its leases when they expire: a
 claim takes back any lease past its `lease_until` (under a new token, so the dead node's
 late completions are refused). Output lengths are kept per node (each writes its own
-files). Counts by state and host are kept by statement triggers (migration 0001).
+files). Counts by state and host are kept by the transactions that change them
+(postgres_counts.py).
 
 Every method is one short transaction; one that deadlocks with another node's is retried.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -26,6 +28,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from crawler.errors import DatabaseUnavailable, StorageError
 from crawler.frontier import reports, rules
+from crawler.frontier.postgres_counts import Moves
 from crawler.frontier.postgres_schema import migrate
 from crawler.frontier.values import (
     CommitBatch,
@@ -45,6 +48,8 @@ Conn: TypeAlias = "PoolConnectionProxy[Record]"
 _RETRIED = ("40P01", "40001")  # deadlock detected, serialization failure
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 _TRIES = 5
+_WALKS = 4  # walks of a claim whose hosts all turn out held by other nodes
+_ANALYZE_EVERY = 20_000  # rows added, at least, between two ANALYZE of urls
 
 _ENTRY = (
     "key, url, host, attempts, depth, redirects, chain, discovered_from, status, origin, kind,"
@@ -54,12 +59,15 @@ _INSERT = (
     "INSERT INTO urls (key, url, host, depth, redirects, chain, discovered_from, origin, kind)"
     " SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::int[],"
     " $6::text[], $7::text[], $8::text[], $9::text[])"
-    " ON CONFLICT (key) DO NOTHING"
+    " ON CONFLICT (key) DO NOTHING RETURNING host"
 )
 # Leases past their expiry go back to the queue first: their holder went silent.
+# Leases a node holds while it writes their records and commits them (commit_holding) are
+# locked, and passed over: their holder is alive, if late.
 _EXPIRED = (
-    "UPDATE urls SET state = 'queued', lease_until = NULL, lease_node = NULL"
-    " WHERE state = 'leased' AND lease_until < $1"
+    "UPDATE urls SET state = 'queued', lease_until = NULL, lease_token = NULL,"
+    " lease_node = NULL WHERE key IN (SELECT key FROM urls WHERE state = 'leased'"
+    " AND lease_until < $1 FOR UPDATE SKIP LOCKED) RETURNING host"
 )
 _WALK = (
     "WITH RECURSIVE walk(host, n) AS ("
@@ -77,54 +85,72 @@ _PICK = (
     " AND hosts.blocked_until > $2 AND hosts.down_until <= $2)"
     " ORDER BY h.ord LIMIT $4"
 )
-# The walked hosts this node may crawl: it takes those free (no owner, or the owner's hold
-# ran out) and keeps its own, the host row being the lock between nodes claiming at once.
+# The walked hosts this node may crawl: those free (no owner, or the owner's hold ran out)
+# and its own, the host row being the lock between nodes claiming at once. Rows another
+# transaction holds are passed over (SKIP LOCKED), not waited for: a claim never queues
+# behind another node's claim or commit. Every host has a row from its first URL on
+# (postgres_counts.py).
 _TAKE = (
-    "INSERT INTO hosts (host, owner, owner_until) SELECT h, $2, $3 FROM unnest($1::text[]) AS h"
-    " ORDER BY h ON CONFLICT (host) DO UPDATE SET owner = excluded.owner,"
-    " owner_until = excluded.owner_until"
-    " WHERE (hosts.owner IS NULL AND (hosts.free_at <= $4 OR hosts.last_owner = $2))"
-    " OR (hosts.owner IS NOT NULL AND hosts.owner_until <= $4)"
-    " OR (hosts.owner = excluded.owner AND hosts.owner_until < $3 - 60)"
+    "WITH got AS (SELECT host, owner, owner_until FROM hosts WHERE host = ANY($1::text[])"
+    " AND ((owner IS NULL AND (free_at <= $4 OR last_owner = $2))"
+    " OR (owner IS NOT NULL AND owner_until <= $4) OR owner = $2)"
+    " ORDER BY host FOR UPDATE SKIP LOCKED),"
+    " taken AS (UPDATE hosts AS h SET owner = $2, owner_until = $3 FROM got"
+    " WHERE h.host = got.host AND (got.owner IS DISTINCT FROM $2 OR got.owner_until < $3 - 60))"
+    " SELECT host FROM got"
 )
 # Hosts of these URLs that this node holds none of its URLs of any more: free for any node
 # a delay from now (their last request started before this).
 _LET_GO = (
     "UPDATE hosts SET owner = NULL, owner_until = 0, free_at = $2, last_owner = $1"
-    " WHERE owner = $1 AND host IN (SELECT host FROM urls WHERE key = ANY($3::bigint[]))"
+    " WHERE owner = $1 AND host = ANY($3::text[])"
     " AND coalesce((SELECT leased FROM host_urls WHERE host_urls.host = hosts.host), 0) = 0"
 )
-_MINE = "SELECT host FROM hosts WHERE host = ANY($1::text[]) AND owner = $2"
+# Statements on a batch of URLs find them by key (`key = ANY`, also where they join the
+# batch's values), and tell a leased URL by its lease token (set exactly while it is
+# leased: a CHECK of migration 0001), not by `state`: a planner sure from its statistics
+# that hardly any row is leased (or queued) would otherwise scan a partial index, or join
+# the batch's values, once for each row of the batch (20x slower). The URLs picked are
+# queued: nobody else leases them before this claim does, which holds their host's row.
 _LEASE = (
     "UPDATE urls SET state = 'leased', lease_until = $1, lease_token = $3, lease_node = $4"
-    f" WHERE key = ANY($2::bigint[]) AND state = 'queued' RETURNING {_ENTRY}"
+    f" WHERE key = ANY($2::bigint[]) AND lease_token IS NULL RETURNING {_ENTRY}"
 )
 _UNCLAIM = (
-    "UPDATE urls SET state = 'queued', lease_until = NULL, lease_node = NULL"
-    " WHERE lease_token = $1 AND state = 'leased'"
+    "UPDATE urls SET state = 'queued', lease_until = NULL, lease_token = NULL,"
+    " lease_node = NULL WHERE lease_token = $1 AND state = 'leased' RETURNING host"
 )
-_HELD = (
-    "SELECT key, lease_token FROM urls WHERE key = ANY($1::bigint[]) AND state = 'leased'"
-    " FOR UPDATE"
-)
+# Completions apply to URLs still leased with their token (fencing); those that do come
+# back, the others are refused.
 _FINISH = (
     "UPDATE urls AS u SET state = f.state, reason = f.reason, status = f.status,"
-    " attempts = f.attempts, finished_at = f.finished_at, lease_until = NULL, lease_node = NULL"
+    " attempts = f.attempts, finished_at = f.finished_at,"
+    " lease_until = NULL, lease_token = NULL, lease_node = NULL"
     " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::int[],"
-    " $6::float8[]) AS f(key, state, reason, status, attempts, finished_at)"
-    " WHERE u.key = f.key"
+    " $6::float8[], $7::bigint[]) AS f(key, state, reason, status, attempts, finished_at, token)"
+    " WHERE u.key = ANY($1::bigint[]) AND u.key = f.key AND u.lease_token = f.token"
+    " RETURNING u.key, f.token, u.host"
 )
 _DEFER = (
     "UPDATE urls AS u SET state = 'queued', attempts = d.attempts, not_before = d.not_before,"
-    " reason = d.reason, status = d.status, lease_until = NULL, lease_node = NULL"
-    " FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::text[], $5::int[])"
-    " AS d(key, attempts, not_before, reason, status) WHERE u.key = d.key"
+    " reason = d.reason, status = d.status,"
+    " lease_until = NULL, lease_token = NULL, lease_node = NULL"
+    " FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::text[], $5::int[], $6::bigint[])"
+    " AS d(key, attempts, not_before, reason, status, token)"
+    " WHERE u.key = ANY($1::bigint[]) AND u.key = d.key AND u.lease_token = d.token"
+    " RETURNING u.key, d.token, u.host"
+)
+_RENEW = (
+    "UPDATE urls AS u SET lease_until = $3 FROM unnest($1::bigint[], $2::bigint[])"
+    " AS r(key, token) WHERE u.key = ANY($1::bigint[]) AND u.key = r.key"
+    " AND u.lease_token = r.token RETURNING u.key, u.host"
 )
 _RELEASE = (
     "UPDATE urls AS u SET state = 'queued', not_before = greatest(u.not_before, $3),"
-    " lease_until = NULL, lease_node = NULL"
+    " lease_until = NULL, lease_token = NULL, lease_node = NULL"
     " FROM unnest($1::bigint[], $2::bigint[]) AS r(key, token)"
-    " WHERE u.key = r.key AND u.state = 'leased' AND u.lease_token = r.token"
+    " WHERE u.key = ANY($1::bigint[]) AND u.key = r.key AND u.lease_token = r.token"
+    " RETURNING u.host"
 )
 _HOSTS = (
     "INSERT INTO hosts (host, level, blocked_until, failures, down_until, down_reason)"
@@ -180,7 +206,12 @@ class PostgresFrontier:
         # The claimer's clock minus time.time() at the last claim (0 in a crawl; tests pass
         # a clock of their own): hosts are let go on the same clock claims take them on.
         self._skew = 0.0
-        self._cursor = ""  # the host where this node's last claim stopped its walk
+        # The host where this node's last claim stopped its walk. Nodes start theirs at
+        # the host of a URL drawn at random, not all on the first hosts, where they would
+        # chase each other (each passing over the hosts the one ahead of it holds).
+        self._cursor: str | None = None
+        self._known = 0  # rows in urls when its statistics were last renewed (about)
+        self._grown = 0  # rows this node added since
 
     @classmethod
     async def open(
@@ -196,7 +227,9 @@ class PostgresFrontier:
         several nodes start together). `delay`: politeness.delay, kept between the last
         request of a host's owner and the first of the next."""
         try:
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=4, timeout=timeout)
+            pool = await asyncpg.create_pool(
+                url, min_size=1, max_size=4, timeout=timeout, reset=_keep_session
+            )
         except (*_DB_ERRORS, TimeoutError) as exc:
             raise StorageError(
                 f"cannot connect to the frontier database {redacted(url)}: {_why(exc, url)}"
@@ -204,6 +237,16 @@ class PostgresFrontier:
         frontier = cls(pool, url, node, max_per_host, delay)
         try:
             await frontier._run(migrate)
+            frontier._known = max(
+                0,
+                int(
+                    await frontier._run(
+                        lambda conn: conn.fetchval(
+                            "SELECT reltuples FROM pg_class WHERE oid = 'urls'::regclass"
+                        )
+                    )
+                ),
+            )
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await pool.close()
@@ -248,9 +291,30 @@ class PostgresFrontier:
 
     # -- the contract -------------------------------------------------------------------------
     async def add(self, urls: Sequence[NewURL]) -> int:
-        return await self._run(lambda conn: self._insert(conn, urls, 0))
+        async def add(conn: Conn) -> int:
+            moves = Moves()
+            added = await self._insert(conn, moves, urls, 0)
+            await moves.write(conn)
+            return added
 
-    async def _insert(self, conn: Conn, urls: Sequence[NewURL], cap: int) -> int:
+        added = await self._run(add)
+        await self._grew(added)
+        return added
+
+    async def _grew(self, added: int) -> None:
+        """Have the planner's statistics of `urls` renewed once this node has added a
+        fifth more rows than they knew of. Autovacuum does it too, but only after up to a
+        minute: until then a frontier just seeded looks empty to the planner, whose plans
+        for an empty table (the partial indexes scanned whole) made claims 5x slower."""
+        self._grown += added
+        if self._grown < max(_ANALYZE_EVERY, self._known // 5):
+            return
+        self._known += self._grown
+        self._grown = 0
+        with contextlib.suppress(StorageError):  # autovacuum does it later
+            await self._run(lambda conn: conn.execute("ANALYZE (SKIP_LOCKED) urls"))
+
+    async def _insert(self, conn: Conn, moves: Moves, urls: Sequence[NewURL], cap: int) -> int:
         fresh: dict[int, NewURL] = {}
         for u in sorted(urls, key=lambda u: u.key):
             fresh.setdefault(u.key, u)
@@ -267,8 +331,10 @@ class PostgresFrontier:
             rules.capped(fresh, {str(r["host"]): int(r["total"]) for r in rows}, cap)
         if not fresh:
             return 0
-        status = await conn.execute(_INSERT, *_rows(list(fresh.values())))
-        return int(status.rsplit(" ", 1)[-1])
+        rows = await conn.fetch(_INSERT, *_rows(list(fresh.values())))
+        for row in rows:
+            moves.added(row[0])
+        return len(rows)
 
     async def claim(
         self,
@@ -290,7 +356,14 @@ class PostgresFrontier:
                 lost_again=False,
             )
         except DatabaseUnavailable:
-            await self._run(lambda conn: conn.execute(_UNCLAIM, token))
+
+            async def unclaim(conn: Conn) -> None:
+                moves = Moves()
+                for row in await conn.fetch(_UNCLAIM, token):
+                    moves.moved(row[0], "leased", "queued")
+                await moves.write(conn)
+
+            await self._run(unclaim)
             return []
 
     async def _claim(
@@ -304,18 +377,46 @@ class PostgresFrontier:
         token: int,
     ) -> list[Entry]:
         self._skew = now - time.time()
-        await conn.execute(_EXPIRED, now)
+        moves = Moves()
+        for row in await conn.fetch(_EXPIRED, now):
+            moves.moved(row[0], "leased", "queued")
+        entries = await self._lease(conn, moves, limit, now, lease_until, per_host, room, token)
+        await moves.write(conn)
+        return entries
+
+    async def _lease(
+        self,
+        conn: Conn,
+        moves: Moves,
+        limit: int,
+        now: float,
+        lease_until: float,
+        per_host: int,
+        room: Mapping[str, int],
+        token: int,
+    ) -> list[Entry]:
+        if self._cursor is None:
+            self._cursor = str(
+                await conn.fetchval(
+                    "SELECT host FROM urls WHERE key >= $1 ORDER BY key LIMIT 1",
+                    random.randint(-(2**63), 2**63 - 1),
+                )
+                or ""
+            )
         no_room = sum(1 for free in room.values() if free <= 0)
-        walked = await self._walk(conn, limit + no_room)
-        if not walked:
-            return []
-        self._cursor = walked[-1]
-        hosts = [host for host in walked if room.get(host, per_host) > 0]
-        if not hosts:
-            return []
-        await conn.execute(_TAKE, sorted(hosts), self._node, lease_until, now)
-        mine = {str(r[0]) for r in await conn.fetch(_MINE, hosts, self._node)}
-        hosts = [host for host in hosts if host in mine]
+        hosts: list[str] = []
+        for _ in range(_WALKS):  # on past hosts other nodes hold, up to a few times
+            walked = await self._walk(conn, limit + no_room)
+            if not walked:
+                return []
+            self._cursor = walked[-1]
+            free = [host for host in walked if room.get(host, per_host) > 0]
+            if free:
+                rows = await conn.fetch(_TAKE, free, self._node, lease_until, now)
+                mine = {str(r[0]) for r in rows}
+                hosts = [host for host in free if host in mine]
+                if hosts:
+                    break
         if not hosts:
             return []
 
@@ -329,10 +430,15 @@ class PostgresFrontier:
             self._cursor = filled_at
         if not keys:
             return []
-        rows = await conn.fetch(_LEASE, lease_until, sorted(keys), token, self._node)
-        return [Entry(*row) for row in rows]
+        entries = []
+        for row in await conn.fetch(_LEASE, lease_until, sorted(keys), token, self._node):
+            entry = Entry(*row)
+            moves.moved(entry.host, "queued", "leased")
+            entries.append(entry)
+        return entries
 
     async def _walk(self, conn: Conn, limit: int) -> list[str]:
+        assert self._cursor is not None
         hosts = [str(r[0]) for r in await conn.fetch(_WALK, self._cursor, limit)]
         if len(hosts) < limit and self._cursor:
             seen = set(hosts)
@@ -341,64 +447,103 @@ class PostgresFrontier:
         return hosts
 
     async def commit(self, batch: CommitBatch) -> Committed:
-        return await self._run(lambda conn: self._commit(conn, batch))
+        committed = await self._run(lambda conn: self._commit(conn, batch))
+        await self._grew(committed.added)
+        return committed
+
+    async def commit_holding(
+        self,
+        entries: Sequence[Entry],
+        lease_until: float,
+        write: Callable[[set[int]], Awaitable[CommitBatch]],
+    ) -> Committed:
+        ordered = sorted(entries, key=lambda e: e.key)
+        written: list[CommitBatch] = []
+
+        async def hold(conn: Conn) -> Committed:
+            # The leases still held are renewed, which locks their rows to the end of this
+            # transaction: a claim passes them over, however long the write takes. (Not
+            # their hosts' rows: claims of this node go on meanwhile.)
+            if not written:
+                held = await self._renew(conn, ordered, lease_until, hosts=False)
+                written.append(await write(set(held)))
+            # A retry (a deadlock, a lost connection) commits what was written, fenced.
+            return await self._commit(conn, written[0])
+
+        committed = await self._run(hold)
+        await self._grew(committed.added)
+        return committed
 
     async def _commit(self, conn: Conn, batch: CommitBatch) -> Committed:
-        leases = [(f.key, f.token) for f in batch.finished]
-        leases += [(d.key, d.token) for d in batch.deferred]
-        held: dict[int, int] = {}
-        if leases:
-            rows = await conn.fetch(_HELD, sorted(key for key, _ in leases))
-            held = {int(r["key"]): int(r["lease_token"]) for r in rows}
-        finishing = [f for f in batch.finished if held.get(f.key) == f.token]
-        if finishing:
-            await conn.execute(
+        moves = Moves()
+        kept: set[tuple[int, int]] = set()  # (key, token) of the completions applied
+        hosts: set[str] = set()
+        if batch.finished:
+            finished = sorted(batch.finished, key=lambda f: f.key)
+            rows = await conn.fetch(
                 _FINISH,
-                [f.key for f in finishing],
-                [f.state.value for f in finishing],
-                [f.reason for f in finishing],
-                [f.status for f in finishing],
-                [f.attempts for f in finishing],
-                [f.finished_at for f in finishing],
+                [f.key for f in finished],
+                [f.state.value for f in finished],
+                [f.reason for f in finished],
+                [f.status for f in finished],
+                [f.attempts for f in finished],
+                [f.finished_at for f in finished],
+                [f.token for f in finished],
             )
-        deferring = [d for d in batch.deferred if held.get(d.key) == d.token]
-        if deferring:
-            await conn.execute(
+            done = {(int(key), int(token)): str(host) for key, token, host in rows}
+            for f in finished:
+                host = done.get((f.key, f.token))
+                if host is not None:
+                    moves.moved(host, "leased", f.state.value, f.reason)
+            kept |= done.keys()
+            hosts |= set(done.values())
+        if batch.deferred:
+            deferred = sorted(batch.deferred, key=lambda d: d.key)
+            rows = await conn.fetch(
                 _DEFER,
-                [d.key for d in deferring],
-                [d.attempts for d in deferring],
-                [d.not_before for d in deferring],
-                [d.reason for d in deferring],
-                [d.status for d in deferring],
+                [d.key for d in deferred],
+                [d.attempts for d in deferred],
+                [d.not_before for d in deferred],
+                [d.reason for d in deferred],
+                [d.status for d in deferred],
+                [d.token for d in deferred],
             )
+            for key, token, host in rows:
+                moves.moved(host, "leased", "queued")
+                kept.add((int(key), int(token)))
+                hosts.add(str(host))
         added = 0
         if batch.discovered:
-            added = await self._insert(conn, batch.discovered, self._max_per_host)
+            added = await self._insert(conn, moves, batch.discovered, self._max_per_host)
         if batch.outputs:
             paths = sorted(batch.outputs)
             await conn.execute(_OUTPUTS, self._node, paths, [batch.outputs[p] for p in paths])
         if batch.hosts:
-            hosts = sorted(batch.hosts, key=lambda h: h.host)
+            states = sorted(batch.hosts, key=lambda h: h.host)
             await conn.execute(
                 _HOSTS,
-                [h.host for h in hosts],
-                [h.level for h in hosts],
-                [h.blocked_until for h in hosts],
-                [h.failures for h in hosts],
-                [h.down_until for h in hosts],
-                [h.down_reason for h in hosts],
+                [h.host for h in states],
+                [h.level for h in states],
+                [h.blocked_until for h in states],
+                [h.failures for h in states],
+                [h.down_until for h in states],
+                [h.down_reason for h in states],
             )
+        finishing = len(kept) - sum(1 for d in batch.deferred if (d.key, d.token) in kept)
         if finishing:
             await conn.execute(
-                "UPDATE nodes SET done = done + $2 WHERE name = $1", self._node, len(finishing)
+                "UPDATE nodes SET done = done + $2 WHERE name = $1", self._node, finishing
             )
-        if leases:
-            await self._let_go(conn, [key for key, _ in leases])
-        refused = sorted({key for key, token in leases if held.get(key) != token})
+        await moves.write(conn)  # before _let_go, which reads the hosts' leased counts
+        if hosts:
+            await self._let_go(conn, sorted(hosts))
+        leases = [(f.key, f.token) for f in batch.finished]
+        leases += [(d.key, d.token) for d in batch.deferred]
+        refused = sorted({key for key, token in leases if (key, token) not in kept})
         return Committed(added, tuple(refused))
 
-    async def _let_go(self, conn: Conn, keys: list[int]) -> None:
-        await conn.execute(_LET_GO, self._node, self._now() + self._delay, keys)
+    async def _let_go(self, conn: Conn, hosts: list[str]) -> None:
+        await conn.execute(_LET_GO, self._node, self._now() + self._delay, hosts)
 
     def _now(self) -> float:
         return time.time() + self._skew
@@ -409,8 +554,15 @@ class PostgresFrontier:
             keys = [e.key for e in ordered]
 
             async def release(conn: Conn) -> None:
-                await conn.execute(_RELEASE, keys, [e.token for e in ordered], not_before)
-                await self._let_go(conn, keys)
+                moves = Moves()
+                hosts = set()
+                for (host,) in await conn.fetch(
+                    _RELEASE, keys, [e.token for e in ordered], not_before
+                ):
+                    moves.moved(host, "leased", "queued")
+                    hosts.add(host)
+                await moves.write(conn)
+                await self._let_go(conn, sorted(hosts))
 
             await self._run(release)
 
@@ -420,41 +572,50 @@ class PostgresFrontier:
         ordered = sorted(entries, key=lambda e: e.key)
 
         async def renew(conn: Conn) -> set[int]:
-            rows = await conn.fetch(
-                "UPDATE urls AS u SET lease_until = $3 FROM unnest($1::bigint[], $2::bigint[])"
-                " AS r(key, token) WHERE u.key = r.key AND u.state = 'leased'"
-                " AND u.lease_token = r.token RETURNING u.key, u.host",
-                [e.key for e in ordered],
-                [e.token for e in ordered],
-                lease_until,
-            )
-            hosts = sorted({str(r["host"]) for r in rows})
-            await conn.execute(
-                "UPDATE hosts SET owner_until = greatest(owner_until, $3)"
-                " WHERE host = ANY($1::text[]) AND owner = $2",
-                hosts,
-                self._node,
-                lease_until,
-            )
-            return {int(r["key"]) for r in rows}
+            return set(await self._renew(conn, ordered, lease_until))
 
         return await self._run(renew)
+
+    async def _renew(
+        self, conn: Conn, ordered: Sequence[Entry], lease_until: float, *, hosts: bool = True
+    ) -> dict[int, str]:
+        """Extend the leases still held (locking their rows) and (with `hosts`) this node's
+        hold on their hosts; their keys, with their hosts."""
+        if not ordered:
+            return {}
+        rows = await conn.fetch(
+            _RENEW, [e.key for e in ordered], [e.token for e in ordered], lease_until
+        )
+        held = {int(key): str(host) for key, host in rows}
+        if not hosts:
+            return held
+        await conn.execute(
+            "UPDATE hosts SET owner_until = greatest(owner_until, $3)"
+            " WHERE host = ANY($1::text[]) AND owner = $2",
+            sorted(set(held.values())),
+            self._node,
+            lease_until,
+        )
+        return held
 
     async def release_all(self) -> int:
         """Release this node's leases and hosts (a node starting again: its last run left
         them)."""
 
-        async def release(conn: Conn) -> str:
+        async def release(conn: Conn) -> int:
             await self._give_up_hosts(conn)
-            return str(
-                await conn.execute(
-                    "UPDATE urls SET state = 'queued', lease_until = NULL, lease_node = NULL"
-                    " WHERE state = 'leased' AND lease_node = $1",
-                    self._node,
-                )
+            moves = Moves()
+            rows = await conn.fetch(
+                "UPDATE urls SET state = 'queued', lease_until = NULL, lease_token = NULL,"
+                " lease_node = NULL WHERE state = 'leased' AND lease_node = $1 RETURNING host",
+                self._node,
             )
+            for row in rows:
+                moves.moved(row[0], "leased", "queued")
+            await moves.write(conn)
+            return len(rows)
 
-        return int((await self._run(release)).rsplit(" ", 1)[-1])
+        return await self._run(release)
 
     async def _give_up_hosts(self, conn: Conn) -> None:
         await conn.execute(
@@ -587,6 +748,12 @@ _NODES = (
 _TALLIES = (
     "SELECT state, reason, sum(n) AS n FROM tallies GROUP BY state, reason HAVING sum(n) != 0"
 )
+
+
+async def _keep_session(conn: object) -> None:
+    """A connection goes back to the pool as it is: the frontier leaves nothing in its
+    session (no settings, listeners, cursors or session locks), so the default reset (one
+    more round trip per transaction) has nothing to undo."""
 
 
 def _dollars(sql: str) -> str:

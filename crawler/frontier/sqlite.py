@@ -9,7 +9,7 @@ a process that died. Lease tokens come from one counter row (`lease_tokens`, mig
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -172,6 +172,15 @@ class SQLiteFrontier:
             return set()
         async with self._transaction() as db:
             return await sqlite_fencing.renew(db, entries, lease_until)
+
+    async def commit_holding(
+        self,
+        entries: Sequence[Entry],
+        lease_until: float,
+        write: Callable[[set[int]], Awaitable[CommitBatch]],
+    ) -> Committed:
+        # One process owns the crawl: nobody else can take its leases meanwhile.
+        return await self.commit(await write(await self.renew(entries, lease_until)))
 
     async def release_all(self) -> int:
         async with self._transaction() as db:

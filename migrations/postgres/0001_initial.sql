@@ -20,7 +20,10 @@ CREATE TABLE urls (
     status          INTEGER,
     finished_at     DOUBLE PRECISION,
     origin          TEXT,
-    kind            TEXT
+    kind            TEXT,
+    -- Statements tell a batch's leased rows by their token (crawler/frontier/postgres.py).
+    CONSTRAINT leased CHECK ((state = 'leased') = (lease_token IS NOT NULL)
+                             AND (state = 'leased') = (lease_until IS NOT NULL))
 ) WITH (fillfactor = 85, autovacuum_vacuum_scale_factor = 0.02,
         autovacuum_analyze_scale_factor = 0.02);
 -- Only rows that are queued or leased are in the indexes claims use: the long tail of
@@ -33,7 +36,8 @@ CREATE INDEX urls_leased ON urls (lease_until) WHERE state = 'leased';
 CREATE SEQUENCE lease_tokens;
 
 -- URLs by state and reason, in shards (by backend) so that nodes do not queue on one row;
--- reports sum them. Kept by the statement triggers below.
+-- reports sum them. Kept by the transactions that move URLs (crawler/frontier/
+-- postgres_counts.py), not by triggers: those cost two thirds of the throughput.
 CREATE TABLE tallies (
     shard  INTEGER NOT NULL,
     state  TEXT    NOT NULL,
@@ -53,64 +57,6 @@ CREATE TABLE host_urls (
     failed  BIGINT NOT NULL DEFAULT 0,
     skipped BIGINT NOT NULL DEFAULT 0
 ) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.05);
-
--- Rows are locked in host (or state, reason) order, so two transactions touching the same
--- rows cannot deadlock on them within one statement.
-CREATE FUNCTION urls_counted() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO tallies (shard, state, reason, n)
-            SELECT pg_backend_pid() % 64, state, coalesce(reason, ''), count(*)
-            FROM new_rows GROUP BY 2, 3 ORDER BY 2, 3
-            ON CONFLICT (shard, state, reason) DO UPDATE SET n = tallies.n + excluded.n;
-        INSERT INTO host_urls (host, total, queued, leased, done, failed, skipped)
-            SELECT host, count(*), count(*) FILTER (WHERE state = 'queued'),
-                   count(*) FILTER (WHERE state = 'leased'), count(*) FILTER (WHERE state = 'done'),
-                   count(*) FILTER (WHERE state = 'failed'),
-                   count(*) FILTER (WHERE state = 'skipped')
-            FROM new_rows GROUP BY host ORDER BY host
-            ON CONFLICT (host) DO UPDATE SET
-                total = host_urls.total + excluded.total,
-                queued = host_urls.queued + excluded.queued,
-                leased = host_urls.leased + excluded.leased,
-                done = host_urls.done + excluded.done,
-                failed = host_urls.failed + excluded.failed,
-                skipped = host_urls.skipped + excluded.skipped;
-        RETURN NULL;
-    END IF;
-    -- UPDATE: the rows whose state or reason changed, before and after.
-    INSERT INTO tallies (shard, state, reason, n)
-        SELECT pg_backend_pid() % 64, state, reason, sum(n) FROM (
-            SELECT o.state, coalesce(o.reason, '') AS reason, -1 AS n
-            FROM old_rows AS o JOIN new_rows AS a USING (key)
-            WHERE o.state IS DISTINCT FROM a.state OR o.reason IS DISTINCT FROM a.reason
-            UNION ALL
-            SELECT a.state, coalesce(a.reason, ''), 1
-            FROM old_rows AS o JOIN new_rows AS a USING (key)
-            WHERE o.state IS DISTINCT FROM a.state OR o.reason IS DISTINCT FROM a.reason
-        ) AS moves GROUP BY 2, 3 HAVING sum(n) != 0 ORDER BY 2, 3
-        ON CONFLICT (shard, state, reason) DO UPDATE SET n = tallies.n + excluded.n;
-    UPDATE host_urls AS h SET
-        queued = h.queued + d.queued, leased = h.leased + d.leased, done = h.done + d.done,
-        failed = h.failed + d.failed, skipped = h.skipped + d.skipped
-    FROM (
-        SELECT a.host,
-               sum((a.state = 'queued')::int - (o.state = 'queued')::int) AS queued,
-               sum((a.state = 'leased')::int - (o.state = 'leased')::int) AS leased,
-               sum((a.state = 'done')::int - (o.state = 'done')::int) AS done,
-               sum((a.state = 'failed')::int - (o.state = 'failed')::int) AS failed,
-               sum((a.state = 'skipped')::int - (o.state = 'skipped')::int) AS skipped
-        FROM old_rows AS o JOIN new_rows AS a USING (key)
-        WHERE o.state IS DISTINCT FROM a.state
-        GROUP BY a.host ORDER BY a.host
-    ) AS d
-    WHERE h.host = d.host;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER urls_added AFTER INSERT ON urls REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION urls_counted();
-CREATE TRIGGER urls_moved AFTER UPDATE ON urls REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION urls_counted();
 
 -- Output files of each node, and the length of each known to be committed.
 CREATE TABLE outputs (
