@@ -50,6 +50,12 @@ def _with_netloc(url: str, parts: SplitResult, netloc: str) -> str:
     return url[:start] + netloc + url[start + len(parts.netloc) :]
 
 
+def ascii_host(hostname: str) -> str:
+    """A host name as ASCII: a non-ASCII name as its IDNA A-label (UnicodeError if it has
+    none), any other as it is."""
+    return hostname if hostname.isascii() else idna.encode(hostname).decode("ascii")
+
+
 def client_host(hostname: str) -> str:
     """A host name (lower-case, as urlsplit gives it) as the HTTP client reads it.
 

@@ -6,6 +6,7 @@ import re
 from urllib.parse import urljoin, urlsplit
 
 from crawler.hosts import DEFAULT_PORTS, fetch_form, is_plain
+from crawler.urls import encoded
 
 # Shapes of link that `Joiner` joins by concatenation, each chosen so that urljoin would
 # return the very same string: no whitespace or control characters (urlsplit strips or drops
@@ -39,13 +40,16 @@ class Joiner:
     but in the form they are fetched in (`validate`'s, without the userinfo they may have).
 
     The common shapes of link (absolute, "/rooted", "relative/path", "?query") are joined
-    by string concatenation when the base allows it; every other link takes urljoin.
+    by string concatenation when the base allows it; every other link takes urljoin. The
+    URL comes back as browsers request it (`encoded`: `a b.html` as `a%20b.html`, `café`
+    as `caf%C3%A9`); `unresolved` counts the http(s) links that name no fetchable URL.
     """
 
-    __slots__ = ("_dir", "_origin", "_path", "base")
+    __slots__ = ("_dir", "_origin", "_path", "base", "unresolved")
 
     def __init__(self, base: str) -> None:
         self.base = base
+        self.unresolved = 0
         self._origin: str | None = None
         self._path = self._dir = ""
         match = _BASE.fullmatch(base)
@@ -61,6 +65,10 @@ class Joiner:
 
     def join(self, href: str) -> str | None:
         """The URL `href` names, without its fragment; None unless http(s) with a host."""
+        url = self._join(href)
+        return None if url is None else encoded(url)
+
+    def _join(self, href: str) -> str | None:
         href = href.strip()
         if not href or href[0] == "#":
             return None
@@ -69,10 +77,10 @@ class Joiner:
             match = _ABSOLUTE_LINK.fullmatch(href)
             if match is not None and int(match["port"] or 0) <= 65535 and is_plain(match["host"]):
                 return match["url"]
-            return _join(self.base, href)
+            return self._general(href)
         origin = self._origin
         if origin is None:
-            return _join(self.base, href)
+            return self._general(href)
         if first == "/":
             if href[1:2] != "/" and (match := _ROOTED_LINK.fullmatch(href)) is not None:
                 return origin + match["url"]
@@ -81,21 +89,24 @@ class Joiner:
                 return origin + self._path + match["url"]
         elif self._dir and (match := _RELATIVE_LINK.fullmatch(href)) is not None:
             return origin + self._dir + match["url"]
-        return _join(self.base, href)
+        return self._general(href)
 
-
-def _join(base: str, href: str) -> str | None:
-    """The general case of `Joiner.join`: urljoin, then the checks and the fetched form."""
-    try:
-        url = urljoin(base, href)
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-        return None  # javascript:, mailto:, data:, tel:, ...
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-        url = fetch_form(url, parts)
-    except ValueError:  # BadURL included
-        return None
-    return url.split("#", 1)[0]
+    def _general(self, href: str) -> str | None:
+        """The general case: urljoin, then the checks and the fetched form."""
+        try:
+            url = urljoin(self.base, href)
+            parts = urlsplit(url)
+        except ValueError:
+            self.unresolved += 1
+            return None
+        if parts.scheme not in DEFAULT_PORTS:
+            return None  # javascript:, mailto:, data:, tel:, ...
+        try:
+            if not parts.hostname:
+                raise ValueError("no host")
+            parts.port  # noqa: B018 - raises on a bad port
+            url = fetch_form(url, parts)
+        except ValueError:  # BadURL included
+            self.unresolved += 1
+            return None
+        return url.split("#", 1)[0]

@@ -17,7 +17,7 @@ from crawler.retry import RETRYABLE_STATUSES, RetryPolicy
 from crawler.scope import Scope
 from crawler.seen import Seen
 from crawler.settings import CrawlSettings
-from crawler.urls import locate, url_key, without_userinfo
+from crawler.urls import encoded, locate, url_key, without_userinfo
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
@@ -28,6 +28,7 @@ class Followed(NamedTuple):
     new_urls: tuple[NewURL, ...]  # to add: fetchable, in scope, not in the frontier yet
     links: int  # fetchable and in scope (new or not)
     out_of_scope: int
+    invalid: int  # not fetchable as written (userinfo, a bad host...)
 
 
 class Judge:
@@ -98,7 +99,8 @@ class Judge:
         response.decoded = None
         kind = "sitemap" if found.index else None
         depth = entry.depth if found.index else entry.depth + 1
-        followed = self.follow(entry, found.urls, depth=depth, kind=kind)
+        urls = [encoded(url) for url in found.urls]  # as a link's: `café` as `caf%C3%A9`
+        followed = self.follow(entry, urls, depth=depth, kind=kind)
         return Outcome.done(
             entry,
             attempts=attempts,
@@ -109,6 +111,7 @@ class Judge:
             links=followed.links,
             links_truncated=found.truncated,
             out_of_scope=followed.out_of_scope,
+            links_invalid=followed.invalid,
         )
 
     def _discover(self, entry: Entry, response: Response, attempts: int) -> Outcome:
@@ -132,6 +135,7 @@ class Judge:
             links=followed.links,
             links_truncated=found.truncated or len(body) < response.decoded_bytes,
             out_of_scope=followed.out_of_scope,
+            links_invalid=followed.invalid + found.invalid,
         )
 
     def follow(
@@ -149,10 +153,12 @@ class Judge:
         new_urls: list[NewURL] = []
         followed = 0
         out_of_scope = 0
+        invalid = 0
         for url in urls:
             try:
                 host, key = seen.host(url)
             except ValueError:  # BadURL included
+                invalid += 1
                 continue
             if scoped and not allows(url, host, origin):
                 out_of_scope += 1
@@ -173,7 +179,7 @@ class Judge:
                     kind=kind,
                 )
             )
-        return Followed(tuple(new_urls), followed, out_of_scope)
+        return Followed(tuple(new_urls), followed, out_of_scope, invalid)
 
     def _final(
         self,

@@ -32,6 +32,7 @@ class Links:
 
     urls: list[str] = field(default_factory=list)
     truncated: bool = False  # more than max_links were found
+    invalid: int = 0  # http(s) links that name no fetchable URL (a bad host or port...)
     nofollow: bool = False  # the page (meta robots or X-Robots-Tag) asked not to follow
 
 
@@ -115,6 +116,7 @@ def extract(
             break
         seen.add(url)
         urls.append(url)
+    found.invalid = resolver.unresolved
     return found
 
 

@@ -112,6 +112,7 @@ class Outcome:
     links: int | None = None  # in-scope links found (None: the page was not parsed)
     links_truncated: bool = False
     out_of_scope: int = 0
+    links_invalid: int = 0  # links (or sitemap URLs) naming no fetchable URL
     host_down: bool = False  # failed without a request: its host was given up as down
 
     @property
@@ -133,6 +134,7 @@ class Outcome:
         links: int | None = None,
         links_truncated: bool = False,
         out_of_scope: int = 0,
+        links_invalid: int = 0,
     ) -> Outcome:
         """A response, whatever its status: the URL is fetched."""
         return cls(
@@ -147,6 +149,7 @@ class Outcome:
             links=links,
             links_truncated=links_truncated,
             out_of_scope=out_of_scope,
+            links_invalid=links_invalid,
         )
 
     @classmethod

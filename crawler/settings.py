@@ -88,6 +88,8 @@ class OutputSettings:
     gzip_level: int = 1
     prefix: str = "crawler"
     store_credentials: bool = False
+    collection: str = ""  # warcinfo isPartOf ("": the data directory's name)
+    operator: str = ""  # warcinfo operator ("": not written)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from w3lib.url import safe_url_string
 
-from crawler.hosts import DEFAULT_PORTS, DOTTED_QUAD, BadURL, client_host, fetch_form
+from crawler.hosts import DEFAULT_PORTS, DOTTED_QUAD, BadURL, ascii_host, client_host, fetch_form
 
 MAX_URL_LENGTH = 8 * 1024
 
@@ -34,6 +34,52 @@ _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 # The start of a URL up to its authority, then the authority's userinfo (to its last "@").
 _USERINFO = re.compile(r"([^/?#]*?//)[^/?#]*@")
+
+
+# A character a URI may not hold as written (RFC 3986: outside unreserved, reserved and
+# "%"), or a "%" that starts no escape; controls and DEL are left for `validate` to refuse.
+_NOT_URI = re.compile(r"[^\x00-\x1f\x7fA-Za-z0-9\-._~:/?#@!$&'()*+,;=%]|%(?![0-9A-Fa-f]{2})")
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_CONTROLS = "".join(map(chr, range(0x20))) + "\x7f"  # refused by validate, not escaped
+_PATH_SAFE = "/:@!$&'()*+,;=%~" + _CONTROLS
+_QUERY_SAFE = _PATH_SAFE + "?/"
+
+
+def encoded(text: str) -> str:
+    """`text` as a URI (RFC 3986): each character a URI may not hold (a space, `|`, `"`,
+    `[` outside the host, non-ASCII...) percent-encoded as UTF-8, in the path, query and
+    fragment, and a non-ASCII host name as its IDNA A-label; escapes already there are kept.
+    What browsers send for a link `café.html` or `a b.html` (`caf%C3%A9.html`, `a%20b.html`),
+    and what a WARC-Target-URI must be. Text that needs none of this comes back as it is."""
+    if _NOT_URI.search(text) is None:
+        return text
+    try:
+        parts = urlsplit(text)
+        hostname = parts.hostname
+    except ValueError:
+        return text  # validate says why
+    netloc = parts.netloc
+    if hostname and not hostname.isascii():
+        try:
+            host = ascii_host(hostname)
+        except UnicodeError:
+            return text  # validate refuses the host
+        userinfo, at, hostport = netloc.rpartition("@")
+        port = hostport[hostport.rfind(":") :] if parts.port is not None else ""
+        netloc = f"{userinfo}{at}{host}{port}"
+
+    def escape(part: str, safe: str) -> str:
+        return quote(_STRAY_PERCENT.sub("%25", part), safe=safe)
+
+    return urlunsplit(
+        (
+            parts.scheme,
+            netloc,
+            escape(parts.path, _PATH_SAFE),
+            escape(parts.query, _QUERY_SAFE),
+            escape(parts.fragment, _QUERY_SAFE),
+        )
+    )
 
 
 def _normalise_escape(match: re.Match[str]) -> str:
@@ -145,13 +191,15 @@ def identify(text: str, sort_query: bool = False) -> tuple[int, str]:
 def locate(text: str, sort_query: bool = False) -> tuple[str, str, str]:
     """Validate `text` and return (URL to fetch, canonical URL, host): the one call on the
     seeding hot path, and `identify` before the key, for a caller that may drop the URL by
-    its host (scope) without paying for its key. The URL to fetch is `validate`'s."""
+    its host (scope) without paying for its key. Every URL enters the frontier through
+    here (seeds, links, redirects, sitemaps): the URL to fetch is `validate`'s of its
+    `encoded` form, one form however the URL was written."""
     match = _fast(text)
     if match is not None:
         port = match.group("port")
         host = match.group("host") if port is None else f"{match.group('host')}:{port}"
         return text, _fast_canonical(text, match, sort_query), host
-    url = validate(text)
+    url = validate(encoded(text))
     return url, canonical(url, sort_query), host_of(url)
 
 

@@ -19,6 +19,7 @@ from crawler.models import Entry, NewURL, Outcome, Response
 from crawler.politeness import HOST_FAILURES
 from crawler.retry import parse_retry_after, retry_in_place
 from crawler.robots import Robots
+from crawler.urls import encoded
 
 ROBOTS_FETCHED = "robots_fetched"  # its request slot went to the host's robots.txt
 MAX_IN_PLACE_WAIT = 5.0  # an in-place retry never waits longer than this for politeness
@@ -221,7 +222,8 @@ class Worker:
         not_before = self._wall() + self._scheduler.delay_of(entry.host)
         new_urls: tuple[NewURL, ...] = ()
         if self._crawl.sitemaps and named:
-            new_urls = self._judge.follow(entry, named, 0, "sitemap", scoped=False).new_urls
+            urls = [encoded(url) for url in named]  # as a link's: `café` as `caf%C3%A9`
+            new_urls = self._judge.follow(entry, urls, 0, "sitemap", scoped=False).new_urls
         return Outcome.deferred(
             entry,
             attempts=entry.attempts,

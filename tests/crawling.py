@@ -79,6 +79,9 @@ def warc_records(data_dir: Path) -> list[dict[str, Any]]:
                         "type": record.rec_type,
                         "url": record.rec_headers.get_header("WARC-Target-URI"),
                         "headers": dict(record.rec_headers.headers),
+                        "http_headers": dict(record.http_headers.headers)
+                        if record.http_headers
+                        else {},
                         "status": record.http_headers.get_statuscode()
                         if record.http_headers
                         else None,

@@ -115,6 +115,14 @@ def test_http2_is_used_and_recorded_as_such(tmp_path: Path, h2_server: TLSServer
     responses = [r for r in warc_records(data) if r["type"] == "response"]
     assert {r["headers"]["WARC-Protocol"] for r in responses} == {"h2"}
     assert responses[0]["payload"].startswith(b"<html>/page")
+    # The request records hold only headers that were sent (h2 has no Connection header,
+    # nor keep-alive): each name is one the server received.
+    received = {name for names in stats["header_names"] for name in names}
+    requests = [r for r in warc_records(data) if r["type"] == "request"]
+    assert {r["headers"]["WARC-Protocol"] for r in requests} == {"h2"}
+    sent = {name.lower() for r in requests for name in r["http_headers"]}
+    assert sent
+    assert sent <= received, sent - received
 
 
 def test_untrusted_certificate_fails_with_reason_tls(tmp_path: Path, h2_server: TLSServer) -> None:

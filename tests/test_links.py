@@ -139,7 +139,7 @@ def test_decode_prefers_the_http_charset_to_the_meta_charset() -> None:
     body = '<meta charset="utf-8"><a href="/дом">д</a>'.encode("cp1251")
     text = decode(body, "text/html; charset=windows-1251")
     assert "/дом" in text
-    assert links(text) == ["http://a.example/дом"]
+    assert links(text) == ["http://a.example/%D0%B4%D0%BE%D0%BC"]
 
 
 def test_decode_prefers_a_bom_to_the_http_charset() -> None:
@@ -166,7 +166,7 @@ def test_decode_uses_the_bom_and_strips_it(
     html = '<p>Grüße</p><a href="/straße">s</a>'
     text = decode(bom + html.encode(encoding), content_type)
     assert text == html
-    assert links(text) == ["http://a.example/straße"]
+    assert links(text) == ["http://a.example/stra%C3%9Fe"]
 
 
 def test_decode_prefers_the_bom_to_the_meta_charset() -> None:
@@ -220,7 +220,7 @@ def test_decode_of_a_mislabelled_latin1_page_still_yields_its_links() -> None:
     body = '<p>Café crème</p><a href="/menu">menu</a><a href="/café">c</a>'.encode("latin-1")
     text = decode(body, "text/html; charset=utf-8")
     assert "\ufffd" in text
-    assert links(text) == ["http://a.example/menu", "http://a.example/caf\ufffd"]
+    assert links(text) == ["http://a.example/menu", "http://a.example/caf%EF%BF%BD"]
 
 
 @pytest.mark.parametrize("charset", ["x-no-such-charset", "utf-99", "base64", "undefined", "idna"])
@@ -265,7 +265,7 @@ def test_source_keeps_a_utf8_body_as_bytes_without_its_bom(
 )
 def test_source_decodes_a_body_in_another_charset(body: bytes, content_type: str | None) -> None:
     assert source(body, content_type) == decode(body, content_type)
-    assert links(source(body, content_type)) == ["http://a.example/дом"]
+    assert links(source(body, content_type)) == ["http://a.example/%D0%B4%D0%BE%D0%BC"]
 
 
 @pytest.mark.parametrize(

@@ -371,18 +371,21 @@ def test_index_file_and_rfc3339(tmp_path: Path) -> None:
 
 def test_warc_file_reopened_does_not_repeat_warcinfo(tmp_path: Path) -> None:
     path = tmp_path / "a.warc.gz"
-    first = WarcFile(path, "ua/1")
+    first = WarcFile(path, {"http-header-user-agent": "ua/1"})
     first.flush(fsync=False)
     size = first.size
     assert size == path.stat().st_size > 0
     first.close()
-    again = WarcFile(path, "ua/1")
+    again = WarcFile(path, {"http-header-user-agent": "ua/1"})
     assert again.size == size
     offset = again.write_exchange("http://a.example/", _response(b"hi"), _digest(b"hi"), 1.0)
     again.flush(fsync=False)
     again.close()
     assert offset > size
-    assert [r["type"] for r in _records(path)] == ["warcinfo", "request", "response"]
+    records = _records(path)
+    assert [r["type"] for r in records] == ["warcinfo", "request", "response"]
+    info_id = records[0]["headers"]["WARC-Record-ID"]  # the reopened file's own
+    assert [r["headers"]["WARC-Warcinfo-ID"] for r in records[1:]] == [info_id, info_id]
 
 
 def test_unwritable_record_fails_only_its_url(tmp_path: Path) -> None:

@@ -89,8 +89,22 @@ def index_line(outcome: Outcome, warc_file: str | None, warc_offset: int | None)
         "links": outcome.links,
         "links_truncated": outcome.links_truncated,
         "out_of_scope": outcome.out_of_scope,
+        "links_invalid": outcome.links_invalid,
         "host_down": outcome.host_down,
     }
+
+
+def warcinfo(data_dir: Path, settings: Settings) -> dict[str, str]:
+    """The fields of the crawl's warcinfo records (WarcFile adds software, format, host)."""
+    output = settings.output
+    fields = {
+        "isPartOf": output.collection or data_dir.resolve().name,
+        "http-header-user-agent": settings.fetch.user_agent,
+        "robots": "obey" if settings.robots.obey else "ignore",
+    }
+    if output.operator:
+        fields["operator"] = output.operator
+    return fields
 
 
 class Outputs:
@@ -101,6 +115,7 @@ class Outputs:
         self._warc_dir = data_dir / "warc"
         self._index_dir = data_dir / "index"
         self._settings = settings
+        self._warcinfo = warcinfo(data_dir, settings)
         self._warc: WarcFile | None = None
         self._index: IndexFile | None = None
         self._serial = 0
@@ -149,9 +164,7 @@ class Outputs:
 
     def _open(self, stem: str) -> None:
         self._warc = WarcFile(
-            self._warc_dir / f"{stem}.warc.gz",
-            self._settings.fetch.user_agent,
-            self._settings.output.gzip_level,
+            self._warc_dir / f"{stem}.warc.gz", self._warcinfo, self._settings.output.gzip_level
         )
         self._index = IndexFile(self._index_dir / f"{stem}.jsonl")
 

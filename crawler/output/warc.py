@@ -7,11 +7,13 @@ import os
 import socket
 import uuid
 import zlib
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from isal import isal_zlib
+from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
@@ -20,6 +22,11 @@ from crawler.models import SPOOL_BYTES, Response
 
 # The body is stored de-chunked, so the header that described the chunking is renamed.
 _RENAMED = {"transfer-encoding": "X-Crawler-Transfer-Encoding"}
+# Connection-specific headers, which HTTP/2 does not send (RFC 9113, 8.2.2): the client
+# lists them among its request's headers, the h2 connection drops them.
+_NOT_SENT_OVER_H2 = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
+)
 
 
 def warc_date(timestamp: float) -> str:
@@ -74,17 +81,19 @@ class _GzipMember:
 
 
 class WarcFile:
-    """An open WARC file that records are appended to; `size` is its length in bytes."""
+    """An open WARC file that records are appended to; `size` is its length in bytes.
 
-    def __init__(self, path: Path, user_agent: str, gzip_level: int = 1) -> None:
+    It starts with a warcinfo record (`info`: its fields besides software, format and
+    hostname), which every later record names (WARC-Warcinfo-ID)."""
+
+    def __init__(self, path: Path, info: Mapping[str, str], gzip_level: int = 1) -> None:
         self.path = path
         self._level = gzip_level
         self._file: BinaryIO = open(path, "ab")  # noqa: SIM115 - closed by close()
         self._buffer = io.BytesIO()
         self._writer = WARCWriter(self._buffer, gzip=False, warc_version="1.1")
         self.size = self._file.tell()
-        if self.size == 0:
-            self._write_warcinfo(user_agent)
+        self._warcinfo_id = self._write_warcinfo(info) if self.size == 0 else _first_id(path)
 
     def _member(self, record: object) -> bytes:
         """A record serialised by warcio, as its own gzip member."""
@@ -102,15 +111,17 @@ class WarcFile:
             self.size += len(member)
         return offset
 
-    def _write_warcinfo(self, user_agent: str) -> None:
+    def _write_warcinfo(self, fields: Mapping[str, str]) -> str:
         info = {
             "software": f"crawler/{__version__} (warcio)",
             "format": "WARC File Format 1.1",
             "conformsTo": "https://iipc.github.io/warc-specifications/specifications/warc-format/warc-1.1/",
             "hostname": socket.gethostname(),
-            "http-header-user-agent": user_agent,
+            **fields,
         }
-        self._append(self._member(self._writer.create_warcinfo_record(self.path.name, info)))
+        record = self._writer.create_warcinfo_record(self.path.name, info)
+        self._append(self._member(record))
+        return str(record.rec_headers.get_header("WARC-Record-ID"))
 
     def write_exchange(
         self, url: str, response: Response, payload_digest: str, fetched_at: float
@@ -130,11 +141,13 @@ class WarcFile:
     def _request_record(
         self, url: str, response: Response, date: str, response_id: str, protocol: str
     ) -> object:
-        """The request record: the request line and headers that were sent, no body."""
+        """The request record: the request line and headers that were sent, no body (over
+        h2 too, in HTTP/1.1's form as WARC has it, `WARC-Protocol` saying h2)."""
+        sent = response.request_headers
+        if protocol == "h2":
+            sent = [(k, v) for k, v in sent if k.lower() not in _NOT_SENT_OVER_H2]
         request_headers = StatusAndHeaders(
-            f"{response.method} {response.target} HTTP/1.1",
-            response.request_headers,
-            is_http_request=True,
+            f"{response.method} {response.target} HTTP/1.1", sent, is_http_request=True
         )
         return self._writer.create_warc_record(
             url,
@@ -146,6 +159,7 @@ class WarcFile:
                 "WARC-Date": date,
                 "WARC-Concurrent-To": response_id,
                 "WARC-Protocol": protocol,
+                "WARC-Warcinfo-ID": self._warcinfo_id,
             },
         )
 
@@ -166,6 +180,7 @@ class WarcFile:
             "WARC-Date": date,
             "WARC-Payload-Digest": payload_digest,
             "WARC-Protocol": protocol,
+            "WARC-Warcinfo-ID": self._warcinfo_id,
         }
         if response.peer:
             warc_headers["WARC-IP-Address"] = response.peer
@@ -207,3 +222,11 @@ class WarcFile:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _first_id(path: Path) -> str:
+    """The WARC-Record-ID of the first record of `path` (its warcinfo record)."""
+    with open(path, "rb") as handle:
+        for record in ArchiveIterator(handle):
+            return str(record.rec_headers.get_header("WARC-Record-ID"))
+    raise ValueError(f"{path} holds no WARC record")

@@ -11,7 +11,7 @@ import anyio
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 
-_state = {"in_flight": 0, "max_in_flight": 0, "versions": []}
+_state = {"in_flight": 0, "max_in_flight": 0, "versions": [], "header_names": []}
 
 
 async def app(
@@ -27,6 +27,7 @@ async def app(
         _state["in_flight"] += 1
         _state["max_in_flight"] = max(_state["max_in_flight"], _state["in_flight"])
         _state["versions"].append(scope["http_version"])
+        _state["header_names"].append(sorted({k.decode().lower() for k, _ in scope["headers"]}))
         try:
             await anyio.sleep(0.2)
         finally:

@@ -1,0 +1,78 @@
+"""Archives the web-archiving world replays (issue 14): one URI form for every URL, however
+it was written and wherever it was found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests import servers as site
+from tests.crawling import crawl, index, warc_records
+from tests.servers import SiteFactory
+
+
+def _page(*hrefs: str) -> bytes:
+    links = "".join(f'<a href="{h}">{h}</a>\n' for h in hrefs)
+    return f'<html><head><meta charset="utf-8"></head><body>{links}</body></html>'.encode()
+
+
+def test_every_url_is_archived_as_the_percent_encoded_uri_requested(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    """Links and seeds written raw (UTF-8, a space, `|`, `[`) or already encoded are
+    requested, indexed and archived (WARC-Target-URI) in one RFC 3986 form, as browsers
+    request them; a link that names no fetchable URL is counted, not dropped silently."""
+    s = make_site("127.0.0.1")
+    encoded_paths = {
+        "/caf%C3%A9.html": "café.html",  # a link, raw
+        "/%E6%97%A5%E6%9C%AC%E8%AA%9E/index.html": "日本語/index.html",
+        "/a%20b.html": "a b.html",  # browsers request a%20b.html: it is not dropped
+        "/x%7Cy.html": "x|y.html",
+        "/q?k=%5B1%5D&v=%C3%A9": "q?k=[1]&v=é",
+        "/already%C3%A9.html": "already%C3%A9.html",  # a link, encoded
+        "/seed-%C3%BC.html": None,  # a seed, raw
+        "/seed-enc-%C3%BC.html": None,  # a seed, encoded
+    }
+    links = [href for href in encoded_paths.values() if href]
+    s.route("/", site.ok(_page(*links, "http://[bad/", "http://127.0.0.1:99999/")))
+    for path in encoded_paths:
+        s.route(path, site.ok(b"<html>page</html>"))
+    data = tmp_path / "crawl"
+    seeds = [s.url("/"), s.url("/seed-ü.html"), s.url("/seed-enc-%C3%BC.html")]
+
+    assert crawl(data, seeds, "crawl.max_depth=1") == 0
+
+    expected = {s.url(p) for p in encoded_paths} | {s.url("/")}
+    lines = index(data)
+    assert set(lines) == expected
+    assert all(line["state"] == "done" for line in lines.values()), lines
+    assert lines[s.url("/")]["links_invalid"] == 2  # [bad, and a port past 65535
+    assert sorted(hit.target for hit in s.hits) == sorted(
+        p for p in ["/", *encoded_paths]
+    )  # each fetched once, as indexed
+    targets = [r["url"] for r in warc_records(data) if r["type"] in ("request", "response")]
+    assert set(targets) == expected
+    assert all(t.isascii() and " " not in t and "|" not in t for t in targets)
+
+
+def test_warcinfo_says_what_the_crawl_is_and_every_record_names_it(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    s = make_site("127.0.0.1")
+    s.route("/", site.ok(b"<html>home</html>"))
+    data = tmp_path / "my-collection"
+
+    assert crawl(data, [s.url("/")], 'output.operator="Archivist <a@example.org>"') == 0
+
+    records = warc_records(data)
+    info = records[0]
+    assert info["type"] == "warcinfo"
+    fields = dict(
+        line.split(": ", 1) for line in info["payload"].decode().splitlines() if ": " in line
+    )
+    assert fields["isPartOf"] == "my-collection"  # output.collection defaults to the dir
+    assert fields["operator"] == "Archivist <a@example.org>"
+    assert fields["robots"] == "ignore"  # the tests' settings: robots.obey = false
+    assert fields["http-header-user-agent"].startswith("crawler/")
+    others = records[1:]
+    assert others
+    assert {r["headers"]["WARC-Warcinfo-ID"] for r in others} == {info["headers"]["WARC-Record-ID"]}
