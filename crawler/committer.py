@@ -157,7 +157,7 @@ class Committer:
             written.append(await self._prepare(batch))
             return written[0]
 
-        entries = [o.entry for o in batch]
+        entries = [o.entry for o in batch if not o.archive_only]
         if not self._frontier.leases_expire:
             await write(set())
         while True:
@@ -180,6 +180,8 @@ class Committer:
         commit.outputs = await self._write_final(batch)
         store = self._seen.store
         for o in batch:
+            if o.archive_only:
+                continue  # written, and that is all: no URL of the frontier
             for new in o.new_urls:
                 if store(new.key):  # also drops repeats within the batch
                     commit.discovered.append(new)
@@ -201,29 +203,29 @@ class Committer:
         node has the URL of a lost lease, and writes its record)."""
         if not self._frontier.leases_expire:
             return batch
-        lost = [o for o in batch if o.entry.key not in held]
+        lost = [o for o in batch if o.entry.key not in held and not o.archive_only]
         if lost:
             log.warning("leases_lost", count=len(lost), urls=[o.entry.url for o in lost[:5]])
             for outcome in lost:
                 if outcome.response is not None:
                     outcome.response.close()
-        return [o for o in batch if o.entry.key in held]
+        return [o for o in batch if o.entry.key in held or o.archive_only]
 
     async def _write_final(self, batch: list[Outcome]) -> dict[str, int]:
         """Write the final outcomes of `batch` (then close their responses); the output
         files touched, with their new lengths. An outcome whose record could not be written
         is replaced in `batch` by its `warc_error` failure, which is what is committed."""
         positions = [i for i, o in enumerate(batch) if o.final]
-        final = [batch[i] for i in positions]
-        if not final:
+        written = [batch[i] for i in positions]
+        if not written:
             return {}
         try:
-            result = await self._write(final)
+            result = await self._write(written)
         except OSError as exc:  # an in-process sink (tests) raises the OS error itself
             kind = OutOfSpace if exc.errno in FULL_ERRNOS else StorageError
             raise kind(f"cannot write output: {exc}") from exc
         finally:
-            for outcome in final:
+            for outcome in written:
                 if outcome.response is not None:
                     outcome.response.close()
         for position, message in result.failed.items():
@@ -236,10 +238,10 @@ class Committer:
         """The outcomes the frontier took: one whose lease was lost (another holder has its
         URL now) is not a result of this crawl and is not counted."""
         if not committed.refused:
-            return batch
+            return [o for o in batch if not o.archive_only]
         refused = set(committed.refused)
         log.warning("completions_refused", count=len(refused), keys=sorted(refused)[:10])
-        return [o for o in batch if o.entry.key not in refused]
+        return [o for o in batch if o.entry.key not in refused and not o.archive_only]
 
     async def _write(self, final: list[Outcome]) -> WriteResult:
         while True:

@@ -164,6 +164,7 @@ def _robots(
         settings.fetch.user_agent,
         pacing=scheduler,
         max_wait=settings.retry.max_wait,
+        archive=True,  # robots.txt responses go to the WARC and the index
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import IO
 
 SPOOL_BYTES = 256 * 1024  # a body past this size is held in a temporary file, not in memory
+ARCHIVE_ONLY = frozenset({"robots"})  # kinds of entry archived but never in the frontier
 
 
 class State(enum.StrEnum):
@@ -114,6 +115,15 @@ class Outcome:
     out_of_scope: int = 0
     links_invalid: int = 0  # links (or sitemap URLs) naming no fetchable URL
     host_down: bool = False  # failed without a request: its host was given up as down
+    # Records to write that are not of this outcome's URL: the robots.txt fetched in its
+    # request slot. The worker sends them to the committer as outcomes of their own.
+    archived: tuple[Outcome, ...] = ()
+
+    @property
+    def archive_only(self) -> bool:
+        """Written to the WARC and the index, and that is all: no URL of the frontier (a
+        robots.txt response)."""
+        return self.entry.kind in ARCHIVE_ONLY
 
     @property
     def final(self) -> bool:

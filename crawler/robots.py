@@ -7,6 +7,10 @@ fetched again with back-off, until the next try would pass the wait bound (the s
 all (dns, connect, timeout, ...): the URL waits and the failure counts towards its host
 being down (the scheduler's host health), and the URLs that waited for that same fetch
 share its failure. A robots.txt URL that cannot be fetched at all fails its URL at once.
+
+Each answered robots.txt request (redirect hops included) is archived: the decision of the
+check that fetched it carries it (`archived`, outcomes of kind "robots") for the WARC and
+the index, and a `robots_fetched` log line says what came back.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import urljoin, urlsplit
 
@@ -26,10 +30,11 @@ from protego import Protego
 from crawler.errors import FetchError, FinalFetchError
 from crawler.fetcher import Fetcher
 from crawler.frontier import Frontier, RobotsRecord
-from crawler.models import Entry
+from crawler.models import Entry, Outcome, Response
 from crawler.settings import RobotsSettings
 from crawler.urls import host_of
 
+KIND = "robots"  # the kind of the entries of archived robots.txt responses (ARCHIVE_ONLY)
 MAX_BYTES = 500 * 1024
 MAX_HOPS = 5
 CACHED_HOSTS = 10_000
@@ -48,6 +53,7 @@ class RobotsDecision:
     fetched: bool = False  # robots.txt was fetched during this check (the slot is spent)
     crawl_delay: float | None = None
     sitemaps: tuple[str, ...] = ()  # from a robots.txt fetched by this very check
+    archived: tuple[Outcome, ...] = ()  # the robots.txt responses this check fetched
 
 
 class Pacing(Protocol):
@@ -56,6 +62,18 @@ class Pacing(Protocol):
 
     def reserve_start(self, host: str) -> float: ...
     def started(self, host: str) -> None: ...
+
+
+def _archived(
+    page: Entry, url: str, response: Response, digest: str, at: float, elapsed_ms: int
+) -> Outcome:
+    """A robots.txt response as a final outcome to write (WARC records, an index line of
+    kind "robots"), for an entry no frontier holds (key 0, no lease)."""
+    entry = Entry(
+        key=0, url=url, host=host_of(url), depth=page.depth, discovered_from=page.url, kind=KIND
+    )
+    outcome = Outcome.done(entry, attempts=1, response=response, status=response.status)
+    return replace(outcome, fetched_at=at, elapsed_ms=elapsed_ms, payload_digest=digest)
 
 
 def product_token(user_agent: str) -> str:
@@ -84,7 +102,11 @@ class Robots:
         wall: Callable[[], float] = time.time,
         pacing: Pacing | None = None,
         max_wait: float | None = None,
+        archive: bool = False,
     ) -> None:
+        """`archive`: keep each robots.txt response for the caller to write (the decision's
+        `archived`; it closes them); else they are closed once read."""
+        self._archive = archive
         self._pacing = pacing
         # How long after its first failure a failing robots.txt may still be waited for.
         self._max_wait = min(settings.max_wait, max_wait or settings.max_wait)
@@ -97,6 +119,11 @@ class Robots:
         self._fetching: dict[str, _Fetch] = {}  # by host, while its robots.txt is fetched
 
     async def check(self, entry: Entry) -> RobotsDecision:
+        archived: list[Outcome] = []
+        decision = await self._check(entry, archived)
+        return replace(decision, archived=tuple(archived)) if archived else decision
+
+    async def _check(self, entry: Entry, archived: list[Outcome]) -> RobotsDecision:
         fetched = False
         while True:
             record, rules = await self._lookup(entry.host)
@@ -119,7 +146,7 @@ class Robots:
                 return RobotsDecision(
                     allowed=None, not_before=max(not_before, now + self._settings.retry_base)
                 )
-            sitemaps = await self._fetch_for_waiters(entry, record)
+            sitemaps = await self._fetch_for_waiters(entry, record, archived)
             if isinstance(sitemaps, RobotsDecision):  # no answer, or never fetchable
                 return sitemaps
             fetched = True
@@ -146,13 +173,13 @@ class Robots:
         return None
 
     async def _fetch_for_waiters(
-        self, entry: Entry, record: RobotsRecord | None
+        self, entry: Entry, record: RobotsRecord | None, archived: list[Outcome]
     ) -> tuple[str, ...] | RobotsDecision:
         """Fetch the host's robots.txt while its other checks wait; returns the sitemaps
         it names, or the decision for a fetch that got no answer (shared with the waiters)."""
         fetch = self._fetching[entry.host] = _Fetch()
         try:
-            return await self._fetch(entry, record)
+            return await self._fetch(entry, record, archived)
         except FinalFetchError as exc:  # e.g. blocked_address, invalid_url: never fetchable
             return RobotsDecision(allowed=None, fail=exc.reason, error=exc)
         except FetchError as exc:
@@ -194,9 +221,12 @@ class Robots:
             self._cache.popitem(last=False)
         return record, rules
 
-    async def _fetch(self, entry: Entry, previous: RobotsRecord | None) -> tuple[str, ...]:
-        """Fetch and store the host's robots.txt; returns the sitemaps it names. Raises the
-        FetchError of a fetch that got no answer (nothing is stored then)."""
+    async def _fetch(
+        self, entry: Entry, previous: RobotsRecord | None, archived: list[Outcome]
+    ) -> tuple[str, ...]:
+        """Fetch and store the host's robots.txt; returns the sitemaps it names, and adds
+        each response to `archived`. Raises the FetchError of a fetch that got no answer
+        (nothing is stored then; the hops answered before it are still archived)."""
         parts = urlsplit(entry.url)
         url = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/robots.txt"
         now = self._wall()
@@ -207,13 +237,20 @@ class Robots:
             if hop and pacing is not None:  # each hop is a request like any other
                 await anyio.sleep(pacing.reserve_start(host_of(url)))
             sent = None if pacing is None else functools.partial(pacing.started, host_of(url))
-            response, _digest = await self._fetcher.fetch(
+            started, clock = self._wall(), time.monotonic()
+            response, digest = await self._fetcher.fetch(
                 url, keep=MAX_BYTES, credentials=False, on_send=sent
             )
             status = response.status
             location = response.header("location")
             data = response.decoded or b""
-            response.close()
+            response.decoded = None
+            elapsed_ms = int((time.monotonic() - clock) * 1000)
+            if self._archive:
+                archived.append(_archived(entry, url, response, digest, started, elapsed_ms))
+            else:
+                response.close()
+            log.info("robots_fetched", url=url, host=entry.host, status=status, bytes=len(data))
             if 300 <= status < 400 and location:
                 url = urljoin(url, location)
                 continue

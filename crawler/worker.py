@@ -18,7 +18,7 @@ from crawler.judge import Judge
 from crawler.models import Entry, NewURL, Outcome, Response
 from crawler.politeness import HOST_FAILURES
 from crawler.retry import parse_retry_after, retry_in_place
-from crawler.robots import Robots
+from crawler.robots import Robots, RobotsDecision
 from crawler.urls import encoded
 
 ROBOTS_FETCHED = "robots_fetched"  # its request slot went to the host's robots.txt
@@ -77,6 +77,10 @@ class Worker:
                 if self._scheduler.stopping:
                     return  # shutting down: the entry is released with the leftovers
                 outcome = await self.attempt(entry)
+                if outcome.archived:  # the robots.txt fetched in its slot: to the WARC
+                    for archived in outcome.archived:
+                        await results.send(archived)
+                    outcome = replace(outcome, archived=())
                 if self._first_in_line(entry, outcome):
                     continue  # the scheduler hands it out again, after its host's delay
                 await results.send(outcome)
@@ -185,9 +189,21 @@ class Worker:
         return Outcome.given_up(entry, reason=reason, host_down=reason in HOST_FAILURES)
 
     async def _obey_robots(self, entry: Entry) -> Outcome | None:
-        """None: go ahead. Else the outcome instead of a fetch (no attempt is charged)."""
+        """None: go ahead. Else the outcome instead of a fetch (no attempt is charged), with
+        the robots.txt responses this check fetched, to be archived."""
         assert self._robots is not None
         decision = await self._robots.check(entry)
+        outcome = self._robots_outcome(entry, decision)
+        if decision.archived:
+            if outcome is None:  # a check that fetches spends the slot: not reached
+                for archived in decision.archived:
+                    if archived.response is not None:
+                        archived.response.close()
+            else:
+                outcome = replace(outcome, archived=decision.archived)
+        return outcome
+
+    def _robots_outcome(self, entry: Entry, decision: RobotsDecision) -> Outcome | None:
         if decision.crawl_delay is not None:
             delay = min(decision.crawl_delay, self._max_crawl_delay)
             self._scheduler.set_delay(entry.host, delay)

@@ -50,17 +50,18 @@ def crawl(data_dir: Path, urls: list[str], *assignments: str) -> int:
     return main(["run", "--data-dir", str(data_dir), "--seeds", str(seeds), *sets(*assignments)])
 
 
-def index_lines(data_dir: Path) -> list[dict[str, Any]]:
+def index_lines(data_dir: Path, robots: bool = False) -> list[dict[str, Any]]:
+    """The index lines of the crawl's URLs (with `robots`, of its robots.txt fetches too)."""
     lines: list[dict[str, Any]] = []
     for path in sorted((data_dir / "index").glob("*.jsonl")):
         with open(path, encoding="utf-8") as handle:
             lines.extend(json.loads(line) for line in handle)
-    return lines
+    return lines if robots else [line for line in lines if line.get("kind") != "robots"]
 
 
-def index(data_dir: Path) -> dict[str, dict[str, Any]]:
+def index(data_dir: Path, robots: bool = False) -> dict[str, dict[str, Any]]:
     """url -> its index line; fails if any URL has more than one line."""
-    lines = index_lines(data_dir)
+    lines = index_lines(data_dir, robots)
     counts = Counter(line["url"] for line in lines)
     repeated = [url for url, n in counts.items() if n > 1]
     assert not repeated, f"URLs with more than one index line: {repeated[:5]}"

@@ -3,10 +3,13 @@ it was written and wherever it was found."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
+
 from tests import servers as site
-from tests.crawling import crawl, index, warc_records
+from tests.crawling import crawl, index, response_at, warc_records
 from tests.servers import SiteFactory
 
 
@@ -76,3 +79,50 @@ def test_warcinfo_says_what_the_crawl_is_and_every_record_names_it(
     others = records[1:]
     assert others
     assert {r["headers"]["WARC-Warcinfo-ID"] for r in others} == {info["headers"]["WARC-Record-ID"]}
+
+
+def test_robots_txt_is_archived_with_an_index_line_and_a_log_line(
+    tmp_path: Path, make_site: SiteFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Each robots.txt request that got an answer (a redirect hop too) is in the WARC, as
+    request and response records, and in the index (kind "robots"); the pages are not
+    held back by it."""
+    s = make_site("127.0.0.1")
+    s.route("/robots.txt", site.redirect("/rules.txt"))
+    s.route(
+        "/rules.txt", site.ok(b"User-agent: *\nDisallow: /private\n", content_type="text/plain")
+    )
+    s.route("/", site.ok(b"<html>home</html>"))
+    s.route("/private", site.ok(b"<html>no</html>"))
+    data = tmp_path / "crawl"
+
+    assert crawl(data, [s.url("/"), s.url("/private")], "robots.obey=true", 'log.level="info"') == 0
+
+    lines = index(data, robots=True)
+    robots = {url: line for url, line in lines.items() if line["kind"] == "robots"}
+    assert {url: (line["status"], line["state"]) for url, line in robots.items()} == {
+        s.url("/robots.txt"): (301, "done"),
+        s.url("/rules.txt"): (200, "done"),
+    }
+    assert all(
+        line["discovered_from"] in (s.url("/"), s.url("/private")) for line in robots.values()
+    )
+    assert (lines[s.url("/")]["state"], lines[s.url("/")]["kind"]) == ("done", None)
+    assert (lines[s.url("/private")]["state"], lines[s.url("/private")]["reason"]) == (
+        "skipped",
+        "robots",
+    )
+    records = warc_records(data)
+    for url, line in robots.items():
+        types = [r["type"] for r in records if r["url"] == url]
+        assert types == ["request", "response"], url
+        assert response_at(data, line["warc_file"], line["warc_offset"]) == ("response", url)
+    rules = next(r for r in records if r["url"] == s.url("/rules.txt") and r["type"] == "response")
+    assert rules["payload"] == b"User-agent: *\nDisallow: /private\n"
+    logged = capfd.readouterr()
+    events = [json.loads(line) for line in (logged.out + logged.err).splitlines() if line]
+    fetched = [e for e in events if e.get("event") == "robots_fetched"]
+    assert sorted((e["url"], e["status"]) for e in fetched) == [
+        (s.url("/robots.txt"), 301),
+        (s.url("/rules.txt"), 200),
+    ]

@@ -80,6 +80,7 @@ def index_line(outcome: Outcome, warc_file: str | None, warc_offset: int | None)
         "attempts": outcome.attempts,
         "depth": entry.depth,
         "discovered_from": entry.discovered_from,
+        "kind": entry.kind,  # null: a page; "sitemap"; "robots": a robots.txt response
         "redirect_to": outcome.redirect_to,
         "http_version": response.http_version if response else None,
         "ip": response.peer if response else None,
