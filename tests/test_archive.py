@@ -4,6 +4,9 @@ it was written and wherever it was found."""
 from __future__ import annotations
 
 import json
+import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,3 +129,35 @@ def test_robots_txt_is_archived_with_an_index_line_and_a_log_line(
         (s.url("/robots.txt"), 301),
         (s.url("/rules.txt"), 200),
     ]
+
+
+def test_each_warc_file_gets_the_cdxj_cdxj_indexer_makes_of_it(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    """index/<name>.cdxj beside each WARC (rotated ones, and the last when the crawl
+    stops) holds what cdxj-indexer --sort writes for that file, byte for byte."""
+    s = make_site("127.0.0.1")
+    s.route("/robots.txt", site.ok(b"User-agent: *\nAllow: /\n", content_type="text/plain"))
+    pages = [f"/p{i}" for i in range(12)]
+    for i, path in enumerate(pages):
+        s.route(path, site.ok(b"<html>" + random.Random(i).randbytes(9000 * i) + b"</html>"))
+    s.route("/gone", site.status(404, body=b"not here"))
+    s.route("/moved", site.redirect("/p1"))
+    s.route("/typeless", site.ok(b"raw", headers={"Content-Type": ""}))
+    data = tmp_path / "crawl"
+    seeds = [s.url(p) for p in [*pages, "/gone", "/moved", "/typeless", "/caf%C3%A9"]]
+
+    assert crawl(data, seeds, "robots.obey=true", "output.warc_max_bytes=65536") == 0
+
+    warcs = sorted((data / "warc").glob("*.warc.gz"))
+    assert len(warcs) > 2  # rotated
+    indexer = Path(sys.executable).parent / "cdxj-indexer"
+    for warc in warcs:
+        ours = (data / "index" / (warc.name.removesuffix(".warc.gz") + ".cdxj")).read_bytes()
+        theirs = subprocess.run(
+            [str(indexer), "--sort", str(warc)], capture_output=True, check=True
+        ).stdout
+        assert ours == theirs, warc.name
+    cdxj = b"".join(p.read_bytes() for p in sorted((data / "index").glob("*.cdxj")))
+    recorded = [line for line in index(data, robots=True).values() if line["warc_file"]]
+    assert cdxj.count(b"\n") == len(recorded) == len(seeds) + 1  # robots.txt's too

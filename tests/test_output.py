@@ -553,9 +553,16 @@ def test_recover_deletes_files_not_committed(tmp_path: Path) -> None:
     remaining = {
         f"{p.parent.name}/{p.name}" for d in ("warc", "index") for p in (tmp_path / d).iterdir()
     }
-    assert remaining == set(committed)
+    # and the CDXJ of the closed, committed WARC file (derived from it: not committed)
+    assert remaining - set(committed) == {"index/" + _stem(committed) + ".cdxj"}
+    assert set(committed) <= remaining
     for name, length in committed.items():
         assert (tmp_path / name).stat().st_size == length
+
+
+def _stem(committed: dict[str, int]) -> str:
+    [warc] = [name for name in committed if name.endswith(".warc.gz")]
+    return warc.removeprefix("warc/").removesuffix(".warc.gz")
 
 
 def test_recover_with_nothing_committed_removes_everything(tmp_path: Path) -> None:

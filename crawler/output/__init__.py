@@ -21,6 +21,7 @@ import structlog
 
 from crawler.errors import StorageError
 from crawler.models import Outcome
+from crawler.output.cdxj import write_cdxj
 from crawler.output.jsonl import IndexFile, rfc3339
 from crawler.output.warc import WarcFile
 from crawler.settings import Settings
@@ -62,7 +63,12 @@ def _serial(path: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
-def index_line(outcome: Outcome, warc_file: str | None, warc_offset: int | None) -> dict[str, Any]:
+def index_line(
+    outcome: Outcome,
+    warc_file: str | None,
+    warc_offset: int | None,
+    warc_length: int | None = None,
+) -> dict[str, Any]:
     response = outcome.response
     entry = outcome.entry
     return {
@@ -86,6 +92,7 @@ def index_line(outcome: Outcome, warc_file: str | None, warc_offset: int | None)
         "ip": response.peer if response else None,
         "warc_file": warc_file,
         "warc_offset": warc_offset,
+        "warc_length": warc_length,
         "message": outcome.message,
         "links": outcome.links,
         "links_truncated": outcome.links_truncated,
@@ -148,6 +155,10 @@ class Outputs:
             self._serial = max(self._serial, _serial(path))
             length = committed.get(self.rel(path))
             size = path.stat().st_size
+            if length is None or size > length:
+                # its CDXJ (if its WARC was closed) holds what is cut: made anew below
+                stem = path.name.removesuffix(".warc.gz").removesuffix(".jsonl")
+                self._cdxj(f"{stem}.warc.gz").unlink(missing_ok=True)
             if length is None:
                 log.warning("output_dropped", file=self.rel(path), bytes=size)
                 path.unlink()
@@ -160,10 +171,21 @@ class Outputs:
                     f"{path} is shorter ({size} bytes) than its committed length ({length})"
                 )
         last = [p for p in files if p.exists() and p.suffix == ".gz"]
+        for partial in self._index_dir.glob("*.cdxj.partial"):  # a crash while writing it
+            partial.unlink()
+        for cdxj in self._index_dir.glob("*.cdxj"):  # of a WARC no longer there
+            if not (self._warc_dir / (cdxj.name.removesuffix(".cdxj") + ".warc.gz")).exists():
+                cdxj.unlink()
         if last and last[-1].stat().st_size < self._settings.output.warc_max_bytes:
             self._open(last[-1].name[: -len(".warc.gz")])
+            last.pop()
+        for closed in last:  # closed, its CDXJ not written (a crash at its rotation)
+            if not self._cdxj(closed.name).exists():
+                self._write_cdxj(closed.name)
 
     def _open(self, stem: str) -> None:
+        # A closed file appended to again: its CDXJ is made anew when it is closed.
+        self._cdxj(f"{stem}.warc.gz").unlink(missing_ok=True)
         self._warc = WarcFile(
             self._warc_dir / f"{stem}.warc.gz", self._warcinfo, self._settings.output.gzip_level
         )
@@ -189,7 +211,17 @@ class Outputs:
                 handle.flush(fsync)
                 touched[self.rel(handle.path)] = handle.size
                 handle.close()
+            self._write_cdxj(self._warc.path.name)
         self._warc = self._index = None
+
+    def _cdxj(self, warc_name: str) -> Path:
+        return self._index_dir / (warc_name.removesuffix(".warc.gz") + ".cdxj")
+
+    def _write_cdxj(self, warc_name: str) -> None:
+        """The CDXJ of a closed WARC file, from its JSONL index (cdxj.py)."""
+        jsonl = self._index_dir / (warc_name.removesuffix(".warc.gz") + ".jsonl")
+        if jsonl.exists():
+            write_cdxj(jsonl, warc_name, self._cdxj(warc_name), self._settings.storage.fsync)
 
     def write(self, outcomes: Sequence[Outcome]) -> WriteResult:
         """Append records and index lines, flush (and fsync); returns the new lengths."""
@@ -200,7 +232,7 @@ class Outputs:
                 self._rotate(touched)
             assert self._warc is not None
             assert self._index is not None
-            warc_file = warc_offset = None
+            warc_file = warc_offset = warc_length = None
             if outcome.response is not None and outcome.payload_digest is not None:
                 try:
                     warc_offset = self._warc.write_exchange(
@@ -210,6 +242,7 @@ class Outputs:
                         outcome.fetched_at,
                     )
                     warc_file = self._warc.path.name
+                    warc_length = self._warc.size - warc_offset  # the response record's
                 except OSError:
                     raise
                 except Exception as exc:  # a record is built whole before any byte is written
@@ -217,7 +250,7 @@ class Outputs:
                     message = f"cannot write WARC record: {exc!r}"
                     outcome = outcome.unwritten(message)
                     result.failed[position] = message
-            self._index.write(index_line(outcome, warc_file, warc_offset))
+            self._index.write(index_line(outcome, warc_file, warc_offset, warc_length))
         if self._warc is not None and self._index is not None:
             fsync = self._settings.storage.fsync
             for handle in (self._warc, self._index):
