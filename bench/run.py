@@ -347,15 +347,19 @@ def crawler_exe() -> Path:
 
 
 def check_index(data_dir: Path, expected: list[str]) -> dict[str, Any]:
-    """Index lines by state; `missing`/`extra`: expected URLs without a line, and the reverse."""
+    """Index lines by state (robots.txt's apart); `missing`/`extra`: expected URLs without a
+    line, and the reverse."""
     states: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     urls: set[str] = set()
-    lines = 0
+    lines = robots = 0
     for path in sorted((data_dir / "index").glob("*.jsonl")):
         with path.open(encoding="utf-8") as fh:
             for line in fh:
                 record = json.loads(line)
+                if record.get("kind") == "robots":  # a robots.txt response, archived
+                    robots += 1
+                    continue
                 lines += 1
                 states[record.get("state")] += 1
                 if record.get("state") != "done":
@@ -365,6 +369,7 @@ def check_index(data_dir: Path, expected: list[str]) -> dict[str, Any]:
     extra = len(urls - set(expected))
     return {
         "lines": lines,
+        "robots_lines": robots,
         "states": dict(states),
         "reasons": dict(reasons),
         "missing": missing,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio  # noqa: TID251 - a benchmark driver, not crawler code
+import json
 import os
 import shutil
 import statistics
@@ -100,11 +101,10 @@ def _union(dirs: list[Path], expected: list[str]) -> dict[str, Any]:
     seen: set[str] = set()
     for d in dirs:
         for path in sorted((d / "index").glob("*.jsonl")):
-            seen |= {
-                line.split('"url": "', 1)[1].split('"', 1)[0]
-                for line in path.read_text(encoding="utf-8").splitlines()
-                if '"url": "' in line
-            }
+            for text in path.read_text(encoding="utf-8").splitlines():
+                line = json.loads(text)
+                if line.get("kind") != "robots":  # robots.txt responses are archived too
+                    seen.add(line["url"])
     return {
         "lines": lines,
         "done": done,

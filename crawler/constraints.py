@@ -45,6 +45,8 @@ CONSTRAINTS: dict[tuple[str, str], tuple[Any, str]] = {
     ("retry", "host_down_seconds"): (lambda v: v >= 1, "a number of seconds >= 1"),
     ("output", "gzip_level"): (lambda v: 1 <= v <= 9, "an integer from 1 to 9"),
     ("output", "warc_max_bytes"): (lambda v: v >= 64 * 1024, "an integer >= 65536"),
+    ("output", "dedup"): (lambda v: v in ("digest", "off"), "digest or off"),
+    ("output", "dedup_index"): (lambda v: v == "" or Path(v).is_file(), '"" or a CDXJ file'),
     ("output", "prefix"): (
         lambda v: v != "" and all(c.isalnum() or c in "-_." for c in v),
         "letters, digits, '-', '_' or '.'",

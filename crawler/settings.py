@@ -90,6 +90,8 @@ class OutputSettings:
     store_credentials: bool = False
     collection: str = ""  # warcinfo isPartOf ("": the data directory's name)
     operator: str = ""  # warcinfo operator ("": not written)
+    dedup: str = "digest"  # a payload stored before is written as a revisit; "off"
+    dedup_index: str = ""  # a CDXJ of an earlier crawl whose payloads count as stored
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -161,3 +161,80 @@ def test_each_warc_file_gets_the_cdxj_cdxj_indexer_makes_of_it(
     cdxj = b"".join(p.read_bytes() for p in sorted((data / "index").glob("*.cdxj")))
     recorded = [line for line in index(data, robots=True).values() if line["warc_file"]]
     assert cdxj.count(b"\n") == len(recorded) == len(seeds) + 1  # robots.txt's too
+
+
+IDENTICAL = "http://netpreserve.org/warc/1.1/revisit/identical-payload-digest"
+
+
+def _revisits(data: Path) -> dict[str, dict[str, str]]:
+    return {r["url"]: r["headers"] for r in warc_records(data) if r["type"] == "revisit"}
+
+
+def test_a_payload_stored_before_is_written_as_a_revisit(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    """Identical payloads (by digest) are stored once: later ones are revisit records
+    (headers only) naming the record that holds the payload, in this crawl, in the same
+    data directory's earlier runs, or in an earlier crawl's CDXJ (output.dedup_index)."""
+    s = make_site("127.0.0.1")
+    same = b"<html>" + random.Random(7).randbytes(5000) + b"</html>"
+    for path in ("/a", "/b", "/later", "/elsewhere"):
+        s.route(path, site.ok(same))
+    s.route("/c", site.ok(b"<html>different</html>"))
+    for path in ("/empty1", "/empty2"):
+        s.route(path, site.ok(b""))
+    data = tmp_path / "crawl"
+    first = [s.url(p) for p in ("/a", "/b", "/c", "/empty1", "/empty2")]
+
+    assert crawl(data, first) == 0
+
+    lines = index(data)
+    # whichever of /a and /b came first (claims go in hash order) holds the payload
+    first_url, second_url = sorted(
+        (s.url("/a"), s.url("/b")), key=lambda u: lines[u]["revisit"] is not None
+    )
+    assert {u: line["revisit"] for u, line in lines.items()} == {
+        first_url: None,
+        second_url: "identical",
+        s.url("/c"): None,
+        s.url("/empty1"): None,  # an empty payload is always written in full
+        s.url("/empty2"): None,
+    }
+    records = warc_records(data)
+    original = next(r for r in records if r["type"] == "response" and r["url"] == first_url)
+    revisit = _revisits(data)[second_url]
+    assert revisit["WARC-Profile"] == IDENTICAL
+    assert revisit["WARC-Refers-To-Target-URI"] == first_url
+    assert revisit["WARC-Refers-To-Date"] == original["headers"]["WARC-Date"]
+    assert revisit["WARC-Payload-Digest"] == original["headers"]["WARC-Payload-Digest"]
+    b = next(r for r in records if r["type"] == "revisit")
+    assert b["status"] == "200"
+    assert b["payload"] == b""  # headers only
+
+    # The same data directory later: its digests are remembered.
+    assert crawl(data, [s.url("/later")]) == 0
+    assert _revisits(data)[s.url("/later")]["WARC-Refers-To-Target-URI"] == first_url
+
+    # Another crawl, given this one's CDXJ: what it stored is not stored again.
+    cdxj = tmp_path / "earlier.cdxj"
+    cdxj.write_bytes(b"".join(p.read_bytes() for p in sorted((data / "index").glob("*.cdxj"))))
+    other = tmp_path / "other"
+    assert crawl(other, [s.url("/elsewhere")], f'output.dedup_index="{cdxj}"') == 0
+    assert _revisits(other)[s.url("/elsewhere")]["WARC-Refers-To-Target-URI"] == first_url
+
+    # Off: every payload in full.
+    off = tmp_path / "off"
+    assert crawl(off, [s.url("/a"), s.url("/b")], 'output.dedup="off"') == 0
+    assert _revisits(off) == {}
+
+    # Every file: its CDXJ is cdxj-indexer's, and warcio checks every digest.
+    indexer = Path(sys.executable).parent / "cdxj-indexer"
+    warcio = Path(sys.executable).parent / "warcio"
+    for directory in (data, other, off):
+        for warc in sorted((directory / "warc").glob("*.warc.gz")):
+            ours = directory / "index" / (warc.name.removesuffix(".warc.gz") + ".cdxj")
+            theirs = subprocess.run(
+                [str(indexer), "--sort", str(warc)], capture_output=True, check=True
+            ).stdout
+            assert ours.read_bytes() == theirs, warc
+            subprocess.run([str(warcio), "check", str(warc)], capture_output=True, check=True)

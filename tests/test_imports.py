@@ -71,6 +71,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "links",
             "logs",
             "output.cdxj",
+            "output.dedup",
             "output.jsonl",
             "output.warc",
         },

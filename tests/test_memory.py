@@ -168,6 +168,14 @@ def test_large_bodies_cost_bounded_memory(
         line = lines[url]
         assert (line["state"], line["decoded_length"], line["truncated"]) == ("done", LARGE, False)
         assert line["links_truncated"] is True  # links were read from the first MiB only
+        if line["revisit"] == "identical":  # stored once: its twin's record holds it
+            twins = [
+                other
+                for other in lines.values()
+                if other["payload_digest"] == line["payload_digest"] and not other["revisit"]
+            ]
+            assert len(twins) == 1
+            continue
         assert _payload(data, line) == (line["payload_digest"], line["length"])
     extra = (sum(peaks.values()) - baseline) / 1024
     bound = PARSE_MIB + PER_BODY_MIB * len(urls)

@@ -129,7 +129,9 @@ def test_two_nodes_started_together_share_the_crawl_exactly_once(
         # every committed record is referenced once: the pages', and robots.txt's (fetched
         # once for the whole crawl, by whichever node came first)
         everything = index_lines(tmp_path / name, robots=True)
-        responses = [r for r in warc_records(tmp_path / name) if r["type"] == "response"]
+        responses = [
+            r for r in warc_records(tmp_path / name) if r["type"] in ("response", "revisit")
+        ]
         assert sorted(r["url"] for r in responses) == sorted(line["url"] for line in everything)
 
     async def migrations() -> list[int]:

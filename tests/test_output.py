@@ -650,3 +650,34 @@ def test_the_output_child_imports_the_parents_crawler_not_one_in_the_current_dir
     assert result.failed == {}
     records = _records(_only(data / "warc", "*.warc.gz"))
     assert [r["body"] for r in records if r["type"] == "response"] == [b"hello"]
+
+
+def test_no_revisit_refers_to_a_record_a_crash_cut_away(tmp_path: Path) -> None:
+    """The digest memory is not part of the commit: at start it forgets the records cut
+    back to the committed length, so a payload seen only in those is stored in full."""
+    kept, lost = b"kept payload" * 50, b"lost payload" * 50
+    outputs = _outputs(tmp_path)
+    committed = outputs.write([_outcome("http://a.example/1", _response(kept))]).touched
+    outputs.write([_outcome("http://a.example/2", _response(lost))])  # never committed
+    outputs.close()
+
+    restarted = Outputs(tmp_path, _settings())
+    restarted.recover(committed)
+    restarted.write(
+        [
+            _outcome("http://a.example/3", _response(lost)),
+            _outcome("http://a.example/4", _response(kept)),
+        ]
+    )
+    restarted.close()
+    records = _records(_only(tmp_path / "warc", "*.warc.gz"))
+    kinds = {
+        r["headers"]["WARC-Target-URI"]: r["type"]
+        for r in records
+        if r["type"] in ("response", "revisit")
+    }
+    assert kinds == {
+        "http://a.example/1": "response",
+        "http://a.example/3": "response",  # /2 was cut away: not referred to
+        "http://a.example/4": "revisit",
+    }

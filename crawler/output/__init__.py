@@ -22,8 +22,9 @@ import structlog
 from crawler.errors import StorageError
 from crawler.models import Outcome
 from crawler.output.cdxj import write_cdxj
+from crawler.output.dedup import Digests
 from crawler.output.jsonl import IndexFile, rfc3339
-from crawler.output.warc import WarcFile
+from crawler.output.warc import WarcFile, warc_date
 from crawler.settings import Settings
 from crawler.urls import without_userinfo
 
@@ -68,6 +69,7 @@ def index_line(
     warc_file: str | None,
     warc_offset: int | None,
     warc_length: int | None = None,
+    revisit: str | None = None,
 ) -> dict[str, Any]:
     response = outcome.response
     entry = outcome.entry
@@ -93,6 +95,7 @@ def index_line(
         "warc_file": warc_file,
         "warc_offset": warc_offset,
         "warc_length": warc_length,
+        "revisit": revisit,  # "identical": a revisit record, its payload stored before
         "message": outcome.message,
         "links": outcome.links,
         "links_truncated": outcome.links_truncated,
@@ -124,6 +127,13 @@ class Outputs:
         self._index_dir = data_dir / "index"
         self._settings = settings
         self._warcinfo = warcinfo(data_dir, settings)
+        self._digests: Digests | None = None
+        if settings.output.dedup == "digest":
+            self._digests = Digests(data_dir / "dedup.db")
+            if settings.output.dedup_index:
+                read = self._digests.load_cdxj(Path(settings.output.dedup_index))
+                if read:
+                    log.info("dedup_index_loaded", path=settings.output.dedup_index, lines=read)
         self._warc: WarcFile | None = None
         self._index: IndexFile | None = None
         self._serial = 0
@@ -171,6 +181,10 @@ class Outputs:
                     f"{path} is shorter ({size} bytes) than its committed length ({length})"
                 )
         last = [p for p in files if p.exists() and p.suffix == ".gz"]
+        if self._digests is not None:  # none of a record cut away may be referred to
+            self._digests.forget_after(
+                {Path(rel).name: n for rel, n in committed.items() if rel.startswith("warc/")}
+            )
         for partial in self._index_dir.glob("*.cdxj.partial"):  # a crash while writing it
             partial.unlink()
         for cdxj in self._index_dir.glob("*.cdxj"):  # of a WARC no longer there
@@ -218,10 +232,14 @@ class Outputs:
         return self._index_dir / (warc_name.removesuffix(".warc.gz") + ".cdxj")
 
     def _write_cdxj(self, warc_name: str) -> None:
-        """The CDXJ of a closed WARC file, from its JSONL index (cdxj.py)."""
+        """The CDXJ of a closed WARC file, from its JSONL index (cdxj.py); on a volume that
+        takes no more writes, none (recover makes it at the next start)."""
         jsonl = self._index_dir / (warc_name.removesuffix(".warc.gz") + ".jsonl")
-        if jsonl.exists():
-            write_cdxj(jsonl, warc_name, self._cdxj(warc_name), self._settings.storage.fsync)
+        try:
+            if jsonl.exists():
+                write_cdxj(jsonl, warc_name, self._cdxj(warc_name), self._settings.storage.fsync)
+        except OSError as exc:  # derived from the index: made at the next start instead
+            log.warning("cdxj_not_written", file=warc_name, error=str(exc))
 
     def write(self, outcomes: Sequence[Outcome]) -> WriteResult:
         """Append records and index lines, flush (and fsync); returns the new lengths."""
@@ -232,15 +250,27 @@ class Outputs:
                 self._rotate(touched)
             assert self._warc is not None
             assert self._index is not None
-            warc_file = warc_offset = warc_length = None
-            if outcome.response is not None and outcome.payload_digest is not None:
+            warc_file = warc_offset = warc_length = revisit = None
+            response, digest = outcome.response, outcome.payload_digest
+            if response is not None and digest is not None:
+                url = without_userinfo(outcome.entry.url)
+                # An empty or cut payload is written in full: nothing to share, or not all.
+                refers = None
+                if self._digests is not None and response.wire_bytes and not response.truncated:
+                    refers = self._digests.first(digest)
                 try:
-                    warc_offset = self._warc.write_exchange(
-                        without_userinfo(outcome.entry.url),
-                        outcome.response,
-                        outcome.payload_digest,
-                        outcome.fetched_at,
-                    )
+                    if refers is not None:
+                        warc_offset = self._warc.write_revisit(
+                            url, response, digest, outcome.fetched_at, refers
+                        )
+                        revisit = "identical"
+                    else:
+                        warc_offset = self._warc.write_exchange(
+                            url, response, digest, outcome.fetched_at
+                        )
+                        if self._digests is not None and response.wire_bytes:
+                            date = warc_date(outcome.fetched_at)
+                            self._digests.add(digest, url, date, self._warc.path.name, warc_offset)
                     warc_file = self._warc.path.name
                     warc_length = self._warc.size - warc_offset  # the response record's
                 except OSError:
@@ -250,13 +280,18 @@ class Outputs:
                     message = f"cannot write WARC record: {exc!r}"
                     outcome = outcome.unwritten(message)
                     result.failed[position] = message
-            self._index.write(index_line(outcome, warc_file, warc_offset, warc_length))
+            self._index.write(index_line(outcome, warc_file, warc_offset, warc_length, revisit))
         if self._warc is not None and self._index is not None:
             fsync = self._settings.storage.fsync
             for handle in (self._warc, self._index):
                 handle.flush(fsync)
                 touched[self.rel(handle.path)] = handle.size
+        if self._digests is not None:
+            self._digests.commit()
         return result
 
     def close(self) -> None:
         self._close_current({})
+        if self._digests is not None:
+            self._digests.close()
+            self._digests = None

@@ -30,7 +30,9 @@ def _line(entry: Mapping[str, Any]) -> str:
     url = str(entry["url"])
     fields: dict[str, str] = {"url": url}
     content_type = entry.get("content_type")
-    if content_type is not None:  # present, even empty (as cdxj-indexer has it)
+    if entry.get("revisit"):
+        fields["mime"] = "warc/revisit"
+    elif content_type is not None:  # present, even empty (as cdxj-indexer has it)
         fields["mime"] = _MIME_END.split(str(content_type), 1)[0].strip()
     fields["status"] = str(entry["status"])
     if entry.get("payload_digest"):

@@ -138,6 +138,45 @@ class WarcFile:
             return self._append(request_member, self._member(record))
         return self._append_streamed(request_member, record)
 
+    def write_revisit(
+        self,
+        url: str,
+        response: Response,
+        payload_digest: str,
+        fetched_at: float,
+        refers_to: tuple[str, str],
+    ) -> int:
+        """Append the request record and a `revisit` record (the response's status line
+        and headers, no payload) referring to `refers_to` (URI, WARC-Date) of the record
+        that holds the same payload; returns the revisit record's offset."""
+        date = warc_date(fetched_at)
+        revisit_id = f"<urn:uuid:{uuid.uuid4()}>"
+        protocol = "h2" if response.http_version == "HTTP/2" else "http/1.1"
+        request = self._request_record(url, response, date, revisit_id, protocol)
+        headers = {
+            "WARC-Record-ID": revisit_id,
+            "WARC-Date": date,
+            "WARC-Protocol": protocol,
+            "WARC-Warcinfo-ID": self._warcinfo_id,
+        }
+        if response.peer:
+            headers["WARC-IP-Address"] = response.peer
+        record = self._writer.create_revisit_record(
+            url,
+            payload_digest,
+            refers_to[0],
+            refers_to[1],
+            http_headers=self._status_and_headers(response),
+            warc_headers_dict=headers,
+        )
+        return self._append(self._member(request), self._member(record))
+
+    @staticmethod
+    def _status_and_headers(response: Response) -> StatusAndHeaders:
+        headers = [(_RENAMED.get(k.lower(), k), v) for k, v in response.headers]
+        status = f"{response.status} {response.reason_phrase}".strip()
+        return StatusAndHeaders(status, headers, protocol="HTTP/1.1")
+
     def _request_record(
         self, url: str, response: Response, date: str, response_id: str, protocol: str
     ) -> object:
@@ -174,7 +213,6 @@ class WarcFile:
     ) -> object:
         """The response record. Its payload is the body itself, read from the start only
         when the record is serialised: never copied here."""
-        headers = [(_RENAMED.get(k.lower(), k), v) for k, v in response.headers]
         warc_headers = {
             "WARC-Record-ID": response_id,
             "WARC-Date": date,
@@ -192,9 +230,7 @@ class WarcFile:
             "response",
             payload=response.body,
             length=response.wire_bytes,
-            http_headers=StatusAndHeaders(
-                f"{response.status} {response.reason_phrase}".strip(), headers, protocol="HTTP/1.1"
-            ),
+            http_headers=self._status_and_headers(response),
             warc_headers_dict=warc_headers,
         )
 
