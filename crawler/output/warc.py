@@ -153,14 +153,7 @@ class WarcFile:
         revisit_id = f"<urn:uuid:{uuid.uuid4()}>"
         protocol = "h2" if response.http_version == "HTTP/2" else "http/1.1"
         request = self._request_record(url, response, date, revisit_id, protocol)
-        headers = {
-            "WARC-Record-ID": revisit_id,
-            "WARC-Date": date,
-            "WARC-Protocol": protocol,
-            "WARC-Warcinfo-ID": self._warcinfo_id,
-        }
-        if response.peer:
-            headers["WARC-IP-Address"] = response.peer
+        headers = self._answer_headers(revisit_id, date, protocol, response)
         record = self._writer.create_revisit_record(
             url,
             payload_digest,
@@ -170,6 +163,20 @@ class WarcFile:
             warc_headers_dict=headers,
         )
         return self._append(self._member(request), self._member(record))
+
+    def _answer_headers(
+        self, record_id: str, date: str, protocol: str, response: Response
+    ) -> dict[str, str]:
+        """The WARC headers a response or revisit record has in common."""
+        headers = {
+            "WARC-Record-ID": record_id,
+            "WARC-Date": date,
+            "WARC-Protocol": protocol,
+            "WARC-Warcinfo-ID": self._warcinfo_id,
+        }
+        if response.peer:
+            headers["WARC-IP-Address"] = response.peer
+        return headers
 
     @staticmethod
     def _status_and_headers(response: Response) -> StatusAndHeaders:
@@ -213,15 +220,8 @@ class WarcFile:
     ) -> object:
         """The response record. Its payload is the body itself, read from the start only
         when the record is serialised: never copied here."""
-        warc_headers = {
-            "WARC-Record-ID": response_id,
-            "WARC-Date": date,
-            "WARC-Payload-Digest": payload_digest,
-            "WARC-Protocol": protocol,
-            "WARC-Warcinfo-ID": self._warcinfo_id,
-        }
-        if response.peer:
-            warc_headers["WARC-IP-Address"] = response.peer
+        warc_headers = self._answer_headers(response_id, date, protocol, response)
+        warc_headers["WARC-Payload-Digest"] = payload_digest
         if response.truncated:
             warc_headers["WARC-Truncated"] = "length"
         response.body.seek(0)
