@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     seed = sub.add_parser("seed", parents=[common], help="add URLs to a crawl's frontier")
     seed.add_argument("files", nargs="+", help="seed files (.gz accepted, - for stdin)")
     seed.add_argument("--create", action="store_true", help="start a crawl if there is none")
+    exp = sub.add_parser("export", parents=[common], help="package a stopped crawl (WACZ)")
+    exp.add_argument("--wacz", required=True, type=Path, help="the WACZ file to write")
     stat = sub.add_parser("status", parents=[common], help="counts by state, reason and host")
     stat.add_argument("--json", action="store_true", help="one JSON object for machines")
     return parser
@@ -126,6 +128,17 @@ async def _seed(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _export(args: argparse.Namespace, settings: Settings) -> int:
+    if not storage_url(settings) and not has_crawl(args.data_dir):
+        raise _no_crawl(args.data_dir)
+    from crawler.export import export_wacz  # only this command needs it
+
+    made = await export_wacz(args.data_dir, settings, args.wacz)
+    log.info("exported", wacz=str(args.wacz), **made)
+    print(f"{args.wacz}: {made['warc_files']} WARC file(s), {made['pages']} page(s)")
+    return 0
+
+
 async def _status(args: argparse.Namespace, settings: Settings) -> int:
     if not storage_url(settings) and not has_crawl(args.data_dir):
         raise _no_crawl(args.data_dir)
@@ -185,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         missing = seed_files_exist(files)
         if missing:
             raise ConfigError(f"seed file not found: {', '.join(missing)}")
-        command = {"run": _run, "serve": _run, "seed": _seed, "status": _status}[args.command]
+        commands = {"run": _run, "serve": _run, "seed": _seed, "status": _status, "export": _export}
+        command = commands[args.command]
         if command is _run:
             _tune_gc()
             _raise_open_files(settings.fetch.concurrency)

@@ -164,3 +164,15 @@ def _href(node: LexborNode, obey_rel_nofollow: bool) -> str | None:
 
 def _has_nofollow(rel: str | None) -> bool:
     return rel is not None and "nofollow" in rel.lower().split()
+
+
+def title_of(html: bytes) -> str | None:
+    """The text of an HTML document's <title> (from its start, e.g. its first 64 KiB),
+    whitespace collapsed; None without one."""
+    if not html:
+        return None
+    node = LexborHTMLParser(html).css_first("title")
+    if node is None:
+        return None
+    text = " ".join((node.text() or "").split())
+    return text or None

@@ -3,14 +3,18 @@ it was written and wherever it was found."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
+from crawler.cli import main
+from crawler.datadir import exclusive
 from tests import servers as site
 from tests.crawling import crawl, index, response_at, warc_records
 from tests.servers import SiteFactory
@@ -238,3 +242,67 @@ def test_a_payload_stored_before_is_written_as_a_revisit(
             ).stdout
             assert ours.read_bytes() == theirs, warc
             subprocess.run([str(warcio), "check", str(warc)], capture_output=True, check=True)
+
+
+def test_a_stopped_crawl_exports_as_a_wacz_that_py_wacz_validates(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    """`crawler export --wacz`: the committed WARC files, their CDXJ merged, the HTML pages
+    with titles, a datapackage with sizes and hashes; `wacz validate` passes. A running
+    crawl (its directory locked) is refused in one line."""
+    wacz_tool = Path(__file__).resolve().parents[1] / ".venv-wacz" / "bin" / "wacz"
+    if not wacz_tool.exists():
+        pytest.skip("py-wacz is not installed in .venv-wacz: run scripts/setup")
+    s = make_site("127.0.0.1")
+    s.route("/robots.txt", site.ok(b"User-agent: *\nAllow: /\n", content_type="text/plain"))
+    for i in range(4):
+        s.route(f"/p{i}", site.ok(f"<html><title> Page  {i} </title>body {i}</html>".encode()))
+    s.route("/twin", site.ok(b"<html><title>Page 0</title>body 0</html>"))
+    s.route("/data.json", site.ok(b"{}", content_type="application/json"))
+    data = tmp_path / "crawl"
+    seeds = [s.url(p) for p in ("/p0", "/p1", "/p2", "/p3", "/twin", "/data.json")]
+    assert crawl(data, seeds, "robots.obey=true", "output.warc_max_bytes=65536") == 0
+    out = tmp_path / "crawl.wacz"
+
+    assert main(["export", "--data-dir", str(data), "--wacz", str(out)]) == 0
+
+    checked = subprocess.run(
+        [str(wacz_tool), "validate", "-f", str(out)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "Validation succeeded" in checked.stdout
+    with zipfile.ZipFile(out) as wacz:
+        names = set(wacz.namelist())
+        warcs = sorted(p.name for p in (data / "warc").glob("*.warc.gz"))
+        assert names == {
+            *(f"archive/{w}" for w in warcs),
+            "indexes/index.cdx.gz",
+            "pages/pages.jsonl",
+            "datapackage.json",
+            "datapackage-digest.json",
+        }
+        header, *pages = (json.loads(line) for line in wacz.read("pages/pages.jsonl").splitlines())
+        cdx = gzip.decompress(wacz.read("indexes/index.cdx.gz"))
+    assert header["format"] == "json-pages-1.0"
+    titles = {page["url"]: page.get("title") for page in pages}
+    assert titles == {
+        s.url("/p0"): "Page 0",
+        s.url("/p1"): "Page 1",
+        s.url("/p2"): "Page 2",
+        s.url("/p3"): "Page 3",
+        s.url("/twin"): titles.get(s.url("/twin")),  # a revisit, or the twin stored first
+    }
+    cdxj = sorted(b"".join(p.read_bytes() for p in (data / "index").glob("*.cdxj")).splitlines())
+    assert cdx.splitlines() == cdxj  # every file's CDXJ, merged in order
+
+    with exclusive(data):  # as a running crawl holds it
+        refused = subprocess.run(
+            [str(Path(sys.executable).parent / "crawler"), "export", "--data-dir", str(data),
+             "--wacz", str(tmp_path / "again.wacz")],
+            capture_output=True, text=True,
+        )  # fmt: skip
+    assert refused.returncode == 3
+    assert refused.stderr.strip().splitlines() == [
+        f"crawler: error: another crawler is running on {data}"
+    ]
+    assert not (tmp_path / "again.wacz").exists()

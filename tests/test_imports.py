@@ -97,7 +97,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ),
     ("worker/scheduler", {"committer", "scheduler", "worker"}),
     ("composition root", {"crawl", "datadir"}),
-    ("cli", {"__main__", "cli", "serve"}),
+    ("cli", {"__main__", "cli", "serve", "export"}),
 ]
 LEAF = LAYERS[0][1]
 ROOT = LAYERS[-2][1]  # the composition root picks the implementations

@@ -21,12 +21,21 @@ import structlog
 
 from crawler.errors import StorageError
 from crawler.models import Outcome
-from crawler.output.cdxj import write_cdxj
+from crawler.output.cdxj import cdxj_lines, write_cdxj
 from crawler.output.dedup import Digests
 from crawler.output.jsonl import IndexFile, rfc3339
-from crawler.output.warc import WarcFile, warc_date
+from crawler.output.warc import WarcFile, payload_head, warc_date
 from crawler.settings import Settings
 from crawler.urls import without_userinfo
+
+__all__ = [  # what the rest of the crawler uses (export.py: the two helpers of a WACZ)
+    "Outputs",
+    "Sink",
+    "WriteResult",
+    "cdxj_lines",
+    "index_line",
+    "payload_head",
+]
 
 _SERIAL = re.compile(r"-(\d{5,})\.(?:warc\.gz|jsonl)$")
 

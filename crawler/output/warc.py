@@ -260,6 +260,19 @@ class WarcFile:
         self._file.close()
 
 
+def payload_head(path: Path, offset: int, limit: int) -> bytes:
+    """The first `limit` bytes of the payload of the record at `offset` of `path`, with
+    its Content-Encoding undone (b"" when it cannot be read)."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        for record in ArchiveIterator(handle):
+            try:
+                return bytes(record.content_stream().read(limit))
+            except Exception:  # a payload that does not decode: no title, nothing worse
+                return b""
+    return b""
+
+
 def _first_id(path: Path) -> str:
     """The WARC-Record-ID of the first record of `path` (its warcinfo record)."""
     with open(path, "rb") as handle:
