@@ -16,6 +16,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from crawler.frontier.sqlite import SQLiteFrontier  # noqa: E402
+from tests.h2server import h2_server  # noqa: E402, F401 - a fixture for any test module
 from tests.servers import Servers, SiteFactory  # noqa: E402
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from tests import servers as site
 from tests.crawling import crawl, index, warc_records
+from tests.h2server import TLSServer
 from tests.servers import SiteFactory
 
 BIN = Path(__file__).resolve().parents[1] / ".venv-pywb" / "bin"
@@ -77,6 +78,34 @@ def _replay(base: str, stamp: str, url: str) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+def _replayed(wayback: tuple[Path, str], data: Path) -> dict[str, tuple[bool, bool]]:
+    """Each response or revisit record of the crawl in `data`, replayed by pywb: whether
+    it answered with the record's status, and with the payload's original bytes (a
+    revisit's: those of the record holding its payload)."""
+    root, base = wayback
+    warcs = sorted((data / "warc").glob("*.warc.gz"))
+    subprocess.run(
+        [str(BIN / "wb-manager"), "add", "coll", *map(str, warcs)],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+    records = [r for r in warc_records(data) if r["type"] in ("response", "revisit")]
+    full = {r["headers"]["WARC-Payload-Digest"]: r["payload"] for r in records if r["payload"]}
+    proc = _serve(root, base)
+    try:
+        replayed = {}
+        for record in records:
+            stamp = "".join(c for c in record["headers"]["WARC-Date"][:19] if c.isdigit())
+            status, body = _replay(base, stamp, record["url"])
+            want = full.get(record["headers"]["WARC-Payload-Digest"], record["payload"])
+            replayed[record["url"]] = (str(status) == record["status"], body == want)
+    finally:
+        proc.kill()
+        proc.wait()
+    return replayed
+
+
 def test_pywb_replays_every_archived_page_byte_for_byte(
     tmp_path: Path, make_site: SiteFactory, wayback: tuple[Path, str]
 ) -> None:
@@ -103,25 +132,18 @@ def test_pywb_replays_every_archived_page_byte_for_byte(
     lines = index(data)
     assert len(lines) == 1 + len(links)
     assert sorted(line["revisit"] or "" for line in lines.values()).count("identical") == 1
-    root, base = wayback
-    warcs = sorted((data / "warc").glob("*.warc.gz"))
-    subprocess.run(
-        [str(BIN / "wb-manager"), "add", "coll", *map(str, warcs)],
-        cwd=root,
-        check=True,
-        capture_output=True,
-    )
-    records = [r for r in warc_records(data) if r["type"] in ("response", "revisit")]
-    full = {r["headers"]["WARC-Payload-Digest"]: r["payload"] for r in records if r["payload"]}
-    proc = _serve(root, base)
-    try:
-        replayed = {}
-        for record in records:
-            stamp = "".join(c for c in record["headers"]["WARC-Date"][:19] if c.isdigit())
-            status, body = _replay(base, stamp, record["url"])
-            want = full.get(record["headers"]["WARC-Payload-Digest"], record["payload"])
-            replayed[record["url"]] = (str(status) == record["status"], body == want)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert replayed == {url: (True, True) for url in lines}
+    assert _replayed(wayback, data) == {url: (True, True) for url in lines}
+
+
+def test_pywb_replays_pages_fetched_over_h2(
+    tmp_path: Path, h2_server: TLSServer, wayback: tuple[Path, str]
+) -> None:
+    """HTTP/2 exchanges (over TLS) are archived as HTTP/1.1-style messages with
+    WARC-Protocol h2: pywb replays them like any other."""
+    urls = [f"{h2_server.base_url}/page{i}" for i in range(3)]
+    data = tmp_path / "crawl"
+    assert crawl(data, urls, f'fetch.ca_bundle="{h2_server.ca_file}"') == 0
+    assert {line["http_version"] for line in index(data).values()} == {"HTTP/2"}
+    records = [r for r in warc_records(data) if r["type"] == "response"]
+    assert {r["headers"]["WARC-Protocol"] for r in records} == {"h2"}
+    assert _replayed(wayback, data) == {url: (True, True) for url in urls}
