@@ -424,8 +424,7 @@ class PostgresFrontier:
             rows = await conn.fetch(_PICK, chosen, now, each, most)
             return [(str(r[0]), int(r[1])) for r in rows]
 
-        picked = await rules.pick_shares(pick, hosts, per_host, limit)
-        keys, filled_at = rules.take(picked, per_host, room, limit)
+        keys, filled_at = await rules.choose(pick, hosts, per_host, room, limit)
         if filled_at is not None:
             self._cursor = filled_at
         if not keys:

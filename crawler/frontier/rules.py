@@ -56,6 +56,15 @@ async def pick_shares(
     return picked
 
 
+async def choose(
+    pick: Pick, hosts: list[str], per_host: int, room: Mapping[str, int], limit: int
+) -> tuple[list[int], str | None]:
+    """A claim's keys over `hosts` (their fair shares, within each host's room) and the
+    host that filled the batch, if one did (`pick_shares`, then `take`)."""
+    picked = await pick_shares(pick, hosts, per_host, limit)
+    return take(picked, per_host, room, limit)
+
+
 def take(
     picked: list[tuple[str, int]], per_host: int, room: Mapping[str, int], limit: int
 ) -> tuple[list[int], str | None]:

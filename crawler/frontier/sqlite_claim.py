@@ -69,8 +69,7 @@ class RoundRobin:
         async def pick(chosen: list[str], each: int, most: int) -> list[tuple[str, int]]:
             return await _pick(db, chosen, now, each, most)
 
-        picked = await rules.pick_shares(pick, hosts, per_host, limit)
-        keys, filled_at = rules.take(picked, per_host, room, limit)
+        keys, filled_at = await rules.choose(pick, hosts, per_host, room, limit)
         if filled_at is not None:
             self._cursor = filled_at
         if not keys:
