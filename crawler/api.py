@@ -4,7 +4,8 @@
     GET  /readyz    database open, writer healthy, disk space above service.min_free_bytes
     GET  /status    `crawler status --json` plus rates, pause state and busiest hosts' pace
     GET  /metrics   Prometheus text format
-    POST /seeds     newline-separated URLs, or a JSON list of them
+    POST /seeds     newline-separated URLs, or a JSON list of them; `?recrawl=true`
+                    makes those fetched before due again now
     POST /pause     stop handing out URLs (in-flight ones finish)
     POST /resume
 
@@ -19,6 +20,7 @@ import ipaddress
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
+from urllib.parse import parse_qs
 
 import anyio
 import structlog
@@ -47,7 +49,7 @@ class Backend(Protocol):
 
     async def metrics(self) -> tuple[bytes, str]: ...
 
-    async def add_urls(self, lines: list[str]) -> dict[str, Any]: ...
+    async def add_urls(self, lines: list[str], recrawl: bool = False) -> dict[str, Any]: ...
 
     def pause(self) -> None: ...
 
@@ -121,8 +123,9 @@ class Api:
             if path == "/resume":
                 backend.resume()
                 return 200, _json({"paused": False}), JSON
+            recrawl = _flag(scope, "recrawl")
             lines = _urls(await self._body(scope, receive), _header(scope, b"content-type"))
-            return 200, _json(await backend.add_urls(lines)), JSON
+            return 200, _json(await backend.add_urls(lines, recrawl)), JSON
         if path in ("/healthz", "/readyz", "/status", "/metrics", "/seeds", "/pause", "/resume"):
             raise BadRequest(405, f"{method} not allowed on {path}")
         raise BadRequest(404, f"no such endpoint: {path}")
@@ -172,6 +175,17 @@ def _header(scope: AsgiScope, name: bytes) -> str | None:
         if key.lower() == name:
             return bytes(value).decode("latin-1")
     return None
+
+
+def _flag(scope: AsgiScope, name: str) -> bool:
+    """A true/false query parameter (absent: false); any other value is a 400."""
+    values = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1")).get(name)
+    if not values:
+        return False
+    value = values[-1].lower()
+    if value not in ("true", "false", "1", "0"):
+        raise BadRequest(400, f"{name}={values[-1]}: must be true or false")
+    return value in ("true", "1")
 
 
 def _urls(body: bytes, content_type: str | None) -> list[str]:

@@ -15,7 +15,7 @@ import anyio
 import structlog
 
 from crawler import __version__, logs, status
-from crawler.crawl import Crawl, assemble
+from crawler.crawl import Crawl, assemble, recrawl_due
 from crawler.datadir import (
     add_seeds,
     exclusive,
@@ -25,6 +25,7 @@ from crawler.datadir import (
     storage_url,
 )
 from crawler.errors import ConfigError, StopCrawl
+from crawler.recrawl import Schedule
 from crawler.seeds import SeedReport, seed_files_exist
 from crawler.settings import Settings, load_settings
 
@@ -61,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     seed = sub.add_parser("seed", parents=[common], help="add URLs to a crawl's frontier")
     seed.add_argument("files", nargs="+", help="seed files (.gz accepted, - for stdin)")
     seed.add_argument("--create", action="store_true", help="start a crawl if there is none")
+    seed.add_argument(
+        "--recrawl", action="store_true", help="fetch listed URLs again now (if fetched before)"
+    )
     exp = sub.add_parser("export", parents=[common], help="package a stopped crawl (WACZ)")
     exp.add_argument("--wacz", required=True, type=Path, help="the WACZ file to write")
     stat = sub.add_parser("status", parents=[common], help="counts by state, reason and host")
@@ -69,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _report(report: SeedReport) -> None:
-    log.info("seeds", read=report.read, added=report.added, invalid=report.invalid)
+    log.info("seeds", read=report.read, added=report.added, due=report.due, invalid=report.invalid)
     for bad in report.examples:
         log.warning("bad_seed_line", source=bad.source, line=bad.line, reason=bad.reason)
     if report.invalid > len(report.examples):
@@ -88,6 +92,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                     report = SeedReport()
                     await add_seeds(frontier, args.seeds, report, settings.crawl.sort_query)
                     _report(report)
+                await recrawl_due(frontier, Schedule.of(settings.crawl))
                 crawl = Crawl(parts, progress_bar=bar)
                 if serving:
                     from crawler import serve  # the API server: not loaded for `run` (0.1 s)
@@ -120,11 +125,13 @@ async def _seed(args: argparse.Namespace, settings: Settings) -> int:
     frontier = await open_frontier(args.data_dir, settings)
     report = SeedReport()
     try:
-        await add_seeds(frontier, args.files, report, settings.crawl.sort_query)
+        sort_query = settings.crawl.sort_query
+        await add_seeds(frontier, args.files, report, sort_query, recrawl=args.recrawl)
     finally:
         await frontier.aclose()
     _report(report)
-    print(f"read {report.read}, added {report.added}, invalid {report.invalid}")
+    due = f", due again {report.due}" if args.recrawl else ""
+    print(f"read {report.read}, added {report.added}{due}, invalid {report.invalid}")
     return 0
 
 

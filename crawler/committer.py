@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 import anyio
@@ -14,8 +15,9 @@ from anyio.abc import ObjectReceiveStream
 from crawler.errors import FULL_ERRNOS, OutOfSpace, StorageError
 from crawler.frontier import Frontier
 from crawler.frontier.values import CommitBatch, Committed, Deferred, Finished, HostState
-from crawler.models import Outcome
-from crawler.output import Sink, WriteResult
+from crawler.models import Outcome, State, Visit
+from crawler.output import Sink, Stored, WriteResult
+from crawler.recrawl import Schedule
 from crawler.seen import Seen
 from crawler.settings import StorageSettings
 
@@ -77,8 +79,10 @@ class Committer:
         clock: Callable[[], float] = time.monotonic,
         retry_after: float = RETRY_FULL_DISK,
         lease_seconds: float = 900.0,
+        schedule: Schedule | None = None,
     ) -> None:
         self._listener = listener
+        self._schedule = schedule or Schedule()
         self._lease_seconds = lease_seconds
         self._hosts = hosts
         # Most links a crawl finds are already in the frontier: remembering the keys sent
@@ -177,9 +181,9 @@ class Committer:
     async def _prepare(self, batch: list[Outcome]) -> CommitBatch:
         """Write the final outcomes of `batch`; the commit of all of it."""
         commit = CommitBatch()
-        commit.outputs = await self._write_final(batch)
+        commit.outputs, stored = await self._write_final(batch)
         store = self._seen.store
-        for o in batch:
+        for position, o in enumerate(batch):
             if o.archive_only:
                 continue  # written, and that is all: no URL of the frontier
             for new in o.new_urls:
@@ -187,15 +191,45 @@ class Committer:
                     commit.discovered.append(new)
             key, token = o.entry.key, o.entry.token
             if o.final:
-                commit.finished.append(
-                    Finished(key, o.state, o.reason, o.status, o.attempts, o.fetched_at, token)
-                )
+                commit.finished.append(self._finished(o, stored.get(position)))
             else:
                 commit.deferred.append(
                     Deferred(key, o.attempts, o.not_before, o.reason, o.status, token)
                 )
         commit.hosts = [] if self._hosts is None else self._hosts.host_states()
         return commit
+
+    def _finished(self, o: Outcome, stored: Stored | None) -> Finished:
+        """The completion of a final outcome, with what its visit leaves for the next one
+        (its validators, payload digest and record; the last visit's where it got no
+        response) and when it is due again."""
+        last = o.entry.last
+        keep, changed = last, None
+        response = o.response
+        if stored is not None and response is not None:
+            etag, modified = response.header("etag"), response.header("last-modified")
+            if stored.revisit == "not_modified":  # a 304 may update the validators
+                changed = False
+                if last is not None:
+                    etag, modified = etag or last.etag, modified or last.last_modified
+            elif last is not None and last.digest is not None:
+                changed = last.digest != stored.digest
+            interval = None if last is None else last.interval
+            keep = Visit(etag, modified, stored.digest, stored.ref_uri, stored.ref_date, interval)
+        recrawl_at = None
+        if o.state is State.DONE or (keep is not None and keep.digest is not None):
+            recrawl_at, interval = self._schedule.next(
+                o.fetched_at or time.time(), None if keep is None else keep.interval, changed
+            )
+            if keep is not None and interval != keep.interval:
+                keep = replace(keep, interval=interval)
+            elif keep is None and interval is not None:
+                keep = Visit(interval=interval)
+        return Finished(
+            o.entry.key, o.state, o.reason, o.status, o.attempts, o.fetched_at, o.entry.token,
+            last=keep, recrawl_at=recrawl_at, visited=stored is not None,
+            revisit=None if stored is None else stored.revisit,
+        )  # fmt: skip
 
     def _held(self, batch: list[Outcome], held: set[int]) -> list[Outcome]:
         """The outcomes whose lease this node still holds (all, where leases do not
@@ -211,14 +245,15 @@ class Committer:
                     outcome.response.close()
         return [o for o in batch if o.entry.key in held or o.archive_only]
 
-    async def _write_final(self, batch: list[Outcome]) -> dict[str, int]:
+    async def _write_final(self, batch: list[Outcome]) -> tuple[dict[str, int], dict[int, Stored]]:
         """Write the final outcomes of `batch` (then close their responses); the output
-        files touched, with their new lengths. An outcome whose record could not be written
-        is replaced in `batch` by its `warc_error` failure, which is what is committed."""
+        files touched, with their new lengths, and how each response was stored (by its
+        position in `batch`). An outcome whose record could not be written is replaced in
+        `batch` by its `warc_error` failure, which is what is committed."""
         positions = [i for i, o in enumerate(batch) if o.final]
         written = [batch[i] for i in positions]
         if not written:
-            return {}
+            return {}, {}
         try:
             result = await self._write(written)
         except OSError as exc:  # an in-process sink (tests) raises the OS error itself
@@ -231,7 +266,7 @@ class Committer:
         for position, message in result.failed.items():
             at = positions[position]
             batch[at] = batch[at].unwritten(message)
-        return result.touched
+        return result.touched, {positions[p]: how for p, how in result.stored.items()}
 
     @staticmethod
     def _accepted(batch: list[Outcome], committed: Committed) -> list[Outcome]:

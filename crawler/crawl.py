@@ -28,6 +28,7 @@ from crawler.models import Entry, Outcome
 from crawler.output.process import OutputProcess
 from crawler.politeness import HealthLimits
 from crawler.progress import Tally, log_summaries, show_bar
+from crawler.recrawl import Schedule
 from crawler.retry import RetryPolicy
 from crawler.robots import Robots
 from crawler.scheduler import Scheduler
@@ -42,6 +43,7 @@ log = structlog.get_logger("crawler")
 # host a delay away from the previous process's last possible request, a fresh crawl does
 # not wait at all.
 BEAT_SECONDS = 1.0
+RECRAWL_LOOK_SECONDS = 30.0  # `serve` looks for URLs due again at least this often
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,6 +170,20 @@ def _robots(
     )
 
 
+async def recrawl_due(frontier: Frontier, schedule: Schedule) -> int:
+    """Time the finished URLs by `schedule` if it changed since the last start, then queue
+    again those due now; how many were."""
+    started = time.monotonic()
+    retimed = await frontier.retime(schedule)
+    if retimed is not None:
+        seconds = round(time.monotonic() - started, 2)
+        log.info("recrawl_retimed", urls=retimed, schedule=schedule.signature(), seconds=seconds)
+    due = await frontier.recrawl_due(time.time())
+    if due:
+        log.info("recrawl_due", urls=due)
+    return due
+
+
 @dataclass(slots=True)
 class RunResult:
     interrupted: int | None  # the signal that stopped the run, if any
@@ -190,6 +206,7 @@ class Crawl:
             hosts=parts.scheduler,
             seen=parts.seen,
             lease_seconds=parts.settings.frontier.lease_seconds,
+            schedule=Schedule.of(parts.settings.crawl),
         )
         self._workers_scope = anyio.CancelScope()
         self.interrupted: int | None = None
@@ -217,6 +234,28 @@ class Crawl:
         return self.interrupted is not None
 
     # -- running ----------------------------------------------------------------------------
+    async def watch_recrawl(self) -> None:
+        """`serve`: queue finished URLs again as they come due (crawl.recrawl_after), looking
+        when the next is due, and at least as often as a URL finished now could be."""
+        frontier, schedule = self.parts.frontier, Schedule.of(self.parts.settings.crawl)
+        if not schedule.on:
+            return
+        every = min(RECRAWL_LOOK_SECONDS, max(1.0, schedule.shortest()))
+        while True:
+            try:
+                due = await frontier.recrawl_due(time.time())
+                if due:
+                    log.info("recrawl_due", urls=due)
+                    if self.tally is not None:
+                        self.tally.recount(await frontier.counts(top_hosts=0))
+                    self.scheduler.committed()  # new work: claim now, not at the next poll
+                upcoming = await frontier.next_recrawl()
+            except StorageError as exc:
+                log.warning("recrawl_check_failed", error=str(exc))
+                upcoming = None
+            wait = every if upcoming is None else upcoming - time.time()
+            await anyio.sleep(min(max(wait, 0.5), every))
+
     async def _beat(self) -> None:
         frontier, wall = self.parts.frontier, time.time
         while True:

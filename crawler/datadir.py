@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -121,9 +122,15 @@ async def open_frontier(data_dir: Path, settings: Settings) -> Frontier:
 
 
 async def add_seeds(
-    frontier: Frontier, paths: Sequence[str], report: SeedReport, sort_query: bool = False
+    frontier: Frontier,
+    paths: Sequence[str],
+    report: SeedReport,
+    sort_query: bool = False,
+    *,
+    recrawl: bool = False,
 ) -> None:
-    """Add seed files to the frontier in batches; parsing (in a thread) overlaps inserting."""
+    """Add seed files to the frontier in batches; parsing (in a thread) overlaps inserting.
+    With `recrawl`, the URLs already there are made due now (`Frontier.recrawl`)."""
     batches = read_seeds(paths, report, sort_query=sort_query)
     send, receive = anyio.create_memory_object_stream[list[NewURL]](1)
 
@@ -136,3 +143,5 @@ async def add_seeds(
         tg.start_soon(parse)
         async for batch in receive:
             report.added += await frontier.add(batch)
+            if recrawl:
+                report.due += await frontier.recrawl([u.key for u in batch], time.time())

@@ -82,6 +82,13 @@ class Metrics:
         self._hosts = Gauge(
             "crawler_host_urls", "URLs in the frontier of the busiest hosts.", ["host"], registry=r
         )
+        self._visits = Gauge(
+            "crawler_visits",
+            "Responses written since the crawl began (kind=visits), and the revisit records"
+            " among them (kind=not_modified: a 304; kind=identical: a payload stored before).",
+            ["kind"],
+            registry=r,
+        )
         for outcome in ("done", "failed", "skipped", "retry"):
             self._attempts.labels(outcome)  # present (at 0) from the start
 
@@ -109,6 +116,8 @@ class Metrics:
         """Queue depth by state, and URLs of the top `max_hosts` hosts (others disappear)."""
         for state, n in counts.states.items():
             self._queue.labels(state).set(n)
+        for kind, n in counts.visits.items():
+            self._visits.labels(kind).set(n)
         self._hosts.clear()
         for host in sorted(counts.hosts, key=lambda h: -h.total)[: self._max_hosts]:
             self._hosts.labels(host.host).set(host.total)

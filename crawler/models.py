@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import IO
+from typing import IO, Any
 
 SPOOL_BYTES = 256 * 1024  # a body past this size is held in a temporary file, not in memory
 ARCHIVE_ONLY = frozenset({"robots"})  # kinds of entry archived but never in the frontier
@@ -33,6 +34,36 @@ class NewURL:
     kind: str | None = None  # None: a page; "sitemap": a sitemap to read for URLs
 
 
+@dataclass(slots=True, frozen=True)
+class Visit:
+    """What the frontier keeps of a URL's last visit for the next one (recrawl): the
+    validators a conditional request sends, and where its payload is stored."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    digest: str | None = None  # payload digest of the last response
+    ref_uri: str | None = None  # the record holding that payload: its URI (None: this URL)
+    ref_date: str | None = None  # and its WARC-Date (None: not stored)
+    interval: float | None = None  # adaptive recrawl: seconds from this visit to the next
+
+    @classmethod
+    def of(cls, row: Sequence[Any]) -> Visit | None:
+        """From the six columns of a frontier row (None when nothing was kept)."""
+        if all(value is None for value in row):
+            return None
+        etag, modified, digest, ref_uri, ref_date, interval = row
+        return cls(etag, modified, digest, ref_uri, ref_date, interval)
+
+    def conditions(self) -> list[tuple[str, str]]:
+        """The headers that make a request conditional on this visit (RFC 9110, 13.1)."""
+        headers = []
+        if self.etag:
+            headers.append(("If-None-Match", self.etag))
+        if self.last_modified:
+            headers.append(("If-Modified-Since", self.last_modified))
+        return headers
+
+
 @dataclass(slots=True)
 class Entry:
     """A URL leased from the frontier to be fetched."""
@@ -49,6 +80,7 @@ class Entry:
     origin: str | None = None  # host of the seed it descends from (None: its own)
     kind: str | None = None
     token: int = 0  # lease token of the claim that handed it out (0: none, completes nothing)
+    last: Visit | None = None  # what its last visit left (recrawl), None before the first
 
     def chain_keys(self) -> list[int]:
         """Keys of the URLs of this entry's redirect chain, itself included."""

@@ -61,6 +61,11 @@ class Tally:
         while self._events and self._events[0][0] < now - RATE_WINDOW:
             self._events.popleft()
 
+    def recount(self, counts: Counts) -> None:
+        """Take the totals from a new count (finished URLs were queued again: a recrawl)."""
+        self.total = counts.total
+        self.states = dict(counts.states)
+
     def seeded(self, added: int) -> None:
         self.total += added
         self.states["queued"] += added

@@ -37,6 +37,7 @@ class SeedReport:
     read: int = 0
     added: int = 0
     invalid: int = 0
+    due: int = 0  # finished URLs made due again (`crawler seed --recrawl`)
     examples: list[BadLine] = field(default_factory=list)
     on_bad: Callable[[BadLine], None] | None = field(default=None, compare=False, repr=False)
 

@@ -82,18 +82,31 @@ class ServiceBackend:
         metrics.set_inflight(self._crawl.scheduler.inflight)
         return metrics.render()
 
-    async def add_urls(self, lines: list[str]) -> dict[str, Any]:
+    async def add_urls(self, lines: list[str], recrawl: bool = False) -> dict[str, Any]:
+        """Add the URLs of `lines`; with `recrawl`, those already there are made due now."""
         urls, report = parse_lines(lines, self._settings.crawl.sort_query)
         accepted = await self._frontier.add(urls) if urls else 0
+        due = await self._frontier.recrawl([u.key for u in urls], time.time()) if recrawl else 0
         self._seeded(accepted)
+        if due and self._crawl.tally is not None:
+            self._crawl.tally.recount(await self._frontier.counts(top_hosts=0))
         duplicate = len(urls) - accepted
-        log.info("seeds_posted", accepted=accepted, duplicate=duplicate, invalid=report.invalid)
-        return {
+        log.info(
+            "seeds_posted",
+            accepted=accepted,
+            duplicate=duplicate,
+            due=due,
+            invalid=report.invalid,
+        )
+        answer = {
             "accepted": accepted,
             "duplicate": duplicate,
             "invalid": report.invalid,
             "errors": [f"line {bad.line}: {bad.reason}" for bad in report.examples],
         }
+        if recrawl:
+            answer["due"] = due
+        return answer
 
     def _seeded(self, added: int) -> None:
         if self._crawl.tally is not None:
@@ -151,7 +164,8 @@ async def serve(crawl: Crawl, data_dir: Path) -> int | None:
         # The API outlives the crawl by a moment: it stops cleanly once the crawl is done.
         tg.start_soon(serve_api, api, settings.service.listen, started, shutdown)
         try:
-            result = await crawl.run([backend.watch_inbox, backend.watch_disk])
+            services = [backend.watch_inbox, backend.watch_disk, crawl.watch_recrawl]
+            result = await crawl.run(services)
         finally:
             shutdown.set()
     return result.interrupted

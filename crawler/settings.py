@@ -43,6 +43,10 @@ class CrawlSettings:
     sitemaps: bool = False
     sort_query: bool = False
     max_pages_per_host: int = 0
+    recrawl_after: float = 0.0  # seconds from a URL's fetch to its next (0: never)
+    recrawl_adaptive: bool = False  # per-URL interval: shorter when changed, longer when not
+    recrawl_min: float = 60.0
+    recrawl_max: float = 2_592_000.0  # 30 days
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -241,7 +245,25 @@ def _build(raw: Mapping[str, Mapping[str, Any]], profiles: Profiles | None = Non
                 raise ConfigError(f"{path} = {value!r}: must be {constraint[1]}")
             kwargs[key] = coerced
         sections[section] = cls(**kwargs)
-    return Settings(**sections, profiles=profiles or Profiles())
+    settings = Settings(**sections, profiles=profiles or Profiles())
+    _check_together(settings)
+    return settings
+
+
+def _check_together(settings: Settings) -> None:
+    """Keys whose values must agree with each other."""
+    crawl = settings.crawl
+    if crawl.recrawl_adaptive:
+        if crawl.recrawl_after <= 0:
+            raise ConfigError(
+                "crawl.recrawl_adaptive = true: needs crawl.recrawl_after > 0 (the first"
+                " interval; 0 means never recrawl)"
+            )
+        if crawl.recrawl_min > crawl.recrawl_max:
+            raise ConfigError(
+                f"crawl.recrawl_min = {crawl.recrawl_min:g}: must be <= crawl.recrawl_max"
+                f" ({crawl.recrawl_max:g})"
+            )
 
 
 def load_settings(

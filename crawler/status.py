@@ -52,6 +52,7 @@ def as_dict(counts: Counts, now: float | None = None) -> dict[str, Any]:
         "total": counts.total,
         "states": counts.states,
         "reasons": counts.reasons,
+        "visits": counts.visits,
         "hosts": [{"host": h.host, "total": h.total, **h.states} for h in counts.hosts],
         "waiting": _waiting(counts, time.time() if now is None else now),
         "nodes": [_node(n, time.time() if now is None else now) for n in counts.nodes],
@@ -78,6 +79,13 @@ def as_json(counts: Counts, now: float | None = None) -> str:
 def as_text(counts: Counts, now: float | None = None) -> str:
     lines = [f"total     {counts.total}"]
     lines += [f"{state:<9} {n}" for state, n in counts.states.items()]
+    visits = counts.visits
+    if visits.get("visits"):
+        lines.append("")
+        lines.append(
+            f"visits    {visits['visits']} (revisits: {visits.get('not_modified', 0)} not"
+            f" modified, {visits.get('identical', 0)} identical payload)"
+        )
     if counts.reasons:
         lines.append("")
         lines.append("reasons (failed + skipped)")

@@ -159,11 +159,15 @@ class Worker:
         # setup must not shorten the delay the server sees from the previous request.
         sent = functools.partial(self._scheduler.started, entry.host)
         sent()
+        # A URL visited before: conditional on what that visit got (a 304 if unchanged).
+        conditions = entry.last.conditions() if entry.last is not None else ()
         if entry.kind == "sitemap":
             cap = sitemaps.MAX_BYTES  # parsed from memory, whole
-            return await self._fetcher.fetch(entry.url, keep=cap, cap=cap, on_send=sent)
+            return await self._fetcher.fetch(
+                entry.url, keep=cap, cap=cap, on_send=sent, headers=conditions
+            )
         keep = links.MAX_BYTES if entry.depth < self._crawl.max_depth else 0
-        return await self._fetcher.fetch(entry.url, keep, on_send=sent)
+        return await self._fetcher.fetch(entry.url, keep, on_send=sent, headers=conditions)
 
     def _finish(
         self,

@@ -13,6 +13,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,11 +35,14 @@ from crawler.frontier.values import (
     NewURL,
     RobotsRecord,
     State,
+    Visit,
 )
+from crawler.recrawl import Schedule
 from crawler.urls import canonical, host_of, url_key
 from tests.postgres import new_database
 
 NOW = 1_700_000_000.0
+MONDAY = "Mon, 01 Jan 2024 00:00:00 GMT"
 LEASE = NOW + 86_400  # later than any `now` these tests claim at, except to see it expire
 
 pytestmark = pytest.mark.anyio
@@ -58,6 +62,10 @@ class Store(Protocol):
 
     async def recount(self) -> list[tuple[str, str, int]]:
         """(host, state, URLs) counted from the URLs themselves, sorted."""
+        ...
+
+    async def reasons(self) -> dict[str, int]:
+        """URLs failed or skipped by reason, counted from the URLs themselves."""
         ...
 
 
@@ -80,8 +88,16 @@ class SQLiteStore:
             rows = conn.execute(_RECOUNT).fetchall()
         return [tuple(r) for r in rows]
 
+    async def reasons(self) -> dict[str, int]:
+        with sqlite3.connect(self._path) as conn:
+            return {str(r): int(n) for r, n in conn.execute(_REASONS).fetchall()}
+
 
 _RECOUNT = "SELECT host, state, count(*) FROM urls GROUP BY host, state ORDER BY host, state"
+_REASONS = (
+    "SELECT coalesce(reason, ''), count(*) FROM urls WHERE state IN ('failed', 'skipped')"
+    " GROUP BY 1"
+)
 
 
 @asynccontextmanager
@@ -117,6 +133,13 @@ class PostgresStore:
         finally:
             await conn.close()
         return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    async def reasons(self) -> dict[str, int]:
+        conn = await asyncpg.connect(self._url)
+        try:
+            return {str(r): int(n) for r, n in await conn.fetch(_REASONS)}
+        finally:
+            await conn.close()
 
 
 @asynccontextmanager
@@ -624,6 +647,7 @@ async def test_counts_agree_with_the_urls_after_every_kind_of_change(
             states[state] += n
         assert counts.states == {s.value: states[s.value] for s in State}, step
         assert counts.total == sum(states.values()), step
+        assert counts.reasons == await store.reasons(), step
 
     for round_ in range(12):
         fresh = [_new(f"http://{rng.choice(hosts)}/{added + i}") for i in range(rng.randint(0, 9))]
@@ -638,7 +662,7 @@ async def test_counts_agree_with_the_urls_after_every_kind_of_change(
         for entry in leased:
             roll = rng.random()
             if roll < 0.3:
-                finished.append(_done(entry, now))
+                finished.append(replace(_done(entry, now), recrawl_at=now + rng.choice((10, 90))))
             elif roll < 0.45:
                 finished.append(
                     Finished(entry.key, State.FAILED, "http_404", 404, 1, now, entry.token)
@@ -661,6 +685,11 @@ async def test_counts_agree_with_the_urls_after_every_kind_of_change(
         await check(f"commit, round {round_}")
         await frontier.release(released, now + 5)
         await check(f"release, round {round_}")
+        await frontier.recrawl_due(now)
+        await check(f"recrawl_due, round {round_}")
+        again = [f.key for f in finished if rng.random() < 0.3] + [u.key for u in found[:1]]
+        await frontier.recrawl(again, now)
+        await check(f"recrawl, round {round_}")
     await frontier.release_all()
     await check("release_all")
     assert sum(n for _, _, n in await store.recount()) == added
@@ -846,3 +875,137 @@ async def test_renew_extends_only_the_leases_still_held(frontier: Frontier, stor
     assert (await store.row(one.key))["lease_until"] == NOW + 600
     assert (await store.row(two.key))["lease_until"] == NOW + 60
     assert await frontier.renew([], NOW + 600) == set()
+
+
+# -- recrawl ----------------------------------------------------------------------------------
+
+SEEN = Visit('"e1"', MONDAY, "sha1:AAAA", None, "2024-01-01T00:00:00.000000Z", 120.0)
+
+
+async def _finish_one(frontier: Frontier, url: str, finished: Callable[[Entry], Finished]) -> Entry:
+    await frontier.add([_new(url)])
+    [entry] = [e for e in await frontier.claim(100, NOW, LEASE) if e.url == url]
+    committed = await frontier.commit(CommitBatch(finished=[finished(entry)]))
+    assert committed.refused == ()
+    return entry
+
+
+async def test_a_finished_url_comes_due_with_what_its_last_visit_left(
+    frontier: Frontier, store: Store
+) -> None:
+    """A completion keeps the URL's last visit (validators, digest, record, interval) and
+    when it is due again; `recrawl_due` queues it then (attempts 0, no reason, not before
+    its time), and the next claim hands it out with that visit, for a conditional request."""
+    entry = await _finish_one(
+        frontier,
+        "http://a.example/page",
+        lambda e: replace(_done(e), attempts=2, last=SEEN, recrawl_at=NOW + 60),
+    )
+    assert await frontier.next_recrawl() == NOW + 60
+    assert await frontier.recrawl_due(NOW + 59) == 0
+    assert not await frontier.has_pending()  # finished, if due later: a run may end
+    assert await frontier.recrawl_due(NOW + 61) == 1
+    assert await frontier.next_recrawl() is None
+    row = await store.row(entry.key)
+    assert (row["state"], row["attempts"], row["reason"], row["not_before"]) == (
+        "queued", 0, None, NOW + 60
+    )  # fmt: skip
+    [again] = await frontier.claim(10, NOW + 61, LEASE)
+    assert (again.key, again.last, again.attempts, again.status) == (entry.key, SEEN, 0, 200)
+    assert (await frontier.counts(top_hosts=0)).states["leased"] == 1
+
+
+async def test_recrawl_due_goes_in_batches_and_takes_only_what_is_due(frontier: Frontier) -> None:
+    await frontier.add([_new(f"http://h{i % 50}.example/{i}") for i in range(600)])
+    entries = await frontier.claim(600, NOW, LEASE)
+    await frontier.commit(
+        CommitBatch(
+            finished=[
+                replace(_done(e), recrawl_at=NOW + (i % 2) * 100) for i, e in enumerate(entries)
+            ]
+        )
+    )
+    assert await frontier.recrawl_due(NOW) == 300
+    assert (await frontier.counts(top_hosts=0)).states == {
+        "queued": 300, "leased": 0, "done": 300, "failed": 0, "skipped": 0
+    }  # fmt: skip
+    assert await frontier.next_recrawl() == NOW + 100
+
+
+async def test_recrawl_makes_listed_urls_due_now(frontier: Frontier, store: Store) -> None:
+    """The operator's recrawl: finished URLs (done, failed, skipped) are queued again at
+    once, a queued one waits no longer, a leased one and an unknown key are left alone."""
+    done = await _finish_one(frontier, "http://a.example/done", lambda e: _done(e))
+    failed = await _finish_one(
+        frontier,
+        "http://a.example/failed",
+        lambda e: Finished(e.key, State.FAILED, "http_404", 404, 1, NOW, e.token),
+    )
+    await frontier.add([_new("http://b.example/later"), _new("http://c.example/leased")])
+    claimed = {e.host: e for e in await frontier.claim(10, NOW, LEASE)}
+    later, leased = claimed["b.example"], claimed["c.example"]
+    await frontier.commit(CommitBatch(deferred=[_defer(later, NOW + 3600)]))
+    keys = [done.key, failed.key, later.key, leased.key, 12345]
+
+    assert await frontier.recrawl(keys, NOW + 5) == 2
+
+    for entry in (done, failed, later):
+        row = await store.row(entry.key)
+        assert (row["state"], row["not_before"], row["reason"]) == ("queued", NOW + 5, None)
+    assert (await store.row(leased.key))["state"] == "leased"
+    counts = await frontier.counts(top_hosts=0)
+    assert counts.states == {"queued": 3, "leased": 1, "done": 0, "failed": 0, "skipped": 0}
+    assert counts.reasons == {}
+
+
+async def test_retime_times_finished_urls_by_a_new_schedule(
+    frontier: Frontier, store: Store
+) -> None:
+    """A changed schedule re-times every finished URL a recrawl visits (done ones, and
+    failed or skipped ones that got an answer before) from its last fetch; the same schedule
+    again changes nothing; a schedule turned off clears them."""
+    done = await _finish_one(frontier, "http://a.example/done", lambda e: _done(e, NOW - 500))
+    kept = await _finish_one(
+        frontier,
+        "http://a.example/was-fetched",
+        lambda e: replace(
+            Finished(e.key, State.FAILED, "timeout", None, 3, NOW - 100, e.token), last=SEEN
+        ),
+    )
+    never = await _finish_one(
+        frontier,
+        "http://a.example/never",
+        lambda e: Finished(e.key, State.FAILED, "dns", None, 3, NOW, e.token),
+    )
+
+    async def times() -> list[float | None]:
+        return [(await store.row(e.key))["recrawl_at"] for e in (done, kept, never)]
+
+    assert await frontier.retime(Schedule(after=1000)) == 2
+    assert await times() == [NOW + 500, NOW + 900, None]
+    assert await frontier.retime(Schedule(after=1000)) is None
+    # adaptive: a URL's own interval (120) where it has one, within min and max
+    assert await frontier.retime(Schedule(1000, adaptive=True, low=200, high=800)) == 2
+    assert await times() == [NOW + 300, NOW + 100, None]
+    assert await frontier.retime(Schedule()) == 2
+    assert await times() == [None, None, None]
+    assert await frontier.recrawl_due(NOW + 10**6) == 0
+
+
+async def test_visits_are_counted_by_kind(frontier: Frontier) -> None:
+    """`counts().visits`: the responses written and the revisits among them, from the
+    completions the frontier took (a refused one counts nothing)."""
+    await frontier.add([_new(f"http://a.example/{i}") for i in range(4)])
+    a, b, c, d = await frontier.claim(4, NOW, LEASE)
+    await frontier.commit(
+        CommitBatch(
+            finished=[
+                replace(_done(a), visited=True),
+                replace(_done(b), visited=True, revisit="not_modified"),
+                replace(_done(c), visited=True, revisit="identical"),
+                replace(_done(d, token=d.token - 1), visited=True, revisit="identical"),
+            ]
+        )
+    )
+    visits = (await frontier.counts(top_hosts=0)).visits
+    assert visits == {"visits": 3, "not_modified": 1, "identical": 1}

@@ -17,6 +17,7 @@ import anyio
 import asyncpg
 import pytest
 
+from crawler.frontier import rules
 from tests import servers as site
 from tests.crawling import LOOPBACK, cli_process, index_lines, warc_records, write_seeds
 from tests.postgres import new_database
@@ -141,7 +142,7 @@ def test_two_nodes_started_together_share_the_crawl_exactly_once(
         finally:
             await conn.close()
 
-    assert anyio.run(migrations) == [1]
+    assert anyio.run(migrations) == [v for v, _, _ in rules.migrations("postgres")]
 
 
 def test_an_unreachable_database_is_one_line_without_the_password(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -119,14 +119,19 @@ class Fetcher:
                     jar = self._jars[key] = jar_from(saved)
         return jar
 
-    async def _prepare(self, url: str, credentials: bool) -> _Call:
-        """The client, request, auth and cookie jar for `url` (its profile's, if any)."""
+    async def _prepare(
+        self, url: str, credentials: bool, extra: Sequence[tuple[str, str]] = ()
+    ) -> _Call:
+        """The client, request, auth and cookie jar for `url` (its profile's, if any), with
+        `extra` headers (a conditional request's)."""
         # A URL queued by an older version may hold userinfo: it is never sent (httpx2
         # would turn it into an Authorization: Basic header).
         url = without_userinfo(url)
         profile = self._profiles.match(url)
         if profile is None:
-            request = self._client.build_request("GET", url, timeout=self._timeout)
+            request = self._client.build_request(
+                "GET", url, headers=list(extra) or None, timeout=self._timeout
+            )
             return _Call(self._client, request, self._settings.deadline)
         client = self._clients.for_profile(profile)
         timeout = httpx2.Timeout(
@@ -137,10 +142,12 @@ class Fetcher:
         )
         deadline = profile.timeout("deadline") or self._settings.deadline
         if not credentials:
-            return _Call(client, client.build_request("GET", url, timeout=timeout), deadline)
+            request = client.build_request("GET", url, headers=list(extra) or None, timeout=timeout)
+            return _Call(client, request, deadline)
         headers = dict(profile.headers)
         if profile.user_agent:
             headers["User-Agent"] = profile.user_agent
+        headers.update(extra)
         call = _Call(
             client,
             client.build_request("GET", url, headers=headers, timeout=timeout),
@@ -159,6 +166,7 @@ class Fetcher:
         cap: int | None = None,
         credentials: bool = True,
         on_send: Callable[[], None] | None = None,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> tuple[Response, str]:
         """GET `url`; returns the response (body spooled, raw) and its payload digest.
 
@@ -167,7 +175,8 @@ class Fetcher:
 
         The first profile matching `url` sets the transport, and unless `credentials` is
         false (robots.txt) also its headers, auth and cookies. `on_send` is called when the
-        request is first written to a connection (after DNS, connect and TLS).
+        request is first written to a connection (after DNS, connect and TLS). `headers`
+        are added to the request (If-None-Match and If-Modified-Since of a recrawl).
 
         Raises a FetchError; its `fresh_connection` says whether the attempt opened a new
         connection (a failure on a reused one deserves a quick retry).
@@ -178,7 +187,7 @@ class Fetcher:
         body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
         deadline = self._settings.deadline
         try:
-            call = await self._prepare(url, credentials)
+            call = await self._prepare(url, credentials, headers)
             deadline = call.deadline
             with anyio.fail_after(deadline):
                 return await self._stream(call, body, keep, cap)

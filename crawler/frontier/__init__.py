@@ -31,7 +31,13 @@ The contract every backend keeps (`tests/test_frontier_contract.py` pins it):
   `BEAT_SECONDS`); `last_beat` reads the latest, so a restart keeps politeness towards
   hosts the previous process may have just hit, and a fresh crawl starts at once.
 - **commit** is atomic: terminal states, deferrals (attempts charged, `not_before` set),
-  discovered URLs, output lengths and host states, all or nothing.
+  discovered URLs, output lengths and host states, all or nothing. A finished URL keeps
+  what its visit left for the next one (`Finished.last`: validators, digest, record) and
+  when it is due again (`Finished.recrawl_at`); `Counts.visits` counts what it says.
+- **Recrawl**: `recrawl_due` queues again the finished URLs whose `recrawl_at` has come
+  (attempts 0, no reason, `not_before` their `recrawl_at`), `recrawl` those listed (the
+  operator's), `retime` times every finished URL anew when the schedule changed. A URL
+  queued again keeps its last visit (`Entry.last`) for its conditional request.
 
 Value objects are in `crawler.frontier.values` (re-exported here).
 """
@@ -54,7 +60,9 @@ from crawler.frontier.values import (
     NewURL,
     RobotsRecord,
     State,
+    Visit,
 )
+from crawler.recrawl import Schedule
 
 __all__ = [
     "CommitBatch",
@@ -70,6 +78,7 @@ __all__ = [
     "NewURL",
     "RobotsRecord",
     "State",
+    "Visit",
 ]
 
 
@@ -130,6 +139,25 @@ class Frontier(Protocol):
 
     async def next_due(self) -> float | None:
         """The earliest `not_before` among queued URLs, or None if none is queued."""
+        ...
+
+    async def recrawl_due(self, now: float) -> int:
+        """Queue again every finished URL whose `recrawl_at` is at or before `now` (in
+        batches); returns how many."""
+        ...
+
+    async def recrawl(self, keys: Sequence[int], now: float) -> int:
+        """Make the URLs of `keys` due at `now`: finished ones are queued again, queued ones
+        wait no longer; returns how many finished ones were queued."""
+        ...
+
+    async def next_recrawl(self) -> float | None:
+        """The earliest `recrawl_at` of a finished URL, or None if none is scheduled."""
+        ...
+
+    async def retime(self, schedule: Schedule) -> int | None:
+        """If `schedule` is not the one the finished URLs were timed by, time them all by it
+        (`recrawl_at` from their last fetch); returns how many, or None if unchanged."""
         ...
 
     async def has_pending(self) -> bool:

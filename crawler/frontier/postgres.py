@@ -30,16 +30,21 @@ from crawler.errors import DatabaseUnavailable, StorageError
 from crawler.frontier import reports, rules
 from crawler.frontier.postgres_counts import Moves
 from crawler.frontier.postgres_schema import migrate
+from crawler.frontier.rules import ELIGIBLE, visit_counts
 from crawler.frontier.values import (
     CommitBatch,
     Committed,
     Counts,
     Entry,
+    Finished,
     HostState,
     NewURL,
     NodeCounts,
     RobotsRecord,
+    Visit,
+    entry_of,
 )
+from crawler.recrawl import Schedule
 
 __all__ = ["PostgresFrontier", "redacted"]
 
@@ -50,10 +55,12 @@ _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.In
 _TRIES = 5
 _WALKS = 4  # walks of a claim whose hosts all turn out held by other nodes
 _ANALYZE_EVERY = 20_000  # rows added, at least, between two ANALYZE of urls
+_RECRAWL_BATCH = 10_000  # URLs made due per transaction
+_NO_VISIT = Visit()
 
 _ENTRY = (
     "key, url, host, attempts, depth, redirects, chain, discovered_from, status, origin, kind,"
-    " lease_token"
+    " lease_token, etag, last_modified, digest, ref_uri, ref_date, recrawl_interval"
 )
 _INSERT = (
     "INSERT INTO urls (key, url, host, depth, redirects, chain, discovered_from, origin, kind)"
@@ -124,12 +131,42 @@ _UNCLAIM = (
 # back, the others are refused.
 _FINISH = (
     "UPDATE urls AS u SET state = f.state, reason = f.reason, status = f.status,"
-    " attempts = f.attempts, finished_at = f.finished_at,"
-    " lease_until = NULL, lease_token = NULL, lease_node = NULL"
+    " attempts = f.attempts, finished_at = f.finished_at, etag = f.etag,"
+    " last_modified = f.last_modified, digest = f.digest, ref_uri = f.ref_uri,"
+    " ref_date = f.ref_date, recrawl_interval = f.recrawl_interval,"
+    " recrawl_at = f.recrawl_at, lease_until = NULL, lease_token = NULL, lease_node = NULL"
     " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::int[],"
-    " $6::float8[], $7::bigint[]) AS f(key, state, reason, status, attempts, finished_at, token)"
+    " $6::float8[], $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[],"
+    " $12::text[], $13::float8[], $14::float8[]) AS f(key, state, reason, status, attempts,"
+    " finished_at, token, etag, last_modified, digest, ref_uri, ref_date, recrawl_interval,"
+    " recrawl_at)"
     " WHERE u.key = ANY($1::bigint[]) AND u.key = f.key AND u.lease_token = f.token"
     " RETURNING u.key, f.token, u.host"
+)
+_VISITS = (
+    "INSERT INTO visits (shard, kind, n)"
+    " SELECT pg_backend_pid() % 64, * FROM unnest($1::text[], $2::bigint[]) ORDER BY 2"
+    " ON CONFLICT (shard, kind) DO UPDATE SET n = visits.n + excluded.n"
+)
+# Recrawl (crawler/frontier/sqlite_recrawl.py says what each does): rows another
+# transaction holds are passed over, the next call takes them.
+_DUE = (
+    "WITH due AS (SELECT key, state, reason FROM urls WHERE recrawl_at <= $1"
+    " ORDER BY recrawl_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+    " UPDATE urls AS u SET state = 'queued', not_before = u.recrawl_at, attempts = 0,"
+    " reason = NULL, recrawl_at = NULL FROM due WHERE u.key = due.key"
+    " RETURNING u.host, due.state, due.reason"
+)
+_AGAIN = (
+    "WITH listed AS (SELECT key, state, reason FROM urls WHERE key = ANY($1::bigint[])"
+    " AND state IN ('done', 'failed', 'skipped') ORDER BY key FOR UPDATE)"
+    " UPDATE urls AS u SET state = 'queued', not_before = $2, attempts = 0, reason = NULL,"
+    " recrawl_at = NULL FROM listed WHERE u.key = listed.key"
+    " RETURNING u.host, listed.state, listed.reason"
+)
+_SOONER = (
+    "UPDATE urls SET not_before = $2 WHERE key = ANY($1::bigint[]) AND state = 'queued'"
+    " AND not_before > $2"
 )
 _DEFER = (
     "UPDATE urls AS u SET state = 'queued', attempts = d.attempts, not_before = d.not_before,"
@@ -164,6 +201,20 @@ _OUTPUTS = (
     "INSERT INTO outputs (node, path, committed) SELECT $1, * FROM unnest($2::text[],"
     " $3::bigint[]) ON CONFLICT (node, path) DO UPDATE SET committed = excluded.committed"
 )
+
+
+def _visit_columns(finished: Sequence[Finished]) -> list[list[Any]]:
+    """The columns of what the visits of `finished` leave for the next ones."""
+    lasts = [f.last or _NO_VISIT for f in finished]
+    return [
+        [v.etag for v in lasts],
+        [v.last_modified for v in lasts],
+        [v.digest for v in lasts],
+        [v.ref_uri for v in lasts],
+        [v.ref_date for v in lasts],
+        [v.interval for v in lasts],
+        [f.recrawl_at for f in finished],
+    ]
 
 
 def redacted(url: str) -> str:
@@ -431,7 +482,7 @@ class PostgresFrontier:
             return []
         entries = []
         for row in await conn.fetch(_LEASE, lease_until, sorted(keys), token, self._node):
-            entry = Entry(*row)
+            entry = entry_of(tuple(row))
             moves.moved(entry.host, "queued", "leased")
             entries.append(entry)
         return entries
@@ -488,6 +539,7 @@ class PostgresFrontier:
                 [f.attempts for f in finished],
                 [f.finished_at for f in finished],
                 [f.token for f in finished],
+                *_visit_columns(finished),
             )
             done = {(int(key), int(token)): str(host) for key, token, host in rows}
             for f in finished:
@@ -495,6 +547,10 @@ class PostgresFrontier:
                 if host is not None:
                     moves.moved(host, "leased", f.state.value, f.reason)
             kept |= done.keys()
+            visits = visit_counts(f for f in finished if (f.key, f.token) in done)
+            if visits:
+                kinds = sorted(visits)
+                await conn.execute(_VISITS, kinds, [visits[k] for k in kinds])
             hosts |= set(done.values())
         if batch.deferred:
             deferred = sorted(batch.deferred, key=lambda d: d.key)
@@ -638,6 +694,79 @@ class PostgresFrontier:
             )
         )
         return bool(pending)
+
+    async def recrawl_due(self, now: float) -> int:
+        made = 0
+        while True:
+            batch = await self._run(lambda conn: self._requeue(conn, _DUE, now, _RECRAWL_BATCH))
+            made += batch
+            if batch < _RECRAWL_BATCH:
+                return made
+
+    async def recrawl(self, keys: Sequence[int], now: float) -> int:
+        made = 0
+        ordered = sorted(set(keys))
+        for start in range(0, len(ordered), _RECRAWL_BATCH):
+            chunk = ordered[start : start + _RECRAWL_BATCH]
+
+            async def again(conn: Conn, chunk: list[int] = chunk) -> int:
+                queued = await self._requeue(conn, _AGAIN, chunk, now)
+                await conn.execute(_SOONER, chunk, now)
+                return queued
+
+            made += await self._run(again)
+        return made
+
+    async def _requeue(self, conn: Conn, sql: str, *params: Any) -> int:
+        """Run a statement that queues finished URLs again, counting their moves."""
+        moves = Moves()
+        rows = await conn.fetch(sql, *params)
+        for host, state, reason in rows:
+            moves.moved(host, state, "queued", was=reason)
+        await moves.write(conn)
+        return len(rows)
+
+    async def next_recrawl(self) -> float | None:
+        due = await self._run(
+            lambda conn: conn.fetchval(
+                "SELECT min(recrawl_at) FROM urls WHERE recrawl_at IS NOT NULL"
+            )
+        )
+        return None if due is None else float(due)
+
+    async def retime(self, schedule: Schedule) -> int | None:
+        async def retime(conn: Conn) -> int | None:
+            await conn.execute("LOCK TABLE meta IN SHARE ROW EXCLUSIVE MODE")  # one node does it
+            signature = schedule.signature()
+            was = await conn.fetchval("SELECT value FROM meta WHERE name = 'recrawl'")
+            if (was or "off") == signature:
+                return None
+            if not schedule.on:
+                status = await conn.execute(
+                    "UPDATE urls SET recrawl_at = NULL WHERE recrawl_at IS NOT NULL"
+                )
+            elif schedule.adaptive:
+                status = await conn.execute(
+                    "UPDATE urls SET recrawl_at = finished_at"
+                    " + least(greatest(coalesce(recrawl_interval, $1), $2), $3)"
+                    f" WHERE {ELIGIBLE}",
+                    schedule.after,
+                    schedule.low,
+                    schedule.high,
+                )
+            else:
+                status = await conn.execute(
+                    f"UPDATE urls SET recrawl_at = finished_at + $1 WHERE {ELIGIBLE}",
+                    schedule.after,
+                )
+            await conn.execute(
+                "INSERT INTO meta (name, value) VALUES ('recrawl', $1)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                signature,
+            )
+            return int(status.split()[-1])
+
+        return await self._run(retime)
 
     async def committed_outputs(self) -> dict[str, int]:
         rows = await self._run(

@@ -61,11 +61,13 @@ class Moves:
         row[0] += 1
         row[_COLUMNS["queued"]] += 1
 
-    def moved(self, host: str, state: str, to: str, reason: str | None = None) -> None:
-        """A URL of `host` from `state` to `to` (with `reason`). The tallies keep reasons
-        for the final states the reports break down (failed, skipped) only, so a move
-        needs no URL's earlier reason: it was queued or leased."""
-        self._tallies[state, ""] -= 1
+    def moved(
+        self, host: str, state: str, to: str, reason: str | None = None, was: str | None = None
+    ) -> None:
+        """A URL of `host` from `state` (with reason `was`) to `to` (with `reason`). The
+        tallies keep reasons for the final states the reports break down (failed, skipped)
+        only: a URL leaving another state is counted without its reason."""
+        self._tallies[state, (was or "") if state in _REASONED else ""] -= 1
         self._tallies[to, (reason or "") if to in _REASONED else ""] += 1
         row = self._host(host)
         row[_COLUMNS[state]] -= 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from crawler.frontier.values import Counts, HostCounts, HostWait, State
+from crawler.frontier.values import VISIT_KINDS, Counts, HostCounts, HostWait, State
 
 # The hosts with most queued URLs (host_urls, migration 0010: an index read), the earliest
 # start among them (urls_host_ready: one seek per host), and what their host and robots.txt
@@ -36,6 +36,7 @@ class Query(Protocol):
 
 
 _TALLIES = "SELECT state, reason, n FROM tallies WHERE n != 0"
+_VISITS = "SELECT kind, sum(n) FROM visits GROUP BY kind"  # (PostgreSQL's are sharded)
 
 
 async def counts(query: Query, top_hosts: int, tallies: str = _TALLIES) -> Counts:
@@ -53,12 +54,16 @@ async def counts(query: Query, top_hosts: int, tallies: str = _TALLIES) -> Count
     waiting = (
         [] if not top_hosts else [HostWait(*row) for row in await query(_WAITING, (top_hosts,))]
     )
+    visits = dict.fromkeys(VISIT_KINDS, 0)
+    for kind, n in await query(_VISITS):
+        visits[str(kind)] = int(n)
     return Counts(
         total=sum(states.values()),
         states=states,
         reasons=reasons,
         hosts=hosts,
         waiting=waiting,
+        visits=visits,
     )
 
 

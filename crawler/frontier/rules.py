@@ -1,16 +1,22 @@
 """What both frontier backends decide the same way, apart from their SQL: the numbered
-migration files, a claim's fair shares over hosts, and the max_pages_per_host cap."""
+migration files, a claim's fair shares over hosts, the max_pages_per_host cap, and what a
+commit adds to the visit counts."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 
 from crawler.errors import StorageError
-from crawler.frontier.values import NewURL
+from crawler.frontier.values import Finished, NewURL
+
+# Which finished URLs a recrawl visits again (the SQL of both backends): those fetched, and
+# those that failed or were skipped after an earlier visit got an answer (a page down for a
+# while is not dropped from the schedule). `recrawl_at_for` is the same rule for a commit.
+ELIGIBLE = "(state = 'done' OR (state IN ('failed', 'skipped') AND digest IS NOT NULL))"
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -91,3 +97,14 @@ def capped(fresh: dict[int, NewURL], totals: Mapping[str, int], cap: int) -> Non
             room[u.host] = left - 1
         else:
             del fresh[key]
+
+
+def visit_counts(applied: Iterable[Finished]) -> dict[str, int]:
+    """What completions the frontier took add to `Counts.visits` (kinds not added left out)."""
+    counts: Counter[str] = Counter()
+    for f in applied:
+        if f.visited:
+            counts["visits"] += 1
+            if f.revisit is not None:
+                counts[f.revisit] += 1
+    return dict(counts)

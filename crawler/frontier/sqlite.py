@@ -18,7 +18,7 @@ import aiosqlite
 import anyio
 
 from crawler.errors import StorageError
-from crawler.frontier import reports, sqlite_fencing, sqlite_insert
+from crawler.frontier import reports, sqlite_fencing, sqlite_insert, sqlite_recrawl
 from crawler.frontier.sqlite_claim import RoundRobin
 from crawler.frontier.sqlite_errors import storage_error
 from crawler.frontier.sqlite_schema import migrate, migrations_dir
@@ -31,6 +31,7 @@ from crawler.frontier.values import (
     NewURL,
     RobotsRecord,
 )
+from crawler.recrawl import Schedule
 
 __all__ = ["SQLiteFrontier", "migrations_dir"]
 
@@ -199,6 +200,32 @@ class SQLiteFrontier:
             " OR EXISTS (SELECT 1 FROM urls WHERE state = 'leased')"
         )
         return bool(rows[0][0])
+
+    async def recrawl_due(self, now: float) -> int:
+        made = 0
+        while True:
+            async with self._transaction() as db:
+                batch = await sqlite_recrawl.due(db, now)
+            made += batch
+            if batch < sqlite_recrawl.BATCH:
+                return made
+
+    async def recrawl(self, keys: Sequence[int], now: float) -> int:
+        made = 0
+        for start in range(0, len(keys), sqlite_recrawl.BATCH):
+            async with self._transaction() as db:
+                made += await sqlite_recrawl.again(
+                    db, keys[start : start + sqlite_recrawl.BATCH], now
+                )
+        return made
+
+    async def next_recrawl(self) -> float | None:
+        rows = await self._query("SELECT min(recrawl_at) FROM urls WHERE recrawl_at IS NOT NULL")
+        return None if rows[0][0] is None else float(rows[0][0])
+
+    async def retime(self, schedule: Schedule) -> int | None:
+        async with self._transaction() as db:
+            return await sqlite_recrawl.retime(db, schedule)
 
     async def committed_outputs(self) -> dict[str, int]:
         rows = await self._query("SELECT path, committed FROM outputs")

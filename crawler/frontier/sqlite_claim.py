@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import aiosqlite
 
 from crawler.frontier import rules
-from crawler.frontier.values import Entry
+from crawler.frontier.values import Entry, entry_of
 
 # A claim walks the hosts that have queued URLs, from where the last claim stopped (round
 # robin, each step one index seek), then takes each host's earliest ready URLs. A host with
@@ -34,7 +34,8 @@ _LEASE = (
     "UPDATE urls SET state = 'leased', lease_until = ?1, lease_token = ?3"
     " WHERE key IN (SELECT value FROM json_each(?2)) AND state = 'queued'"
     " RETURNING key, url, host, attempts, depth, redirects, chain, discovered_from, status,"
-    " origin, kind, lease_token"
+    " origin, kind, lease_token, etag, last_modified, digest, ref_uri, ref_date,"
+    " recrawl_interval"
 )
 
 
@@ -101,4 +102,4 @@ async def _lease(db: aiosqlite.Connection, keys: list[int], lease_until: float) 
     assert token is not None, "migration 0008 makes the lease_tokens row"
     async with db.execute(_LEASE, (lease_until, json.dumps(keys), token[0])) as cursor:
         rows = await cursor.fetchall()
-    return [Entry(*row) for row in rows]
+    return [entry_of(row) for row in rows]

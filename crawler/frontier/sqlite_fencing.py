@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from crawler.frontier.values import Deferred, Entry, Finished
+from crawler.frontier.rules import visit_counts
+from crawler.frontier.values import Deferred, Entry, Finished, Visit
 
 # Fencing: a completion or a release applies only to a row still leased with its token.
 _HELD = (
@@ -16,8 +17,14 @@ _HELD = (
 )
 _FINISH = (
     "UPDATE urls SET state = ?, reason = ?, status = ?, attempts = ?, finished_at = ?,"
+    " etag = ?, last_modified = ?, digest = ?, ref_uri = ?, ref_date = ?,"
+    " recrawl_interval = ?, recrawl_at = ?,"
     " lease_until = NULL WHERE key = ? AND state = 'leased' AND lease_token = ?"
 )
+_VISITS = (
+    "INSERT INTO visits (kind, n) VALUES (?, ?) ON CONFLICT (kind) DO UPDATE SET n = n + excluded.n"
+)
+_NO_VISIT = Visit()
 _DEFER = (
     "UPDATE urls SET state = 'queued', attempts = ?, not_before = ?, reason = ?, status = ?,"
     " lease_until = NULL WHERE key = ? AND state = 'leased' AND lease_token = ?"
@@ -39,13 +46,12 @@ async def complete(
     keys = json.dumps([key for key, _ in leases])
     async with db.execute(_HELD, (keys,)) as cursor:
         held = {int(key): token for key, token in await cursor.fetchall()}
-    finishing = [
-        (f.state.value, f.reason, f.status, f.attempts, f.finished_at, f.key, f.token)
-        for f in finished
-        if held.get(f.key) == f.token
-    ]
-    if finishing:
-        await db.executemany(_FINISH, finishing)
+    applied = [f for f in finished if held.get(f.key) == f.token]
+    if applied:
+        await db.executemany(_FINISH, [_finish_row(f) for f in applied])
+        visits = visit_counts(applied)
+        if visits:
+            await db.executemany(_VISITS, list(visits.items()))
     deferring = [
         (d.attempts, d.not_before, d.reason, d.status, d.key, d.token)
         for d in deferred
@@ -54,6 +60,15 @@ async def complete(
     if deferring:
         await db.executemany(_DEFER, deferring)
     return {key for key, token in leases if held.get(key) != token}
+
+
+def _finish_row(f: Finished) -> tuple[object, ...]:
+    last = f.last or _NO_VISIT
+    return (
+        f.state.value, f.reason, f.status, f.attempts, f.finished_at,
+        last.etag, last.last_modified, last.digest, last.ref_uri, last.ref_date,
+        last.interval, f.recrawl_at, f.key, f.token,
+    )  # fmt: skip
 
 
 async def release(db: aiosqlite.Connection, entries: Sequence[Entry], not_before: float) -> None:

@@ -8,11 +8,14 @@ only this module for its vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from crawler.models import Entry, NewURL, State
+from crawler.models import Entry, NewURL, State, Visit
 
 __all__ = [
+    "VISIT_KINDS",
     "CommitBatch",
     "Committed",
     "Counts",
@@ -26,7 +29,11 @@ __all__ = [
     "NodeCounts",
     "RobotsRecord",
     "State",
+    "Visit",
 ]
+
+# What `Counts.visits` counts: responses written, and those of them written as revisits.
+VISIT_KINDS = ("visits", "not_modified", "identical")
 
 
 @dataclass(slots=True, frozen=True)
@@ -52,6 +59,10 @@ class Finished:
     attempts: int
     finished_at: float
     token: int  # Entry.token: applied only while the URL is still leased with it
+    last: Visit | None = None  # kept for the next visit (the entry's own when none happened)
+    recrawl_at: float | None = None  # due again then (wall clock; None: not recrawled)
+    visited: bool = False  # a response was written (counted in `Counts.visits`)
+    revisit: str | None = None  # "not_modified" or "identical": written as a revisit
 
 
 @dataclass(slots=True, frozen=True)
@@ -127,6 +138,9 @@ class Counts:
     hosts: list[HostCounts]
     waiting: list[HostWait] = field(default_factory=list)  # hosts with most queued URLs
     nodes: list[NodeCounts] = field(default_factory=list)  # a shared crawl's nodes
+    # Responses written ("visits": one per fetch that got one, recrawls included), and the
+    # revisits among them by kind ("not_modified": a 304, "identical": a payload stored before)
+    visits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VISIT_KINDS, 0))
 
 
 @dataclass(slots=True, frozen=True)
@@ -138,3 +152,11 @@ class RobotsRecord:
     status: int | None
     expires_at: float
     failing_since: float | None
+
+
+def entry_of(row: Sequence[Any]) -> Entry:
+    """An entry from a claimed row: the columns of `Entry` up to its token, then the six of
+    its last visit (`Visit.of`), as both backends return them."""
+    entry = Entry(*row[:12])
+    entry.last = Visit.of(row[12:])
+    return entry

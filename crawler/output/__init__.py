@@ -20,17 +20,18 @@ from typing import Any, Protocol
 import structlog
 
 from crawler.errors import StorageError
-from crawler.models import Outcome
+from crawler.models import Outcome, Response, Visit
 from crawler.output.cdxj import cdxj_lines, write_cdxj
 from crawler.output.dedup import Digests
 from crawler.output.jsonl import IndexFile, rfc3339
-from crawler.output.warc import WarcFile, payload_head, warc_date
+from crawler.output.warc import NOT_MODIFIED, WarcFile, payload_head, warc_date
 from crawler.settings import Settings
 from crawler.urls import without_userinfo
 
 __all__ = [  # what the rest of the crawler uses (export.py: the two helpers of a WACZ)
     "Outputs",
     "Sink",
+    "Stored",
     "WriteResult",
     "cdxj_lines",
     "index_line",
@@ -42,13 +43,26 @@ _SERIAL = re.compile(r"-(\d{5,})\.(?:warc\.gz|jsonl)$")
 log = structlog.get_logger("crawler.output")
 
 
+@dataclass(slots=True, frozen=True)
+class Stored:
+    """How a response was written: in full, or as a revisit of the record that holds its
+    payload (`ref_uri`, None: its own URL; `ref_date`, that record's WARC-Date)."""
+
+    revisit: str | None  # None: in full; "identical" or "not_modified": a revisit record
+    digest: str  # the payload digest the record carries
+    ref_uri: str | None
+    ref_date: str
+
+
 @dataclass(slots=True)
 class WriteResult:
-    """What a write made durable: path -> new length, and outcomes that failed to write
-    (by position in the batch -> message): the caller makes them `Outcome.unwritten`."""
+    """What a write made durable: path -> new length, outcomes that failed to write (by
+    position in the batch -> message: the caller makes them `Outcome.unwritten`), and how
+    each response was written (by position)."""
 
     touched: dict[str, int] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
+    stored: dict[int, Stored] = field(default_factory=dict)
 
 
 class Sink(Protocol):
@@ -79,6 +93,7 @@ def index_line(
     warc_offset: int | None,
     warc_length: int | None = None,
     revisit: str | None = None,
+    digest: str | None = None,
 ) -> dict[str, Any]:
     response = outcome.response
     entry = outcome.entry
@@ -91,7 +106,7 @@ def index_line(
         "length": response.wire_bytes if response else None,
         "decoded_length": response.decoded_bytes if response else None,
         "truncated": response.truncated if response else False,
-        "payload_digest": outcome.payload_digest,
+        "payload_digest": digest or outcome.payload_digest,  # a 304's: of the stored payload
         "fetched_at": rfc3339(outcome.fetched_at) if outcome.fetched_at else None,
         "elapsed_ms": outcome.elapsed_ms,
         "attempts": outcome.attempts,
@@ -104,7 +119,7 @@ def index_line(
         "warc_file": warc_file,
         "warc_offset": warc_offset,
         "warc_length": warc_length,
-        "revisit": revisit,  # "identical": a revisit record, its payload stored before
+        "revisit": revisit,  # a revisit record: "identical" (payload), "not_modified" (304)
         "message": outcome.message,
         "links": outcome.links,
         "links_truncated": outcome.links_truncated,
@@ -259,27 +274,12 @@ class Outputs:
                 self._rotate(touched)
             assert self._warc is not None
             assert self._index is not None
-            warc_file = warc_offset = warc_length = revisit = None
+            warc_file = warc_offset = warc_length = stored = None
             response, digest = outcome.response, outcome.payload_digest
             if response is not None and digest is not None:
-                url = without_userinfo(outcome.entry.url)
-                # An empty or cut payload is written in full: nothing to share, or not all.
-                refers = None
-                if self._digests is not None and response.wire_bytes and not response.truncated:
-                    refers = self._digests.first(digest)
                 try:
-                    if refers is not None:
-                        warc_offset = self._warc.write_revisit(
-                            url, response, digest, outcome.fetched_at, refers
-                        )
-                        revisit = "identical"
-                    else:
-                        warc_offset = self._warc.write_exchange(
-                            url, response, digest, outcome.fetched_at
-                        )
-                        if self._digests is not None and response.wire_bytes:
-                            date = warc_date(outcome.fetched_at)
-                            self._digests.add(digest, url, date, self._warc.path.name, warc_offset)
+                    stored, warc_offset = self._write_record(outcome, response, digest)
+                    result.stored[position] = stored
                     warc_file = self._warc.path.name
                     warc_length = self._warc.size - warc_offset  # the response record's
                 except OSError:
@@ -289,7 +289,10 @@ class Outputs:
                     message = f"cannot write WARC record: {exc!r}"
                     outcome = outcome.unwritten(message)
                     result.failed[position] = message
-            self._index.write(index_line(outcome, warc_file, warc_offset, warc_length, revisit))
+            revisit, digest = (None, None) if stored is None else (stored.revisit, stored.digest)
+            self._index.write(
+                index_line(outcome, warc_file, warc_offset, warc_length, revisit, digest)
+            )
         if self._warc is not None and self._index is not None:
             fsync = self._settings.storage.fsync
             for handle in (self._warc, self._index):
@@ -298,6 +301,47 @@ class Outputs:
         if self._digests is not None:
             self._digests.commit()
         return result
+
+    def _write_record(
+        self, outcome: Outcome, response: Response, digest: str
+    ) -> tuple[Stored, int]:
+        """Write the records of one response: a revisit when its server said it had not
+        changed (a 304 to the conditional request of a recrawl) or when its payload is
+        stored already (`output.dedup`), else the response in full. How it was written,
+        and the offset of its response (or revisit) record."""
+        assert self._warc is not None
+        url = without_userinfo(outcome.entry.url)
+        last = outcome.entry.last
+        when = outcome.fetched_at
+        if response.status == 304 and last is not None and last.digest and last.ref_date:
+            refers = (last.ref_uri or url, last.ref_date)
+            offset = self._warc.write_revisit(
+                url, response, last.digest, when, refers, NOT_MODIFIED
+            )
+            return Stored("not_modified", last.digest, last.ref_uri, last.ref_date), offset
+        before = self._stored_before(url, response, digest, last)
+        if before is not None:
+            offset = self._warc.write_revisit(url, response, digest, when, before)
+            ref_uri = None if before[0] == url else before[0]
+            return Stored("identical", digest, ref_uri, before[1]), offset
+        offset = self._warc.write_exchange(url, response, digest, when)
+        date = warc_date(when)
+        if self._digests is not None and response.wire_bytes:
+            self._digests.add(digest, url, date, self._warc.path.name, offset)
+        return Stored(None, digest, None, date), offset
+
+    def _stored_before(
+        self, url: str, response: Response, digest: str, last: Visit | None
+    ) -> tuple[str, str] | None:
+        """(URI, WARC-Date) of the record that holds this payload already, if dedup is on:
+        the URL's own last visit (a recrawl that found it unchanged), or any record of the
+        digest memory. An empty or cut payload is written in full: nothing to share, or
+        not all."""
+        if self._settings.output.dedup == "off" or not response.wire_bytes or response.truncated:
+            return None
+        if last is not None and last.digest == digest and last.ref_date is not None:
+            return last.ref_uri or url, last.ref_date
+        return None if self._digests is None else self._digests.first(digest)
 
     def close(self) -> None:
         self._close_current({})

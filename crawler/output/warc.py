@@ -29,6 +29,12 @@ _NOT_SENT_OVER_H2 = frozenset(
 )
 
 
+# Revisit profiles (WARC 1.1, 6.7): the payload is that of an earlier record (same digest),
+# or the server said it had not changed (a 304 to a conditional request).
+IDENTICAL = "http://netpreserve.org/warc/1.1/revisit/identical-payload-digest"
+NOT_MODIFIED = "http://netpreserve.org/warc/1.1/revisit/server-not-modified"
+
+
 def warc_date(timestamp: float) -> str:
     moment = datetime.fromtimestamp(timestamp, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -145,10 +151,11 @@ class WarcFile:
         payload_digest: str,
         fetched_at: float,
         refers_to: tuple[str, str],
+        profile: str = IDENTICAL,
     ) -> int:
         """Append the request record and a `revisit` record (the response's status line
         and headers, no payload) referring to `refers_to` (URI, WARC-Date) of the record
-        that holds the same payload; returns the revisit record's offset."""
+        that holds the payload (`payload_digest`); returns the revisit record's offset."""
         date = warc_date(fetched_at)
         revisit_id = f"<urn:uuid:{uuid.uuid4()}>"
         protocol = "h2" if response.http_version == "HTTP/2" else "http/1.1"
@@ -162,6 +169,8 @@ class WarcFile:
             http_headers=self._status_and_headers(response),
             warc_headers_dict=headers,
         )
+        if profile != IDENTICAL:
+            record.rec_headers.replace_header("WARC-Profile", profile)
         return self._append(self._member(request), self._member(record))
 
     def _answer_headers(

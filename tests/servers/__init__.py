@@ -39,6 +39,7 @@ from tests.servers.handlers import (
     status,
     trickle,
     truncated_gzip,
+    Versioned,
 )
 from tests.servers.proxies import ForwardProxy, Socks5Proxy, SocksConnect
 from tests.servers.registry import Servers
@@ -61,6 +62,7 @@ __all__ = [
     "SocksConnect",
     "TLSFiles",
     "Token",
+    "Versioned",
     "TokenServer",
     "basic",
     "basic_required",

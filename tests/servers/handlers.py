@@ -198,3 +198,34 @@ def _zeros_gzip(inflated: int) -> bytes:
     crc = zlib.crc32(bytes(rest), crc)
     header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
     return header + block * count + tail + struct.pack("<II", crc, inflated & 0xFFFFFFFF)
+
+
+class Versioned:
+    """A page whose server honours conditional requests (RFC 9110, 13.1): 304 with its
+    validators when If-None-Match names its ETag (or, without If-None-Match, when
+    If-Modified-Since is its Last-Modified), else 200 with them. `change` gives it a new
+    version, as a site that was edited."""
+
+    def __init__(
+        self, body: bytes, etag: str | None = None, last_modified: str | None = None
+    ) -> None:
+        self.change(body, etag, last_modified)
+
+    def change(self, body: bytes, etag: str | None, last_modified: str | None = None) -> None:
+        self.body, self.etag, self.last_modified = body, etag, last_modified
+
+    def _validators(self) -> dict[str, str]:
+        fields = {"ETag": self.etag, "Last-Modified": self.last_modified}
+        return {name: value for name, value in fields.items() if value is not None}
+
+    def __call__(self, conn: Conn, hit: Hit) -> None:
+        match = hit.headers.get("if-none-match")
+        since = hit.headers.get("if-modified-since")
+        if match is not None:
+            fresh = self.etag is not None and self.etag in [t.strip() for t in match.split(",")]
+        else:
+            fresh = since is not None and since == self.last_modified
+        if fresh:
+            conn.respond(304, b"", self._validators())
+        else:
+            conn.respond(200, self.body, {"Content-Type": "text/html", **self._validators()})
