@@ -18,6 +18,7 @@ if _ROOT not in sys.path:
 from crawler.frontier.sqlite import SQLiteFrontier  # noqa: E402
 from tests.h2server import h2_server  # noqa: E402, F401 - a fixture for any test module
 from tests.servers import Servers, SiteFactory  # noqa: E402
+from tests.service import Service  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -75,3 +76,12 @@ def make_site(servers: Servers) -> SiteFactory:
 
 
 # -- end of servers, make_site ---------------------------------------------------------------
+
+
+@pytest.fixture
+def services() -> Iterator[list[Service]]:
+    """`crawler serve` processes a test starts (tests/service.py); all killed at teardown."""
+    started: list[Service] = []
+    yield started
+    for service in started:
+        service.close()

@@ -16,6 +16,8 @@ from crawler.cli import main
 from tests import servers as site
 from tests.crawling import LOOPBACK, index_lines, warc_records, write_seeds
 from tests.servers import SiteFactory
+from tests.service import Service
+from tests.waiting import eventually
 
 NOT_MODIFIED = "http://netpreserve.org/warc/1.1/revisit/server-not-modified"
 IDENTICAL = "http://netpreserve.org/warc/1.1/revisit/identical-payload-digest"
@@ -134,3 +136,52 @@ def test_recrawl_across_restarts_sends_the_validators_of_the_last_visit(
         ).stdout
         ours = data / "index" / (warc.name.removesuffix(".warc.gz") + ".cdxj")
         assert ours.read_bytes() == theirs
+
+
+@pytest.mark.slow
+def test_serve_fetches_urls_as_they_come_due_and_on_request(
+    tmp_path: Path,
+    make_site: SiteFactory,
+    services: list[Service],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`serve` without a schedule fetches a URL once; `POST /seeds?recrawl=true` makes it
+    due now (a new URL is added). Restarted with `crawl.recrawl_after`, it fetches each URL
+    again as it comes due, conditionally, for as long as it runs. `crawler seed --recrawl`
+    makes listed URLs due for the next `crawler run`."""
+    s = make_site("127.0.0.1")
+    s.route("/v", site.Versioned(b"<html>v</html>", '"v1"'))
+    s.route("/p", site.ok(b"<html>p</html>"))
+    s.route("/new", site.ok(b"<html>new</html>"))
+    data = tmp_path / "crawl"
+    svc = Service(data)
+    services.append(svc)
+    svc.json("POST", "/seeds", "\n".join([s.url("/v"), s.url("/p")]).encode())
+    svc.wait_final(2)
+    answer = svc.json(
+        "POST", "/seeds?recrawl=true", "\n".join([s.url("/v"), s.url("/new")]).encode()
+    )
+    assert (answer["accepted"], answer["duplicate"], answer["due"]) == (1, 1, 1)
+    eventually(lambda: _conditions(s, "/v"), 20, "/v fetched again", until=lambda c: len(c) == 2)
+    assert _conditions(s, "/v") == [{}, {"if-none-match": '"v1"'}]
+    assert svc.call("POST", "/seeds?recrawl=maybe", b"")[0] == 400
+    assert svc.stop() == 143
+    assert len(_conditions(s, "/p")) == 1
+
+    svc = Service(data, "crawl.recrawl_after=1")
+    services.append(svc)
+    eventually(
+        lambda: len(_conditions(s, "/p")), 20, "/p fetched twice more", until=lambda n: n >= 3
+    )
+    status = svc.json("GET", "/status")
+    assert status["visits"]["identical"] >= 1
+    assert status["visits"]["not_modified"] >= 2
+    assert svc.stop() == 143
+    assert set(_visits(data)[s.url("/v")][1:]) == {"not_modified"}
+
+    seeds = write_seeds(tmp_path / "again.txt", [s.url("/new")])
+    before = len(_conditions(s, "/new"))
+    assert main(["seed", "--data-dir", str(data), "--recrawl", str(seeds)]) == 0
+    assert "due again 1" in capsys.readouterr().out
+    assert _run(data) == 0  # (recrawl_after back to 0: no schedule any more)
+    assert len(_conditions(s, "/new")) == before + 1

@@ -23,6 +23,7 @@ from __future__ import annotations
 from tests.servers.auth import DigestRealm, basic, basic_required, bearer_required, cookie_required
 from tests.servers.core import IDLE_TIMEOUT, LoopbackServer, closed_port
 from tests.servers.handlers import (
+    Versioned,
     chunked,
     corrupt_gzip,
     endless,
@@ -39,7 +40,6 @@ from tests.servers.handlers import (
     status,
     trickle,
     truncated_gzip,
-    Versioned,
 )
 from tests.servers.proxies import ForwardProxy, Socks5Proxy, SocksConnect
 from tests.servers.registry import Servers
@@ -62,8 +62,8 @@ __all__ = [
     "SocksConnect",
     "TLSFiles",
     "Token",
-    "Versioned",
     "TokenServer",
+    "Versioned",
     "basic",
     "basic_required",
     "bearer_required",
