@@ -795,11 +795,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--only",
-        choices=["crawler", "scrapy", "seed", "crawl-mode", "world", "scale-out", "all"],
+        choices=["crawler", "scrapy", "seed", "crawl-mode", "world", "scale-out", "recrawl", "all"],
         default="all",
         help="crawl-mode: both tools in crawl mode, plus the crawler in bulk mode (the CPU "
         "ratio); world: both tools in bench/world (not part of all); scale-out: 1, 2 and 4 "
-        "nodes on one PostgreSQL against one on SQLite (bench/scale_out.py; not part of all)",
+        "nodes on one PostgreSQL against one on SQLite (bench/scale_out.py; not part of all); "
+        "recrawl: a bulk crawl, then again with nginx answering 304 (bench/recrawl.py; not "
+        "part of all)",
     )
     p.add_argument(
         "--pg-url",
@@ -941,6 +943,16 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(results, indent=1))
         print(f"\nresults: {out}")
         return 0 if results["scale_out"]["ok"] else 1
+    if args.only == "recrawl":
+        sys.path.insert(0, str(BENCH_DIR.parent))  # run as a script: make `bench` importable
+        from bench.recrawl import print_recrawl, recrawl_benchmark
+
+        recrawl_benchmark(args, results)
+        print_recrawl(results)
+        out = args.workdir / "results.json"
+        out.write_text(json.dumps(results, indent=1))
+        print(f"\nresults: {out}")
+        return 0 if results["recrawl"]["ok"] else 1
     if args.only == "world":
         world_benchmark(args, results)
     elif args.only != "seed":

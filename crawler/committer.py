@@ -15,13 +15,14 @@ from anyio.abc import ObjectReceiveStream
 from crawler.errors import FULL_ERRNOS, OutOfSpace, StorageError
 from crawler.frontier import Frontier
 from crawler.frontier.values import CommitBatch, Committed, Deferred, Finished, HostState
-from crawler.models import Outcome, State, Visit
+from crawler.models import Outcome, Response, State, Visit
 from crawler.output import Sink, Stored, WriteResult
 from crawler.recrawl import Schedule
 from crawler.seen import Seen
 from crawler.settings import StorageSettings
 
 MAX_BATCH_BYTES = 64 * 1024 * 1024  # bodies in one batch: bounds the memory a batch holds
+MAX_VALIDATOR = 1024  # characters of an ETag or Last-Modified kept for a recrawl
 RETRY_FULL_DISK = 5.0  # seconds between attempts to write or commit while the disk is full
 
 log = structlog.get_logger("crawler.committer")
@@ -29,6 +30,13 @@ log = structlog.get_logger("crawler.committer")
 
 def _body_bytes(batch: list[Outcome]) -> int:
     return sum(o.response.wire_bytes for o in batch if o.response is not None)
+
+
+def _validator(response: Response, name: str) -> str | None:
+    """A validator to keep for the next visit's conditional request; none past
+    MAX_VALIDATOR characters (a hostile server would bloat every URL's row with it)."""
+    value = response.header(name)
+    return value if value is not None and len(value) <= MAX_VALIDATOR else None
 
 
 class CommitListener(Protocol):
@@ -207,7 +215,7 @@ class Committer:
         keep, changed = last, None
         response = o.response
         if stored is not None and response is not None:
-            etag, modified = response.header("etag"), response.header("last-modified")
+            etag, modified = _validator(response, "etag"), _validator(response, "last-modified")
             if stored.revisit == "not_modified":  # a 304 may update the validators
                 changed = False
                 if last is not None:

@@ -511,7 +511,10 @@ def test_custom_prefix(tmp_path: Path) -> None:
 # -- recover ----------------------------------------------------------------------------------
 
 
-def test_recover_truncates_to_committed_lengths_and_appends(tmp_path: Path) -> None:
+def test_recover_truncates_to_committed_lengths_and_starts_a_new_file(tmp_path: Path) -> None:
+    """A restart cuts the files back to their committed lengths, makes the CDXJ of the file
+    that was open, and writes on in a new pair of files: a file closed is never appended
+    to again (it may have been copied or indexed elsewhere already)."""
     outputs = _outputs(tmp_path)
     committed = outputs.write(_random_outcomes(2, 500)).touched
     outputs.write(_random_outcomes(2, 500, start=2))  # written but never committed
@@ -525,20 +528,24 @@ def test_recover_truncates_to_committed_lengths_and_appends(tmp_path: Path) -> N
     assert warc.stat().st_size == committed[f"warc/{warc.name}"]
     assert index.stat().st_size == committed[f"index/{index.name}"]
     assert [line["url"] for line in _lines(index)] == ["http://r.example/0", "http://r.example/1"]
+    cdxj = index.with_suffix(".cdxj").read_text()
+    assert cdxj.count("\n") == 2  # the kept records only
+    size = warc.stat().st_size
 
-    # the next write appends to the same pair of files, without a second warcinfo
     touched = restarted.write(_random_outcomes(1, 500, start=9)).touched
     restarted.close()
-    assert set(touched) == {f"warc/{warc.name}", f"index/{index.name}"}
-    assert _only(tmp_path / "warc", "*.warc.gz") == warc
-    records = _records(warc)
-    assert [r["type"] for r in records] == ["warcinfo", *["request", "response"] * 3]
-    uris = [r["headers"]["WARC-Target-URI"] for r in records if r["type"] == "response"]
-    assert uris == ["http://r.example/0", "http://r.example/1", "http://r.example/9"]
-    lines = _lines(index)
-    assert [line["url"] for line in lines] == uris
-    offsets = {r["offset"] for r in records if r["type"] == "response"}
-    assert {line["warc_offset"] for line in lines} == offsets
+    assert warc.stat().st_size == size
+    assert index.with_suffix(".cdxj").read_text() == cdxj
+    [new_warc] = set((tmp_path / "warc").glob("*.warc.gz")) - {warc}
+    [new_index] = set((tmp_path / "index").glob("*.jsonl")) - {index}
+    assert set(touched) == {f"warc/{new_warc.name}", f"index/{new_index.name}"}
+    serial = [int(w.name.split("-")[-1].split(".")[0]) for w in (warc, new_warc)]
+    assert serial[1] == serial[0] + 1
+    records = _records(new_warc)
+    assert [r["type"] for r in records] == ["warcinfo", "request", "response"]
+    assert [line["url"] for line in _lines(new_index)] == ["http://r.example/9"]
+    assert [line["warc_offset"] for line in _lines(new_index)] == [records[2]["offset"]]
+    assert not list((tmp_path / "index").glob("*.unsorted"))
 
 
 def test_recover_deletes_files_not_committed(tmp_path: Path) -> None:
@@ -670,7 +677,7 @@ def test_no_revisit_refers_to_a_record_a_crash_cut_away(tmp_path: Path) -> None:
         ]
     )
     restarted.close()
-    records = _records(_only(tmp_path / "warc", "*.warc.gz"))
+    records = [r for w in sorted((tmp_path / "warc").glob("*.warc.gz")) for r in _records(w)]
     kinds = {
         r["headers"]["WARC-Target-URI"]: r["type"]
         for r in records

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from crawler.cli import main
+from crawler.recrawl import Schedule
 from tests import servers as site
-from tests.crawling import LOOPBACK, index_lines, warc_records, write_seeds
+from tests.crawling import LOOPBACK, crawl, index_lines, warc_records, write_seeds
 from tests.servers import SiteFactory
 from tests.service import Service
 from tests.waiting import eventually
@@ -185,3 +186,60 @@ def test_serve_fetches_urls_as_they_come_due_and_on_request(
     assert "due again 1" in capsys.readouterr().out
     assert _run(data) == 0  # (recrawl_after back to 0: no schedule any more)
     assert len(_conditions(s, "/new")) == before + 1
+
+
+def test_hostile_validators_and_a_304_nobody_asked_for(
+    tmp_path: Path, make_site: SiteFactory
+) -> None:
+    """An ETag too long to keep is not kept (no conditional request carries it); a 304 to a
+    request that was not conditional is stored as the response it is; on the recrawl, the
+    server's 304 refers to that record. Every record reads back with warcio."""
+    s = make_site("127.0.0.1")
+    s.route("/huge", site.ok(b"<html>huge</html>", headers={"ETag": '"' + "x" * 5000 + '"'}))
+    s.route("/stubborn", site.status(304, {"ETag": '"s"'}))
+    data = tmp_path / "crawl"
+    urls = [s.url("/huge"), s.url("/stubborn")]
+
+    assert crawl(data, urls) == 0
+    assert (
+        main(["seed", "--data-dir", str(data), "--recrawl", str(write_seeds(tmp_path / "x", urls))])
+        == 0
+    )
+    assert crawl(data, urls) == 0
+
+    assert _conditions(s, "/huge") == [{}, {}]
+    assert _conditions(s, "/stubborn") == [{}, {"if-none-match": '"s"'}]
+    assert _visits(data) == {
+        s.url("/huge"): [None, "identical"],
+        s.url("/stubborn"): [None, "not_modified"],
+    }
+    records = warc_records(data)
+    first = next(r for r in records if r["url"] == s.url("/stubborn") and r["type"] == "response")
+    assert first["status"] == "304"
+    again = next(r for r in records if r["url"] == s.url("/stubborn") and r["type"] == "revisit")
+    assert again["headers"]["WARC-Refers-To-Date"] == first["headers"]["WARC-Date"]
+    bin_dir = Path(sys.executable).parent
+    for warc in sorted((data / "warc").glob("*.warc.gz")):
+        subprocess.run([str(bin_dir / "warcio"), "check", str(warc)], check=True)
+
+
+def test_adaptive_intervals_converge_within_their_bounds() -> None:
+    """A page that never changes is asked for less and less often, up to recrawl_max; one
+    that changes at every visit more and more often, down to recrawl_min; a visit that
+    tells nothing (a failure) keeps the interval."""
+    schedule = Schedule(after=3600, adaptive=True, low=600, high=86400)
+    interval: float | None = None
+    seen = []
+    for _ in range(12):
+        due, interval = schedule.next(0.0, interval, changed=False)
+        seen.append(interval)
+        assert due == interval
+    assert seen[0] == 3600 * 1.4
+    assert seen == sorted(seen)
+    assert seen[-1] == 86400
+    for _ in range(30):
+        _, interval = schedule.next(0.0, interval, changed=True)
+    assert interval == 600
+    assert schedule.next(5.0, 1000.0, changed=None) == (1005.0, 1000.0)
+    assert Schedule(after=60).next(5.0, None, changed=True) == (65.0, None)  # fixed
+    assert Schedule().next(5.0, 700.0, changed=False) == (None, 700.0)  # off

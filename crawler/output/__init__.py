@@ -15,13 +15,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 import structlog
 
 from crawler.errors import StorageError
 from crawler.models import Outcome, Response, Visit
-from crawler.output.cdxj import cdxj_lines, write_cdxj
+from crawler.output.cdxj import cdxj_line, cdxj_lines, write_cdxj, write_sorted
 from crawler.output.dedup import Digests
 from crawler.output.jsonl import IndexFile, rfc3339
 from crawler.output.warc import NOT_MODIFIED, WarcFile, payload_head, warc_date
@@ -160,6 +160,7 @@ class Outputs:
                     log.info("dedup_index_loaded", path=settings.output.dedup_index, lines=read)
         self._warc: WarcFile | None = None
         self._index: IndexFile | None = None
+        self._unsorted: TextIO | None = None  # CDXJ lines of the open file, as written
         self._serial = 0
 
     def rel(self, path: Path) -> str:
@@ -170,11 +171,11 @@ class Outputs:
 
         Also after a failed write (disk full): what the open files hold beyond their
         committed length is thrown away with them."""
-        for current in (self._warc, self._index):
+        for current in (self._warc, self._index, self._unsorted):
             if current is not None:
                 with contextlib.suppress(OSError):  # its unflushed tail is not wanted
                     current.close()
-        self._warc = self._index = None
+        self._warc = self._index = self._unsorted = None
         for directory in (self._warc_dir, self._index_dir):
             _make_dir(directory)
         files = sorted(
@@ -204,30 +205,31 @@ class Outputs:
                 raise StorageError(
                     f"{path} is shorter ({size} bytes) than its committed length ({length})"
                 )
-        last = [p for p in files if p.exists() and p.suffix == ".gz"]
+        closed = [p for p in files if p.exists() and p.suffix == ".gz"]
         if self._digests is not None:  # none of a record cut away may be referred to
             self._digests.forget_after(
                 {Path(rel).name: n for rel, n in committed.items() if rel.startswith("warc/")}
             )
-        for partial in self._index_dir.glob("*.cdxj.partial"):  # a crash while writing it
-            partial.unlink()
+        for stale in [*self._index_dir.glob("*.cdxj.partial"), *self._index_dir.glob("*.unsorted")]:
+            stale.unlink()  # a crash while writing it; lines of a file no longer open
         for cdxj in self._index_dir.glob("*.cdxj"):  # of a WARC no longer there
             if not (self._warc_dir / (cdxj.name.removesuffix(".cdxj") + ".warc.gz")).exists():
                 cdxj.unlink()
-        if last and last[-1].stat().st_size < self._settings.output.warc_max_bytes:
-            self._open(last[-1].name[: -len(".warc.gz")])
-            last.pop()
-        for closed in last:  # closed, its CDXJ not written (a crash at its rotation)
-            if not self._cdxj(closed.name).exists():
-                self._write_cdxj(closed.name)
+        # Every file there is closed: new records go to a new one (a file is never appended
+        # to once closed: copied elsewhere, or indexed, it stays as it was). Its CDXJ is made
+        # if it lacks one (the file open at a crash, or one rotated then).
+        for warc in closed:
+            if not self._cdxj(warc.name).exists():
+                self._write_cdxj(warc.name)
 
     def _open(self, stem: str) -> None:
-        # A closed file appended to again: its CDXJ is made anew when it is closed.
-        self._cdxj(f"{stem}.warc.gz").unlink(missing_ok=True)
         self._warc = WarcFile(
             self._warc_dir / f"{stem}.warc.gz", self._warcinfo, self._settings.output.gzip_level
         )
         self._index = IndexFile(self._index_dir / f"{stem}.jsonl")
+        self._unsorted = open(  # noqa: SIM115 - closed by _close_current
+            self._index_dir / f"{stem}.cdxj.unsorted", "w", encoding="utf-8", newline="\n"
+        )
 
     def _rotate(self, touched: dict[str, int]) -> None:
         self._close_current(touched)
@@ -249,11 +251,28 @@ class Outputs:
                 handle.flush(fsync)
                 touched[self.rel(handle.path)] = handle.size
                 handle.close()
-            self._write_cdxj(self._warc.path.name)
+            self._sort_cdxj(self._warc.path.name)
         self._warc = self._index = None
 
     def _cdxj(self, warc_name: str) -> Path:
         return self._index_dir / (warc_name.removesuffix(".warc.gz") + ".cdxj")
+
+    def _sort_cdxj(self, warc_name: str) -> None:
+        """The CDXJ of the WARC file just closed, from the lines made as its records were
+        written (or, if they could not all be written, from its JSONL index)."""
+        unsorted, self._unsorted = self._unsorted, None
+        if unsorted is None:
+            return
+        path = Path(unsorted.name)
+        try:
+            unsorted.close()
+            with open(path, encoding="utf-8") as handle:
+                lines = handle.readlines()
+            write_sorted(lines, self._cdxj(warc_name), self._settings.storage.fsync)
+        except OSError:
+            self._write_cdxj(warc_name)
+        with contextlib.suppress(OSError):
+            path.unlink()
 
     def _write_cdxj(self, warc_name: str) -> None:
         """The CDXJ of a closed WARC file, from its JSONL index (cdxj.py); on a volume that
@@ -290,14 +309,17 @@ class Outputs:
                     outcome = outcome.unwritten(message)
                     result.failed[position] = message
             revisit, digest = (None, None) if stored is None else (stored.revisit, stored.digest)
-            self._index.write(
-                index_line(outcome, warc_file, warc_offset, warc_length, revisit, digest)
-            )
+            line = index_line(outcome, warc_file, warc_offset, warc_length, revisit, digest)
+            self._index.write(line)
+            if warc_file is not None and self._unsorted is not None:
+                self._unsorted.write(cdxj_line(line, warc_file) or "")
         if self._warc is not None and self._index is not None:
             fsync = self._settings.storage.fsync
             for handle in (self._warc, self._index):
                 handle.flush(fsync)
                 touched[self.rel(handle.path)] = handle.size
+        if self._unsorted is not None:
+            self._unsorted.flush()
         if self._digests is not None:
             self._digests.commit()
         return result
