@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -27,6 +28,7 @@ import structlog
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
+from crawler import __version__, openapi
 from crawler.addresses import split_listen
 from crawler.settings import ServiceSettings
 
@@ -36,6 +38,19 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_URLS_PER_POST = 1_000_000
+_READS = ("GET", "HEAD")
+_CHANGES = ("POST",)
+# The methods each endpoint answers (a 405 names them in its Allow header).
+METHODS: dict[str, tuple[str, ...]] = {
+    "/healthz": _READS,
+    "/readyz": _READS,
+    "/status": _READS,
+    "/metrics": _READS,
+    "/openapi.json": _READS,
+    "/seeds": _CHANGES,
+    "/pause": _CHANGES,
+    "/resume": _CHANGES,
+}
 
 log = structlog.get_logger("crawler.api")
 
@@ -57,9 +72,12 @@ class Backend(Protocol):
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """An answer other than 200, with its message (`allow`: the methods of a 405)."""
+
+    def __init__(self, status: int, message: str, allow: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.status = status
+        self.allow = allow
 
 
 class Api:
@@ -77,19 +95,33 @@ class Api:
             return
         if scope["type"] != "http":
             return
+        started = time.perf_counter()
         method, path = scope["method"], scope["path"]
+        extra: list[tuple[bytes, bytes]] = []
         try:
             status, body, content_type = await self._route(method, path, scope, receive)
         except BadRequest as exc:
             status, body, content_type = exc.status, _json({"error": str(exc)}), JSON
+            if exc.allow:
+                extra.append((b"allow", ", ".join(exc.allow).encode()))
         except Exception:  # a bug answers 500; the crawl goes on
             log.exception("api_error", method=method, path=path)
             status, body, content_type = 500, _json({"error": "internal error"}), JSON
         headers = [(b"content-type", content_type.encode()), (b"cache-control", b"no-store")]
+        headers += extra
         if status == 401:
             headers.append((b"www-authenticate", b"Bearer"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        # Every request, refused ones too; the path without its query, never a header.
+        log.info(
+            "api_request",
+            method=method,
+            path=path,
+            status=status,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+            client=(scope.get("client") or ("",))[0],
+        )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -115,6 +147,8 @@ class Api:
             if path == "/metrics":
                 body, content_type = await backend.metrics()
                 return 200, body, content_type
+            if path == "/openapi.json":
+                return 200, _json(openapi.document(__version__)), JSON
         elif method == "POST" and path in ("/seeds", "/pause", "/resume"):
             self._authorise(scope)
             if path == "/pause":
@@ -126,8 +160,9 @@ class Api:
             recrawl = _flag(scope, "recrawl")
             lines = _urls(await self._body(scope, receive), _header(scope, b"content-type"))
             return 200, _json(await backend.add_urls(lines, recrawl)), JSON
-        if path in ("/healthz", "/readyz", "/status", "/metrics", "/seeds", "/pause", "/resume"):
-            raise BadRequest(405, f"{method} not allowed on {path}")
+        allowed = METHODS.get(path)
+        if allowed is not None:
+            raise BadRequest(405, f"{method} not allowed on {path}", allowed)
         raise BadRequest(404, f"no such endpoint: {path}")
 
     def _authorise(self, scope: AsgiScope) -> None:
@@ -179,10 +214,11 @@ def _header(scope: AsgiScope, name: bytes) -> str | None:
 
 def _flag(scope: AsgiScope, name: str) -> bool:
     """A true/false query parameter (absent: false); any other value is a 400."""
-    values = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1")).get(name)
+    query = bytes(scope.get("query_string", b"")).decode("latin-1")
+    values = parse_qs(query, keep_blank_values=True).get(name)
     if not values:
         return False
-    value = values[-1].lower()
+    value = values[-1]
     if value not in ("true", "false", "1", "0"):
         raise BadRequest(400, f"{name}={values[-1]}: must be true or false")
     return value in ("true", "1")

@@ -33,6 +33,7 @@ class Service:
             env=env,
         )
         self.log: list[dict[str, Any]] = []
+        self.last_headers: dict[str, str] = {}  # of the last answer to `call`
         self.raw: list[str] = []
         self._listening = threading.Event()
         self.base = ""
@@ -66,8 +67,10 @@ class Service:
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
+                self.last_headers = dict(response.headers)
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
+            self.last_headers = dict(exc.headers)
             return exc.code, exc.read()
 
     def json(self, method: str, path: str, body: bytes | None = None, **headers: str) -> Any:

@@ -98,6 +98,21 @@ def test_mutating_endpoints_need_the_token(
     assert svc.call("POST", "/seeds", seeds, {"Authorization": "Basic s3cret"})[0] == 401
     assert svc.call("POST", "/pause", b"", {"Authorization": "Bearer s3cret"})[0] == 200
     assert svc.call("GET", "/status")[0] == 200  # reading needs no token
+    # every request is logged, refused ones too (method, path, status, duration)
+    requests = eventually(
+        lambda: [e for e in svc.log if e.get("event") == "api_request"],
+        10,
+        "an api_request log line per request",
+        until=lambda found: len(found) >= 5,
+    )
+    assert [(e["method"], e["path"], e["status"]) for e in requests] == [
+        ("POST", "/seeds", 401),
+        ("POST", "/pause", 401),
+        ("POST", "/seeds", 401),
+        ("POST", "/pause", 200),
+        ("GET", "/status", 200),
+    ]
+    assert all(isinstance(e["ms"], float) for e in requests)
     assert "s3cret" not in "".join(svc.raw)  # never logged
 
 
@@ -112,6 +127,9 @@ def test_bad_and_oversized_bodies(tmp_path: Path, services: list[Service]) -> No
     assert svc.call("POST", "/seeds", b"http://127.0.0.1:9/x\n" * 500)[0] == 413
     assert svc.call("GET", "/nowhere")[0] == 404
     assert svc.call("GET", "/seeds")[0] == 405
+    assert svc.last_headers["allow"] == "POST"
+    assert svc.call("DELETE", "/status")[0] == 405
+    assert svc.last_headers["allow"] == "GET, HEAD"
     assert svc.json("GET", "/healthz") == {"ok": True}  # still serving
     assert svc.json("GET", "/status")["total"] == 0  # nothing was added by a bad request
 

@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "config_keys",
             "frontier.values",
             "recrawl",
+            "openapi",
         },
     ),
     ("pure helper", {"decoding", "guard", "seeds", "seen", "sitemaps"}),
