@@ -230,8 +230,10 @@ def _urls(body: bytes, content_type: str | None) -> list[str]:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise BadRequest(400, "body is not UTF-8") from None
-    is_json = (content_type or "").split(";")[0].strip().lower() == JSON
-    if is_json or text.lstrip().startswith("["):
+    media = (content_type or "").split(";")[0].strip().lower()
+    # Without a JSON or text type (curl --data-binary says form-urlencoded), a body that
+    # opens with "[" is taken for a JSON list.
+    if media == JSON or (media != "text/plain" and text.lstrip().startswith("[")):
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
