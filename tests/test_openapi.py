@@ -45,6 +45,7 @@ def test_schemathesis_finds_the_api_as_described(tmp_path: Path, services: list[
         capture_output=True,
         text=True,
         timeout=240,
+        cwd=tmp_path,  # its cache (.schemathesis/) goes there, not into the checkout
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     events = [json.loads(line) for line in report.read_text().splitlines()]
