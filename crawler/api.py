@@ -6,10 +6,14 @@
     GET  /metrics   Prometheus text format
     POST /seeds     newline-separated URLs, or a JSON list of them; `?recrawl=true`
                     makes those fetched before due again now
+    GET  /hosts     the host table: ?sort=queued|inflight|errors|done|total&q=&limit=&offset=
+    GET  /hosts/H   one host: its counts, pace, controls, robots.txt and last fetch events
+    PATCH /hosts/H  {"paused", "blocked_until", "delay", "per_host_concurrency"} (null: undo)
+    GET  /openapi.json  the OpenAPI 3.1 description of all this
     POST /pause     stop handing out URLs (in-flight ones finish)
     POST /resume
 
-POST endpoints need `Authorization: Bearer <service.token>` when a token is set; without a
+POST and PATCH need `Authorization: Bearer <service.token>` when a token is set; without a
 token they are refused unless the listener is on a loopback address.
 """
 
@@ -30,6 +34,7 @@ from hypercorn.config import Config
 
 from crawler import __version__, openapi
 from crawler.addresses import split_listen
+from crawler.console import BadChange
 from crawler.settings import ServiceSettings
 
 AsgiScope = MutableMapping[str, Any]
@@ -50,7 +55,9 @@ METHODS: dict[str, tuple[str, ...]] = {
     "/seeds": _CHANGES,
     "/pause": _CHANGES,
     "/resume": _CHANGES,
+    "/hosts": _READS,
 }
+HOST_METHODS = ("GET", "HEAD", "PATCH")  # /hosts/{host}
 
 log = structlog.get_logger("crawler.api")
 
@@ -65,6 +72,12 @@ class Backend(Protocol):
     async def metrics(self) -> tuple[bytes, str]: ...
 
     async def add_urls(self, lines: list[str], recrawl: bool = False) -> dict[str, Any]: ...
+
+    async def hosts(self, sort: str, q: str, limit: int, offset: int) -> dict[str, Any]: ...
+
+    async def host(self, host: str) -> dict[str, Any] | None: ...
+
+    async def change_host(self, host: str, change: Any) -> dict[str, Any]: ...
 
     def pause(self) -> None: ...
 
@@ -149,6 +162,24 @@ class Api:
                 return 200, body, content_type
             if path == "/openapi.json":
                 return 200, _json(openapi.document(__version__)), JSON
+            if path == "/hosts":
+                return 200, _json(await backend.hosts(*_host_query(scope))), JSON
+            if path.startswith("/hosts/") and len(path) > len("/hosts/"):
+                view = await backend.host(path[len("/hosts/") :])
+                if view is None:
+                    raise BadRequest(404, f"no such host: {path[len('/hosts/') :]}")
+                return 200, _json(view), JSON
+        elif method == "PATCH" and path.startswith("/hosts/") and len(path) > len("/hosts/"):
+            self._authorise(scope)
+            body = await self._body(scope, receive)
+            try:
+                change = json.loads(body.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise BadRequest(400, f"body is not valid JSON: {exc}") from None
+            try:
+                return 200, _json(await backend.change_host(path[len("/hosts/") :], change)), JSON
+            except BadChange as exc:
+                raise BadRequest(400, str(exc)) from None
         elif method == "POST" and path in ("/seeds", "/pause", "/resume"):
             self._authorise(scope)
             if path == "/pause":
@@ -161,6 +192,8 @@ class Api:
             lines = _urls(await self._body(scope, receive), _header(scope, b"content-type"))
             return 200, _json(await backend.add_urls(lines, recrawl)), JSON
         allowed = METHODS.get(path)
+        if allowed is None and path.startswith("/hosts/") and len(path) > len("/hosts/"):
+            allowed = HOST_METHODS
         if allowed is not None:
             raise BadRequest(405, f"{method} not allowed on {path}", allowed)
         raise BadRequest(404, f"no such endpoint: {path}")
@@ -210,6 +243,30 @@ def _header(scope: AsgiScope, name: bytes) -> str | None:
         if key.lower() == name:
             return bytes(value).decode("latin-1")
     return None
+
+
+def _host_query(scope: AsgiScope) -> tuple[str, str, int, int]:
+    """sort, q, limit and offset of a GET /hosts."""
+    text = bytes(scope.get("query_string", b"")).decode("latin-1")
+    query = parse_qs(text, keep_blank_values=True)
+    sort = query.get("sort", ["queued"])[-1]
+    if sort not in openapi.HOST_SORTS:
+        raise BadRequest(400, f"sort={sort}: must be one of {', '.join(openapi.HOST_SORTS)}")
+    return (
+        sort,
+        query.get("q", [""])[-1],
+        _integer(query, "limit", 50, 1, 1000),
+        _integer(query, "offset", 0, 0, 10**9),
+    )
+
+
+def _integer(query: dict[str, list[str]], name: str, default: int, low: int, high: int) -> int:
+    if name not in query:
+        return default
+    text = query[name][-1]
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise BadRequest(400, f"{name}={text}: must be an integer from {low} to {high}")
+    return int(text)
 
 
 def _flag(scope: AsgiScope, name: str) -> bool:

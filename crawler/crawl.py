@@ -17,6 +17,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from crawler.committer import Committer
+from crawler.console import HostEvents
 from crawler.dns import Resolver
 from crawler.errors import StorageError
 from crawler.fetcher import Fetcher
@@ -43,6 +44,7 @@ log = structlog.get_logger("crawler")
 # host a delay away from the previous process's last possible request, a fresh crawl does
 # not wait at all.
 BEAT_SECONDS = 1.0
+CONTROLS_SECONDS = 1.0  # `serve` reads the operator's host controls this often
 RECRAWL_LOOK_SECONDS = 30.0  # `serve` looks for URLs due again at least this often
 
 
@@ -212,6 +214,7 @@ class Crawl:
         self.interrupted: int | None = None
         self.tally: Tally | None = None  # set when run() starts
         self.storage_problem: str | None = None  # why output cannot be written now
+        self.events = HostEvents()  # each host's last fetch events (the console's)
 
     # -- the committer's listener -----------------------------------------------------------
     def committed(self, outcomes: list[Outcome], added: int) -> None:
@@ -220,6 +223,7 @@ class Crawl:
             self.tally.committed(outcomes, added)
         for outcome in outcomes:
             self.metrics.record(outcome)
+            self.events.record(outcome)
 
     def stalled(self, problem: str | None) -> None:
         """Output cannot be written (disk full, read-only) or can again: hold the claims."""
@@ -234,6 +238,17 @@ class Crawl:
         return self.interrupted is not None
 
     # -- running ----------------------------------------------------------------------------
+    async def watch_controls(self) -> None:
+        """`serve`: apply what the operator set for hosts (GET/PATCH /hosts), read from
+        the frontier every CONTROLS_SECONDS: set on another node, or before a restart."""
+        frontier, scheduler = self.parts.frontier, self.scheduler
+        while True:
+            try:
+                scheduler.control(await frontier.host_controls())
+            except StorageError as exc:
+                log.warning("host_controls_unread", error=str(exc))
+            await anyio.sleep(CONTROLS_SECONDS)
+
     async def watch_recrawl(self) -> None:
         """`serve`: queue finished URLs again as they come due (crawl.recrawl_after), looking
         when the next is due, and at least as often as a URL finished now could be."""

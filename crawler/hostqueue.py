@@ -13,10 +13,10 @@ import dataclasses
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from crawler.frontier.values import HostState
+from crawler.frontier.values import HostControl, HostState
 from crawler.models import Entry
 from crawler.politeness import BudgetKeys, HealthLimits, Pace
 from crawler.settings import PolitenessSettings
@@ -34,6 +34,7 @@ class HostSlot:
 
     pace: Pace
     limit: int  # requests in flight at most (per_host_concurrency, or a profile's)
+    base_limit: int = 0  # that limit as configured (the operator's may replace it)
     queue: deque[Entry] = field(default_factory=deque)
     inflight: int = 0
     next_start: float = 0.0  # no request may start before this
@@ -81,6 +82,7 @@ class HostQueue:
         # By budget key; the scheduler looks slots up here itself (a worker's report is on
         # the hot path), and only the queue adds or removes them.
         self.slots: dict[str, HostSlot] = {}
+        self.controls: dict[str, HostControl] = {}  # what the operator set, by budget
         # URLs taken out of the queue, on their way back to the frontier (the claimer's job).
         self.given_back: list[tuple[float, list[Entry]]] = []  # (not_before, entries)
         self._heap: list[tuple[float, int, str]] = []
@@ -119,10 +121,43 @@ class HostQueue:
         if slot is None:
             settings = self._settings_for(host)
             pace = Pace(budget, settings, saved, self._max_block, self._health)
-            slot = self.slots[budget] = HostSlot(pace=pace, limit=settings.per_host_concurrency)
+            limit = settings.per_host_concurrency
+            slot = self.slots[budget] = HostSlot(pace=pace, limit=limit, base_limit=limit)
             slot.hold(self._start_floor)
+            if budget in self.controls:
+                self._apply(budget, slot)
             self.hold(slot)
         return slot
+
+    def control(self, controls: Mapping[str, HostControl]) -> None:
+        """Apply what the operator set for hosts (all of it: a host left out has nothing
+        set). A host held (paused, or blocked until later) gets no new request and buffers
+        nothing: its buffered URLs go back to the frontier, and claims pass it over."""
+        changed = set(self.controls) | set(controls)
+        self.controls = dict(controls)
+        for budget in changed:
+            slot = self.slots.get(budget)
+            if slot is not None:
+                self._apply(budget, slot)
+
+    def _apply(self, budget: str, slot: HostSlot) -> None:
+        control = self.controls.get(budget)
+        slot.pace.operator_delay = None if control is None else control.delay
+        concurrency = None if control is None else control.concurrency
+        slot.limit = slot.base_limit if concurrency is None else concurrency
+        if self.held(budget):
+            if slot.queue:
+                self.given_back.append((self._wall(), list(slot.queue)))
+                self.buffered -= len(slot.queue)
+                slot.queue.clear()
+            return
+        slot.hold()
+        self.push(budget, slot)
+
+    def held(self, budget: str) -> bool:
+        """The operator holds this host (paused, or blocked until later)."""
+        control = self.controls.get(budget)
+        return control is not None and control.holds(self._wall())
 
     def _settings_for(self, host: str) -> PolitenessSettings:
         """politeness.*, with the delay / concurrency of a profile matching `host`."""
@@ -163,7 +198,12 @@ class HostQueue:
         (they stay in the frontier and every other host gets the claim), a whole batch
         when it is given up (its URLs fail at once, without a request)."""
         room: dict[str, int] = {}
+        for budget in self.controls:
+            if self.held(budget):
+                room[budget] = 0
         for budget, slot in self.slots.items():
+            if budget in room:
+                continue
             if slot.pace.given_up(self._wall()) is not None:
                 room[budget] = self._claim_batch
             elif self.waits_long(slot):
@@ -186,7 +226,7 @@ class HostQueue:
         self.push(budget, slot)
 
     def push(self, budget: str, slot: HostSlot) -> None:
-        if slot.queue and not slot.in_heap:
+        if slot.queue and not slot.in_heap and not (self.controls and self.held(budget)):
             if slot.pace.given_up(self._wall()) is not None:
                 at = 0.0  # its URLs fail without a request: no politeness to keep
             elif slot.inflight < slot.limit:
@@ -207,7 +247,7 @@ class HostQueue:
             _, _, budget = heapq.heappop(self._heap)
             slot = self.slots[budget]
             slot.in_heap = False
-            if not slot.queue:
+            if not slot.queue or (self.controls and self.held(budget)):
                 continue
             given_up = slot.pace.given_up(self._wall()) is not None
             if not given_up and (slot.inflight >= slot.limit or slot.next_start > now):

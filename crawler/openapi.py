@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["document"]
+__all__ = ["HOST_SORTS", "document"]
+
+HOST_SORTS = ("queued", "inflight", "errors", "done", "total")
 
 _ERROR = {
     "description": "The request was refused; `error` says why.",
@@ -52,6 +54,74 @@ _SEEDED = {
         "errors": {"type": "array", "items": {"type": "string"}},
     },
 }
+
+
+_HOST = {
+    "type": "object",
+    "required": ["host", "total", "queued", "leased", "done", "failed", "skipped", "in_flight",
+                 "paused", "held", "operator_delay", "per_host_concurrency"],
+    "properties": {
+        "host": {"type": "string"},
+        "total": {"type": "integer"},
+        "queued": {"type": "integer"},
+        "leased": {"type": "integer"},
+        "done": {"type": "integer"},
+        "failed": {"type": "integer"},
+        "skipped": {"type": "integer"},
+        "in_flight": {"type": "integer"},
+        "buffered": {"type": "integer"},
+        "delay": {"type": ["number", "null"]},
+        "delay_source": {"type": ["string", "null"]},
+        "backoff_level": {"type": "number"},
+        "retry_after_until": {"type": ["string", "null"]},
+        "next_start": {"type": ["string", "null"]},
+        "down": {"type": ["object", "null"]},
+        "paused": {"type": "boolean"},
+        "blocked_until": {"type": ["string", "null"]},
+        "held": {"type": "boolean"},
+        "operator_delay": {"type": ["number", "null"]},
+        "per_host_concurrency": {"type": ["integer", "null"]},
+        "last_error": {"type": ["object", "null"]},
+        "robots": {"type": ["object", "null"]},
+        "events": {"type": "array", "items": {"type": "object"}},
+    },
+}  # fmt: skip
+_CHANGE = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "paused": {"type": ["boolean", "null"]},
+        "blocked_until": {
+            "description": "Seconds since the epoch, or RFC 3339 with its offset.",
+            "oneOf": [
+                {"type": "number", "minimum": 0, "maximum": 1e11},
+                {"type": "string", "format": "date-time"},
+                {"type": "null"},
+            ],
+        },
+        "delay": {"type": ["number", "null"], "minimum": 0, "maximum": 86400},
+        "per_host_concurrency": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000},
+    },
+}
+
+
+_HOSTS = {
+    "type": "object",
+    "required": ["hosts", "sort", "q", "limit", "offset"],
+    "properties": {"hosts": {"type": "array", "items": _HOST}},
+}
+
+
+_HOSTS = {
+    "type": "object",
+    "required": ["hosts", "sort", "q", "limit", "offset"],
+    "properties": {"hosts": {"type": "array", "items": _HOST}},
+}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}  # fmt: skip
 
 
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +197,40 @@ def document(version: str) -> dict[str, Any]:
                     "parameters": [recrawl],
                     "requestBody": seeds_body,
                 }
+            },
+            "/hosts": {
+                "parameters": [
+                    _query("sort", {"type": "string", "enum": list(HOST_SORTS)}, "Most first."),
+                    _query("q", {"type": "string"}, "Only hosts whose name holds this."),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Rows."),
+                    _query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}, "Skip."),
+                ],
+                **_read(
+                    "The host table (by politeness key), a page of it.",
+                    _json("Hosts.", _HOSTS),
+                    **{"400": _ERROR},
+                ),
+            },
+            "/hosts/{host}": {
+                "parameters": [
+                    {"name": "host", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                **_read(
+                    "One host: counts, pace, controls, robots.txt, last fetch events.",
+                    _json("The host.", _HOST),
+                    **{"404": _ERROR},
+                ),
+                "patch": {
+                    **_change(
+                        "Change what the operator sets for the host (null undoes a key).",
+                        _json("The host, changed.", _HOST),
+                        **{"400": _ERROR, "413": _ERROR},
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _CHANGE}},
+                    },
+                },
             },
             "/pause": {"post": _change("Stop handing out URLs (in-flight ones finish).", paused)},
             "/resume": {"post": _change("Hand out URLs again.", paused)},

@@ -62,17 +62,33 @@ class Pace:
         self.down_until = state.down_until if state else 0.0
         self.down_reason = state.down_reason if state else None
         self.crawl_delay = 0.0
+        self.operator_delay: float | None = None  # set from the console: replaces the configured
         self.latency = 0.0
         self._streak = 0
         self.dirty = False
 
     def delay(self) -> float:
-        base = max(self._settings.delay, self.crawl_delay)
+        configured = self._settings.delay if self.operator_delay is None else self.operator_delay
+        base = max(configured, self.crawl_delay)
         if self.level > 0:
             base = min(self._settings.max_delay, max(base, 1.0) * 2**self.level)
         if self._settings.latency_factor > 0:
             base = max(base, self._settings.latency_factor * self.latency)
         return base
+
+    def delay_source(self) -> str:
+        """What sets `delay()` now: the back-off, the response times (latency_factor), a
+        robots.txt Crawl-delay, the operator, or the configuration (politeness or profile)."""
+        configured = self._settings.delay if self.operator_delay is None else self.operator_delay
+        if self.level > 0:
+            return "back-off"
+        if self._settings.latency_factor > 0 and (
+            self._settings.latency_factor * self.latency > max(configured, self.crawl_delay)
+        ):
+            return "latency"
+        if self.crawl_delay > configured:
+            return "crawl-delay"
+        return "configured" if self.operator_delay is None else "operator"
 
     def state(self) -> HostState:
         self.dirty = False

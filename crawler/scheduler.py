@@ -14,7 +14,8 @@ one task, and takes what workers report.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
@@ -22,7 +23,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from crawler.claimer import IDLE_POLL, Claimer
 from crawler.dns import Resolver
 from crawler.frontier import Frontier
-from crawler.frontier.values import HostState
+from crawler.frontier.values import HostControl, HostState
 from crawler.hostqueue import HostQueue
 from crawler.models import Entry
 from crawler.politeness import BudgetKeys, HealthLimits
@@ -177,22 +178,35 @@ class Scheduler:
         slot = self._slots.get(self._keys.of(host))
         return None if slot is None else slot.pace.given_up(self._wall())
 
-    def pace_of(self, host: str) -> dict[str, float | int] | None:
+    def pace_of(self, host: str) -> dict[str, Any] | None:
         """The politeness state of `host`'s budget, when it is active in this process."""
         slot = self._slots.get(self._keys.of(host))
         if slot is None:
             return None
         return {
             "delay": round(slot.pace.delay(), 3),
+            "delay_source": slot.pace.delay_source(),
             "backoff_level": slot.pace.level,
             "blocked_until": slot.pace.blocked_until,
             "in_flight": slot.inflight,
             "buffered": len(slot.queue),
+            "next_start": self._wall() + max(0.0, slot.next_start - self._clock()),
         }
+
+    def busiest(self, limit: int) -> list[str]:
+        """The budgets with most requests in flight now (most first)."""
+        active = [(slot.inflight, budget) for budget, slot in self._slots.items() if slot.inflight]
+        return [budget for _, budget in sorted(active, key=lambda a: (-a[0], a[1]))[:limit]]
 
     def host_states(self) -> list[HostState]:
         """Paces changed since the last call (the committer saves them with its batch)."""
         return [slot.pace.state() for slot in self._slots.values() if slot.pace.dirty]
+
+    def control(self, controls: Mapping[str, HostControl]) -> None:
+        """Apply what the operator set for hosts (every host's: one left out has nothing)."""
+        self._hosts.control(controls)
+        self._claimer.claim_now()
+        self._wakeup.set()
 
     def pause(self, reason: str) -> None:
         """Hand out nothing new until every reason given is resumed (in-flight URLs finish)."""

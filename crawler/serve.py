@@ -16,9 +16,10 @@ import structlog
 
 from crawler import status
 from crawler.api import Api, serve_api
+from crawler.console import changed_control, host_view, timestamp
 from crawler.crawl import Crawl
 from crawler.errors import StorageError
-from crawler.frontier import Counts
+from crawler.frontier import Counts, HostControl, HostRow, HostState, State
 from crawler.inbox import Inbox, Ingested
 from crawler.seeds import parse_lines
 
@@ -114,6 +115,60 @@ class ServiceBackend:
         self._crawl.scheduler.committed()  # new work: claim now, not at the next poll
         self._counts = None
 
+    async def hosts(self, sort: str, q: str, limit: int, offset: int) -> dict[str, Any]:
+        """`GET /hosts`: a page of the host table."""
+        scheduler, now = self._crawl.scheduler, time.time()
+        if sort == "inflight":
+            busiest = scheduler.busiest(offset + limit)[offset:]
+            rows = await self._frontier.hosts(hosts=busiest)
+        else:
+            rows = await self._frontier.hosts(sort=sort, q=q, limit=limit, offset=offset)
+        views = [
+            host_view(row, scheduler.pace_of(row.host), self._crawl.events, now) for row in rows
+        ]
+        return {"hosts": views, "sort": sort, "q": q, "limit": limit, "offset": offset}
+
+    async def host(self, host: str, known: bool = True) -> dict[str, Any] | None:
+        """`GET /hosts/{host}`: a host's view, its robots.txt state and last fetch events
+        (None, if `known`: the crawl knows nothing of it)."""
+        rows = await self._frontier.hosts(hosts=[host])
+        if not rows:
+            control = (await self._frontier.host_controls()).get(host)
+            if control is None and known:
+                return None
+            blank = {s.value: 0 for s in State}
+            rows = [HostRow(host, 0, blank, HostState(host, 0, 0), control or HostControl(host))]
+        now = time.time()
+        view = host_view(rows[0], self._crawl.scheduler.pace_of(host), self._crawl.events, now)
+        robots = await self._frontier.robots(host)
+        view["robots"] = None
+        if robots is not None:
+            failing = robots.failing_since
+            view["robots"] = {
+                "status": robots.status,
+                "expires_at": timestamp(robots.expires_at),
+                "failing_since": timestamp(failing),
+                "allows_all": robots.body is None,
+            }
+        view["events"] = self._crawl.events.of(host)
+        return view
+
+    async def change_host(self, host: str, change: Any) -> dict[str, Any]:
+        """`PATCH /hosts/{host}`: the operator's controls changed (and kept), in force at
+        once here (other nodes read them within a second)."""
+        controls = await self._frontier.host_controls()
+        control = changed_control(controls.get(host, HostControl(host)), change)
+        await self._frontier.save_host_control(control, time.time())
+        if control.empty:
+            controls.pop(host, None)
+        else:
+            controls[host] = control
+        self._crawl.scheduler.control(controls)
+        log.info("host_controlled", host=host, **{k: change[k] for k in sorted(change)})
+        view = await self.host(host, known=False)
+        assert view is not None  # (known=False: a blank host's view)
+        return view
+
     def pause(self) -> None:
         log.info("paused")
         self._crawl.scheduler.pause("api")
@@ -164,7 +219,12 @@ async def serve(crawl: Crawl, data_dir: Path) -> int | None:
         # The API outlives the crawl by a moment: it stops cleanly once the crawl is done.
         tg.start_soon(serve_api, api, settings.service.listen, started, shutdown)
         try:
-            services = [backend.watch_inbox, backend.watch_disk, crawl.watch_recrawl]
+            services = [
+                backend.watch_inbox,
+                backend.watch_disk,
+                crawl.watch_recrawl,
+                crawl.watch_controls,
+            ]
             result = await crawl.run(services)
         finally:
             shutdown.set()

@@ -30,6 +30,7 @@ from crawler.frontier.values import (
     Deferred,
     Entry,
     Finished,
+    HostControl,
     HostState,
     HostWait,
     NewURL,
@@ -1009,3 +1010,49 @@ async def test_visits_are_counted_by_kind(frontier: Frontier) -> None:
     )
     visits = (await frontier.counts(top_hosts=0)).visits
     assert visits == {"visits": 3, "not_modified": 1, "identical": 1}
+
+
+# -- the operator's controls ------------------------------------------------------------------
+
+
+async def test_host_controls_round_trip_and_an_empty_one_removes_them(frontier: Frontier) -> None:
+    paused = HostControl("a.example", paused=True)
+    tuned = HostControl("b.example:8080", blocked_until=NOW + 60, delay=2.5, concurrency=1)
+    await frontier.save_host_control(paused, NOW)
+    await frontier.save_host_control(tuned, NOW)
+    assert await frontier.host_controls() == {"a.example": paused, "b.example:8080": tuned}
+    unpaused = replace(paused, paused=False, delay=0.5)
+    await frontier.save_host_control(unpaused, NOW + 1)
+    await frontier.save_host_control(HostControl("b.example:8080"), NOW + 1)  # all undone
+    assert await frontier.host_controls() == {"a.example": unpaused}
+
+
+async def test_excludes_are_kept_in_the_order_added(frontier: Frontier) -> None:
+    await frontier.save_excludes([r"/private/", r"\.pdf$"], [], NOW)
+    await frontier.save_excludes([r"/private/", r"^https://"], [r"\.pdf$", "never-added"], NOW + 1)
+    assert await frontier.excludes() == [r"/private/", r"^https://"]
+
+
+async def test_the_host_table_sorts_filters_and_pages(frontier: Frontier) -> None:
+    """`hosts`: a row per host with its URLs by state, saved pace and controls; sorted most
+    first (then by name), filtered by a substring (`_` and `%` taken literally), paged."""
+    urls = [f"http://big.example/{i}" for i in range(5)] + ["http://a_b.example/1"]
+    urls += [f"http://small.example/{i}" for i in range(2)] + ["http://axb.example/1"]
+    await frontier.add([_new(u) for u in urls])
+    await frontier.commit(CommitBatch(hosts=[HostState("small.example", 2.0, NOW + 60, 1)]))
+    await frontier.save_host_control(HostControl("small.example", paused=True, delay=3.0), NOW)
+
+    rows = await frontier.hosts(sort="queued", limit=2)
+    assert [(r.host, r.states["queued"]) for r in rows] == [
+        ("big.example", 5),
+        ("small.example", 2),
+    ]
+    assert [r.host for r in await frontier.hosts(limit=2, offset=2)] == [
+        "a_b.example",
+        "axb.example",
+    ]
+    [row] = await frontier.hosts(q="a_b")
+    assert (row.host, row.total) == ("a_b.example", 1)
+    [row] = await frontier.hosts(hosts=["small.example"])
+    assert (row.pace.level, row.pace.blocked_until) == (2.0, NOW + 60)
+    assert row.control == HostControl("small.example", paused=True, delay=3.0)

@@ -387,8 +387,10 @@ async def test_tallies_agree_with_a_scan_through_every_kind_of_change(db_path: P
         await frontier.aclose()
 
 
-# What migration 0011 (recrawl) added, taken away again: the schema of a version before it.
-UNDO_0011 = "DROP INDEX urls_recrawl; DROP TABLE visits;" + "".join(
+# What migrations 0011 (recrawl) and 0012 (console) added, taken away again: the schema of a
+# version before them.
+UNDO_0011 = "DROP TABLE host_controls; DROP TABLE excludes;"
+UNDO_0011 += "DROP INDEX urls_recrawl; DROP TABLE visits;" + "".join(
     f" ALTER TABLE urls DROP COLUMN {column};"
     for column in (
         "etag", "last_modified", "digest", "ref_uri", "ref_date", "recrawl_interval", "recrawl_at"

@@ -94,6 +94,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "scope",
             "api",
             "status",
+            "console",
             "output",
             "output.process",
         },
@@ -113,6 +114,7 @@ UPWARD: dict[tuple[str, str], str] = {}
 # imported by its own package and by the composition root only.
 PRIVATE_EXCEPTIONS: dict[tuple[str, str], str] = {
     ("status", "output.jsonl"): "status formats its times with the index's rfc3339()",
+    ("console", "output.jsonl"): "the console formats its times with the index's rfc3339()",
 }
 
 # Modules of a subpackage that are its public face, not an implementation.

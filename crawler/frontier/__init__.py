@@ -54,7 +54,9 @@ from crawler.frontier.values import (
     Deferred,
     Entry,
     Finished,
+    HostControl,
     HostCounts,
+    HostRow,
     HostState,
     HostWait,
     NewURL,
@@ -72,7 +74,9 @@ __all__ = [
     "Entry",
     "Finished",
     "Frontier",
+    "HostControl",
     "HostCounts",
+    "HostRow",
     "HostState",
     "HostWait",
     "NewURL",
@@ -195,6 +199,35 @@ class Frontier(Protocol):
 
     async def save_robots(self, record: RobotsRecord) -> None:
         """Replace the stored robots.txt of its host."""
+        ...
+
+    async def hosts(
+        self,
+        *,
+        sort: str = "queued",
+        q: str = "",
+        limit: int = 50,
+        offset: int = 0,
+        hosts: Sequence[str] | None = None,
+    ) -> list[HostRow]:
+        """A page of the host table (`reports.SORTS`: queued, done, errors, total; most
+        first), of the hosts whose name holds `q`, or exactly `hosts`."""
+        ...
+
+    async def host_controls(self) -> dict[str, HostControl]:
+        """What the operator set for hosts (by politeness key), those with anything set."""
+        ...
+
+    async def save_host_control(self, control: HostControl, at: float) -> None:
+        """Replace a host's controls (an empty one removes them)."""
+        ...
+
+    async def excludes(self) -> list[str]:
+        """The live exclude patterns, oldest first."""
+        ...
+
+    async def save_excludes(self, add: Sequence[str], remove: Sequence[str], at: float) -> None:
+        """Add and remove live exclude patterns."""
         ...
 
     async def host_states(self, hosts: Sequence[str]) -> dict[str, HostState]:

@@ -37,6 +37,8 @@ from crawler.frontier.values import (
     Counts,
     Entry,
     Finished,
+    HostControl,
+    HostRow,
     HostState,
     NewURL,
     NodeCounts,
@@ -845,6 +847,67 @@ class PostgresFrontier:
                 jar,
             )
         )
+
+    async def hosts(
+        self,
+        *,
+        sort: str = "queued",
+        q: str = "",
+        limit: int = 50,
+        offset: int = 0,
+        hosts: Sequence[str] | None = None,
+    ) -> list[HostRow]:
+        async def page(conn: Conn) -> list[HostRow]:
+            async def query(sql: str, params: Sequence[Any] = ()) -> list[Any]:
+                return list(await conn.fetch(_dollars(sql), *params))
+
+            return await reports.host_rows(
+                query, sort=sort, q=q, limit=limit, offset=offset, hosts=hosts, false="false"
+            )
+
+        return await self._run(page)
+
+    async def host_controls(self) -> dict[str, HostControl]:
+        rows = await self._run(
+            lambda conn: conn.fetch(
+                "SELECT host, paused, blocked_until, delay, concurrency FROM host_controls"
+            )
+        )
+        return {str(r[0]): HostControl(str(r[0]), bool(r[1]), r[2], r[3], r[4]) for r in rows}
+
+    async def save_host_control(self, control: HostControl, at: float) -> None:
+        async def save(conn: Conn) -> None:
+            if control.empty:
+                await conn.execute("DELETE FROM host_controls WHERE host = $1", control.host)
+                return
+            await conn.execute(
+                "INSERT INTO host_controls VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT (host) DO UPDATE SET paused = excluded.paused,"
+                " blocked_until = excluded.blocked_until, delay = excluded.delay,"
+                " concurrency = excluded.concurrency, updated_at = excluded.updated_at",
+                control.host, control.paused, control.blocked_until, control.delay,
+                control.concurrency, at,
+            )  # fmt: skip
+
+        await self._run(save)
+
+    async def excludes(self) -> list[str]:
+        rows = await self._run(
+            lambda conn: conn.fetch("SELECT pattern FROM excludes ORDER BY added_at, pattern")
+        )
+        return [str(r[0]) for r in rows]
+
+    async def save_excludes(self, add: Sequence[str], remove: Sequence[str], at: float) -> None:
+        async def save(conn: Conn) -> None:
+            await conn.execute("DELETE FROM excludes WHERE pattern = ANY($1::text[])", list(remove))
+            await conn.execute(
+                "INSERT INTO excludes SELECT p, $2 FROM unnest($1::text[]) AS p"
+                " ON CONFLICT (pattern) DO NOTHING",
+                list(add),
+                at,
+            )
+
+        await self._run(save)
 
     async def host_states(self, hosts: Sequence[str]) -> dict[str, HostState]:
         if not hosts:

@@ -6,7 +6,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from crawler.frontier.values import VISIT_KINDS, Counts, HostCounts, HostWait, State
+from crawler.frontier.values import (
+    VISIT_KINDS,
+    Counts,
+    HostControl,
+    HostCounts,
+    HostRow,
+    HostState,
+    HostWait,
+    State,
+)
 
 # The hosts with most queued URLs (host_urls, migration 0010: an index read), the earliest
 # start among them (urls_host_ready: one seek per host), and what their host and robots.txt
@@ -77,3 +86,56 @@ async def _hosts(query: Query, top_hosts: int) -> list[HostCounts]:
         )
         for row in await query(_HOSTS, (top_hosts,))
     ]
+
+
+# The console's host table: a host's URLs by state (host_urls), its saved pace and health
+# (hosts) and what the operator set (host_controls), one row per host.
+_HOST_ROWS = (
+    "SELECT u.host, u.total, u.queued, u.leased, u.done, u.failed, u.skipped,"
+    " coalesce(h.level, 0), coalesce(h.blocked_until, 0), coalesce(h.failures, 0),"
+    " coalesce(h.down_until, 0), h.down_reason,"
+    " coalesce(c.paused, {false}), c.blocked_until, c.delay, c.concurrency"
+    " FROM host_urls AS u LEFT JOIN hosts AS h ON h.host = u.host"
+    " LEFT JOIN host_controls AS c ON c.host = u.host"
+)
+SORTS = {"queued": "u.queued", "done": "u.done", "errors": "u.failed", "total": "u.total"}
+
+
+async def host_rows(
+    query: Query,
+    *,
+    sort: str = "queued",
+    q: str = "",
+    limit: int = 50,
+    offset: int = 0,
+    hosts: Sequence[str] | None = None,
+    false: str = "0",
+) -> list[HostRow]:
+    """A page of the host table: sorted by `sort` (most first, then by name), the hosts
+    whose name holds `q`, or exactly `hosts` (in that order)."""
+    sql = _HOST_ROWS.format(false=false)
+    if hosts is not None:
+        if not hosts:
+            return []
+        marks = ", ".join("?" * len(hosts))
+        rows = await query(f"{sql} WHERE u.host IN ({marks})", list(hosts))
+        found = {str(row[0]): _host_row(row) for row in rows}
+        return [found[h] for h in hosts if h in found]
+    params: list[Any] = []
+    if q:
+        escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        sql += " WHERE u.host LIKE ? ESCAPE '\\'"
+        params.append(f"%{escaped}%")
+    sql += f" ORDER BY {SORTS[sort]} DESC, u.host LIMIT ? OFFSET ?"
+    return [_host_row(row) for row in await query(sql, [*params, limit, offset])]
+
+
+def _host_row(row: Sequence[Any]) -> HostRow:
+    return HostRow(
+        host=str(row[0]),
+        states={s.value: int(n) for s, n in zip(State, row[2:7], strict=True)},
+        total=int(row[1]),
+        pace=HostState(str(row[0]), float(row[7]), float(row[8]), int(row[9]), float(row[10]),
+                       None if row[11] is None else str(row[11])),
+        control=HostControl(str(row[0]), bool(row[12]), row[13], row[14], row[15]),
+    )  # fmt: skip

@@ -27,6 +27,8 @@ from crawler.frontier.values import (
     Committed,
     Counts,
     Entry,
+    HostControl,
+    HostRow,
     HostState,
     NewURL,
     RobotsRecord,
@@ -286,6 +288,50 @@ class SQLiteFrontier:
     async def save_cookies(self, profile: str, jar: str) -> None:
         async with self._transaction() as db:
             await db.execute("INSERT OR REPLACE INTO cookies VALUES (?, ?)", (profile, jar))
+
+    async def hosts(
+        self,
+        *,
+        sort: str = "queued",
+        q: str = "",
+        limit: int = 50,
+        offset: int = 0,
+        hosts: Sequence[str] | None = None,
+    ) -> list[HostRow]:
+        query = self._query if self._path is None else self._report
+        return await reports.host_rows(
+            query, sort=sort, q=q, limit=limit, offset=offset, hosts=hosts
+        )
+
+    async def host_controls(self) -> dict[str, HostControl]:
+        rows = await self._query(
+            "SELECT host, paused, blocked_until, delay, concurrency FROM host_controls"
+        )
+        return {str(r[0]): HostControl(str(r[0]), bool(r[1]), *r[2:]) for r in rows}
+
+    async def save_host_control(self, control: HostControl, at: float) -> None:
+        async with self._transaction() as db:
+            if control.empty:
+                await db.execute("DELETE FROM host_controls WHERE host = ?", (control.host,))
+                return
+            await db.execute(
+                "INSERT OR REPLACE INTO host_controls VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    control.host, int(control.paused), control.blocked_until, control.delay,
+                    control.concurrency, at,
+                ),
+            )  # fmt: skip
+
+    async def excludes(self) -> list[str]:
+        rows = await self._query("SELECT pattern FROM excludes ORDER BY added_at, pattern")
+        return [str(r[0]) for r in rows]
+
+    async def save_excludes(self, add: Sequence[str], remove: Sequence[str], at: float) -> None:
+        async with self._transaction() as db:
+            await db.executemany("DELETE FROM excludes WHERE pattern = ?", [(p,) for p in remove])
+            await db.executemany(
+                "INSERT OR IGNORE INTO excludes VALUES (?, ?)", [(p, at) for p in add]
+            )
 
     async def host_states(self, hosts: Sequence[str]) -> dict[str, HostState]:
         found: dict[str, HostState] = {}

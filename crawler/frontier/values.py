@@ -22,7 +22,9 @@ __all__ = [
     "Deferred",
     "Entry",
     "Finished",
+    "HostControl",
     "HostCounts",
+    "HostRow",
     "HostState",
     "HostWait",
     "NewURL",
@@ -46,6 +48,32 @@ class HostState:
     failures: int = 0  # network failures in a row, no answer between them
     down_until: float = 0.0  # given up until then: its URLs fail without a request
     down_reason: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class HostControl:
+    """What the operator set for a host (a politeness key): paused, blocked until a time
+    (wall clock), a delay and a concurrency replacing the configured ones (None: not set)."""
+
+    host: str
+    paused: bool = False
+    blocked_until: float | None = None
+    delay: float | None = None
+    concurrency: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Nothing set: the host goes as configured (the frontier keeps no row)."""
+        return (
+            not self.paused
+            and self.blocked_until is None
+            and self.delay is None
+            and (self.concurrency is None)
+        )
+
+    def holds(self, now: float) -> bool:
+        """No request to the host may start at `now` (wall clock)."""
+        return self.paused or (self.blocked_until is not None and self.blocked_until > now)
 
 
 @dataclass(slots=True, frozen=True)
@@ -102,6 +130,17 @@ class HostCounts:
     host: str
     total: int
     states: dict[str, int]
+
+
+@dataclass(slots=True, frozen=True)
+class HostRow:
+    """A host as the console's table shows it: URLs by state, saved pace, operator's controls."""
+
+    host: str
+    total: int
+    states: dict[str, int]
+    pace: HostState
+    control: HostControl
 
 
 @dataclass(slots=True, frozen=True)

@@ -1,0 +1,124 @@
+"""The operator's console API (issue 15) on a live `crawler serve` crawling loopback hosts:
+the host table, one host's view, and the controls that change a host while the crawl runs,
+checked at the servers."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import servers as site
+from tests.servers import Site, SiteFactory
+from tests.service import Service
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.slow
+
+PAGES = 60
+
+
+def _site(make_site: SiteFactory, ip: str) -> Site:
+    s = make_site(ip)
+    s.route("*", site.ok(b"<html>page</html>"))
+    return s
+
+
+def _patch(svc: Service, host: str, change: dict[str, object]) -> dict[str, object]:
+    status, body = svc.call(
+        "PATCH", f"/hosts/{host}", json.dumps(change).encode(), {"Content-Type": JSON}
+    )
+    assert status == 200, body
+    return json.loads(body)
+
+
+JSON = "application/json"
+
+
+def test_hosts_are_listed_paused_slowed_and_kept_across_a_restart(
+    tmp_path: Path, make_site: SiteFactory, services: list[Service]
+) -> None:
+    a, b = _site(make_site, "127.0.0.2"), _site(make_site, "127.0.0.3")
+    host_a, host_b = a.base_url.split("//")[1], b.base_url.split("//")[1]
+    data = tmp_path / "crawl"
+    svc = Service(data, "politeness.delay=0.2", "politeness.per_host_concurrency=1")
+    services.append(svc)
+    urls = [s.url(f"/p{i}") for s in (a, b) for i in range(PAGES)]
+    svc.json("POST", "/seeds", "\n".join(urls).encode())
+    eventually(lambda: len(a.hits), 10, "host a fetched", until=lambda n: n >= 3)
+
+    # Paused: nothing more starts there (what was in flight finishes); the other goes on.
+    view = _patch(svc, host_a, {"paused": True})
+    assert (view["paused"], view["held"]) == (True, True)
+    time.sleep(0.5)  # in flight at the pause: done by now
+    held_at, b_at = len(a.hits), len(b.hits)
+    time.sleep(1.5)
+    assert len(a.hits) == held_at
+    assert len(b.hits) > b_at + 3
+    table = svc.json("GET", "/hosts?sort=queued")
+    rows = {row["host"]: row for row in table["hosts"]}
+    assert rows[host_a]["paused"] is True
+    assert rows[host_a]["queued"] + rows[host_a]["leased"] == PAGES - held_at
+    assert rows[host_b]["done"] > 0
+    assert [r["host"] for r in svc.json("GET", f"/hosts?q={host_b[:9]}")["hosts"]] == [host_b]
+
+    # Unpaused: it goes on. Slowed: the gaps its server sees are the delay set.
+    _patch(svc, host_a, {"paused": None})
+    eventually(lambda: len(a.hits), 10, "host a again", until=lambda n: n > held_at + 2)
+    view = _patch(svc, host_b, {"delay": 0.8})
+    assert view["operator_delay"] == 0.8
+    slowed_at = time.monotonic()
+    starts = eventually(
+        lambda: [h.started for h in b.hits if h.started > slowed_at + 0.3],
+        20,
+        "b fetched thrice slowed",
+        until=lambda found: len(found) >= 3,
+    )
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert gaps
+    assert min(gaps) >= 0.8 - 0.01
+    one = svc.json("GET", f"/hosts/{host_b}")
+    assert one["delay"] == 0.8
+    assert one["delay_source"] == "operator"
+    assert one["events"][0]["outcome"] == "done"
+    assert svc.call("GET", "/hosts/nowhere.example")[0] == 404
+
+    # Kept in the frontier: paused again, then restarted, it stays paused.
+    _patch(svc, host_b, {"paused": True, "delay": None})
+    assert svc.stop() == 143
+    before = len(b.hits)
+    svc = Service(data, "politeness.delay=0.2", "politeness.per_host_concurrency=1")
+    services.append(svc)
+    time.sleep(1.5)
+    assert len(b.hits) == before
+    one = svc.json("GET", f"/hosts/{host_b}")
+    assert (one["paused"], one["operator_delay"]) == (True, None)
+
+
+def test_bad_changes_are_refused_with_the_key_named(
+    tmp_path: Path, services: list[Service]
+) -> None:
+    svc = Service(tmp_path / "crawl")
+    services.append(svc)
+    for change, words in (
+        ({"paused": "yes"}, "paused"),
+        ({"delay": -1}, "delay"),
+        ({"per_host_concurrency": 0}, "per_host_concurrency"),
+        ({"blocked_until": "tomorrow"}, "blocked_until"),
+        ({"colour": "red"}, "unknown key 'colour'"),
+        ([], "JSON object"),
+    ):
+        status, body = svc.call("PATCH", "/hosts/a.example", json.dumps(change).encode())
+        assert status == 400
+        assert words in json.loads(body)["error"]
+    assert svc.call("PATCH", "/hosts/a.example", b"{nope")[0] == 400
+    assert svc.call("GET", "/hosts?sort=colour")[0] == 400
+    assert svc.call("GET", "/hosts?limit=0")[0] == 400
+    assert svc.call("DELETE", "/hosts/a.example")[0] == 405
+    assert svc.last_headers["allow"] == "GET, HEAD, PATCH"
+    # set before the host has a URL: in force once it has some
+    assert svc.json("PATCH", "/hosts/a.example", b'{"paused": true}')["paused"] is True
+    assert svc.json("GET", "/hosts/a.example")["paused"] is True
