@@ -9,6 +9,7 @@
     GET  /hosts     the host table: ?sort=queued|inflight|errors|done|total&q=&limit=&offset=
     GET  /hosts/H   one host: its counts, pace, controls, robots.txt and last fetch events
     PATCH /hosts/H  {"paused", "blocked_until", "delay", "per_host_concurrency"} (null: undo)
+    GET  /excludes  the live exclude patterns; POST / DELETE {"pattern": regex} add / remove
     GET  /openapi.json  the OpenAPI 3.1 description of all this
     POST /pause     stop handing out URLs (in-flight ones finish)
     POST /resume
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
@@ -56,6 +58,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "/pause": _CHANGES,
     "/resume": _CHANGES,
     "/hosts": _READS,
+    "/excludes": ("GET", "HEAD", "POST", "DELETE"),
 }
 HOST_METHODS = ("GET", "HEAD", "PATCH")  # /hosts/{host}
 
@@ -78,6 +81,12 @@ class Backend(Protocol):
     async def host(self, host: str) -> dict[str, Any] | None: ...
 
     async def change_host(self, host: str, change: Any) -> dict[str, Any]: ...
+
+    async def excludes(self) -> dict[str, Any]: ...
+
+    async def add_exclude(self, pattern: str) -> dict[str, Any]: ...
+
+    async def remove_exclude(self, pattern: str) -> dict[str, Any]: ...
 
     def pause(self) -> None: ...
 
@@ -164,11 +173,19 @@ class Api:
                 return 200, _json(openapi.document(__version__)), JSON
             if path == "/hosts":
                 return 200, _json(await backend.hosts(*_host_query(scope))), JSON
+            if path == "/excludes":
+                return 200, _json(await backend.excludes()), JSON
             if path.startswith("/hosts/") and len(path) > len("/hosts/"):
                 view = await backend.host(path[len("/hosts/") :])
                 if view is None:
                     raise BadRequest(404, f"no such host: {path[len('/hosts/') :]}")
                 return 200, _json(view), JSON
+        elif method in ("POST", "DELETE") and path == "/excludes":
+            self._authorise(scope)
+            pattern = _pattern(await self._body(scope, receive))
+            if method == "POST":
+                return 200, _json(await backend.add_exclude(pattern)), JSON
+            return 200, _json(await backend.remove_exclude(pattern)), JSON
         elif method == "PATCH" and path.startswith("/hosts/") and len(path) > len("/hosts/"):
             self._authorise(scope)
             body = await self._body(scope, receive)
@@ -243,6 +260,22 @@ def _header(scope: AsgiScope, name: bytes) -> str | None:
         if key.lower() == name:
             return bytes(value).decode("latin-1")
     return None
+
+
+def _pattern(body: bytes) -> str:
+    """The pattern of a POST or DELETE /excludes body: {"pattern": "<Python regex>"}."""
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(400, f"body is not valid JSON: {exc}") from None
+    pattern = value.get("pattern") if isinstance(value, dict) else None
+    if not isinstance(pattern, str) or not pattern or set(value) != {"pattern"}:
+        raise BadRequest(400, 'body must be {"pattern": "<regex>"}')
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise BadRequest(400, f"pattern {pattern!r} is not a valid regex: {exc}") from None
+    return pattern
 
 
 def _host_query(scope: AsgiScope) -> tuple[str, str, int, int]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -36,7 +37,7 @@ from crawler.scheduler import Scheduler
 from crawler.scope import Scope
 from crawler.seen import Seen
 from crawler.settings import Settings
-from crawler.worker import Worker
+from crawler.worker import EXCLUDED, Worker
 
 log = structlog.get_logger("crawler")
 
@@ -44,6 +45,7 @@ log = structlog.get_logger("crawler")
 # host a delay away from the previous process's last possible request, a fresh crawl does
 # not wait at all.
 BEAT_SECONDS = 1.0
+SWEEP_BATCH = 10_000  # queued URLs read at once when an exclude pattern is added
 CONTROLS_SECONDS = 1.0  # `serve` reads the operator's host controls this often
 RECRAWL_LOOK_SECONDS = 30.0  # `serve` looks for URLs due again at least this often
 
@@ -215,6 +217,7 @@ class Crawl:
         self.tally: Tally | None = None  # set when run() starts
         self.storage_problem: str | None = None  # why output cannot be written now
         self.events = HostEvents()  # each host's last fetch events (the console's)
+        self._submit: MemoryObjectSendStream[Outcome] | None = None
 
     # -- the committer's listener -----------------------------------------------------------
     def committed(self, outcomes: list[Outcome], added: int) -> None:
@@ -239,15 +242,48 @@ class Crawl:
 
     # -- running ----------------------------------------------------------------------------
     async def watch_controls(self) -> None:
-        """`serve`: apply what the operator set for hosts (GET/PATCH /hosts), read from
-        the frontier every CONTROLS_SECONDS: set on another node, or before a restart."""
+        """`serve`: apply what the operator set (PATCH /hosts, /excludes), read from the
+        frontier every CONTROLS_SECONDS: set on another node, or before a restart."""
         frontier, scheduler = self.parts.frontier, self.scheduler
         while True:
             try:
                 scheduler.control(await frontier.host_controls())
+                self.exclude(await frontier.excludes())
             except StorageError as exc:
-                log.warning("host_controls_unread", error=str(exc))
+                log.warning("controls_unread", error=str(exc))
             await anyio.sleep(CONTROLS_SECONDS)
+
+    def exclude(self, patterns: Sequence[str]) -> None:
+        """The live exclude patterns are these (a URL matching one ends skipped, unfetched)."""
+        judge = self.parts.judge
+        if [p.pattern for p in judge.excludes] != list(patterns):
+            judge.excludes = tuple(re.compile(p) for p in patterns)
+
+    async def sweep(self, pattern: str) -> int:
+        """End skipped (reason "excluded") every queued URL `pattern` matches, those this
+        process holds in its buffers too, through the committer like any outcome (index
+        line, commit); how many."""
+        frontier, matcher = self.parts.frontier, re.compile(pattern)
+        lease = self.parts.settings.frontier.lease_seconds
+        swept, after = 0, -(2**63)
+        buffered = self.scheduler.take(lambda url: matcher.search(url) is not None)
+        while (submit := self._submit) is not None:
+            batch = await frontier.queued_urls(after, SWEEP_BATCH)
+            if not batch and not buffered:
+                break
+            after = batch[-1][0] if batch else after
+            keys = [key for key, url in batch if matcher.search(url)]
+            entries = buffered + await frontier.lease(keys, time.time() + lease)
+            buffered = []
+            for done, entry in enumerate(entries):
+                outcome = Outcome.skipped(entry, attempts=entry.attempts, reason=EXCLUDED)
+                try:
+                    await submit.send(outcome)
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    await frontier.release(entries[done:])  # stopping: they stay queued
+                    return swept
+                swept += 1
+        return swept
 
     async def watch_recrawl(self) -> None:
         """`serve`: queue finished URLs again as they come due (crawl.recrawl_after), looking
@@ -332,8 +368,13 @@ class Crawl:
                     outer.start_soon(show_bar, self.tally)
                 for service in services:
                     outer.start_soon(service)
-                with self._workers_scope:
-                    await self._fetch(result_send)
+                self._submit = result_send.clone()  # outcomes that are not a worker's
+                try:
+                    with self._workers_scope:
+                        await self._fetch(result_send)
+                finally:
+                    submit, self._submit = self._submit, None
+                    submit.close()
                 # Workers are gone; the committer drains what they sent, then we stop watching.
                 await committer_done.wait()
                 outer.cancel_scope.cancel()

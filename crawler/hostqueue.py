@@ -154,6 +154,17 @@ class HostQueue:
         slot.hold()
         self.push(budget, slot)
 
+    def take(self, matches: Callable[[str], bool]) -> list[Entry]:
+        """Remove from the buffers the entries whose URL `matches`; those entries."""
+        taken: list[Entry] = []
+        for slot in self.slots.values():
+            if any(matches(entry.url) for entry in slot.queue):
+                kept = [entry for entry in slot.queue if not matches(entry.url)]
+                taken.extend(entry for entry in slot.queue if matches(entry.url))
+                slot.queue = deque(kept)
+        self.buffered -= len(taken)
+        return taken
+
     def held(self, budget: str) -> bool:
         """The operator holds this host (paused, or blocked until later)."""
         control = self.controls.get(budget)

@@ -4,6 +4,7 @@ verdicts, redirect hops, and the links and sitemap entries to add to the frontie
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -50,6 +51,12 @@ class Judge:
         self._scope = scope or Scope(self.crawl)
         self.seen = seen or Seen(self.crawl.sort_query)
         self._wall = wall
+        # The operator's live exclude patterns (`serve`: /excludes), compiled.
+        self.excludes: tuple[re.Pattern[str], ...] = ()
+
+    def excluded(self, url: str) -> bool:
+        """Whether a live exclude pattern matches `url` (it ends skipped, unfetched)."""
+        return any(pattern.search(url) for pattern in self.excludes)
 
     def error(self, entry: Entry, exc: FetchError, attempts: int) -> Outcome:
         verdict = self.policy.for_error(exc, attempts, self._wall())

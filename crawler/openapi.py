@@ -119,6 +119,35 @@ _HOSTS = {
 }
 
 
+_PATTERNS = {
+    "type": "object",
+    "required": ["patterns"],
+    "properties": {
+        "patterns": {"type": "array", "items": {"type": "string"}},
+        "skipped": {"type": "integer", "minimum": 0},
+    },
+}
+_PATTERN_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["pattern"],
+                "additionalProperties": False,
+                "properties": {
+                    "pattern": {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": "A Python regex, searched in each URL.",
+                    }
+                },
+            }
+        }
+    },
+}
+
+
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema,
             "description": description}  # fmt: skip
@@ -230,6 +259,32 @@ def document(version: str) -> dict[str, Any]:
                         "required": True,
                         "content": {"application/json": {"schema": _CHANGE}},
                     },
+                },
+            },
+            "/excludes": {
+                **_read("The live exclude patterns.", _json("Patterns.", _PATTERNS)),
+                "post": {
+                    **_change(
+                        "Add a pattern: queued URLs it matches end skipped (`excluded`) now,"
+                        " later ones before they are fetched.",
+                        _json(
+                            "The patterns, and how many queued URLs were skipped.",
+                            {
+                                **_PATTERNS,
+                                "required": ["patterns", "skipped"],
+                            },
+                        ),
+                        **{"400": _ERROR, "413": _ERROR},
+                    ),
+                    "requestBody": _PATTERN_BODY,
+                },
+                "delete": {
+                    **_change(
+                        "Remove a pattern (URLs it skipped stay skipped).",
+                        _json("The patterns.", _PATTERNS),
+                        **{"400": _ERROR, "413": _ERROR},
+                    ),
+                    "requestBody": _PATTERN_BODY,
                 },
             },
             "/pause": {"post": _change("Stop handing out URLs (in-flight ones finish).", paused)},

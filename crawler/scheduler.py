@@ -208,6 +208,11 @@ class Scheduler:
         self._claimer.claim_now()
         self._wakeup.set()
 
+    def take(self, matches: Callable[[str], bool]) -> list[Entry]:
+        """Take out of the hosts' buffers the entries whose URL `matches` (still leased:
+        the caller completes them)."""
+        return self._hosts.take(matches)
+
     def pause(self, reason: str) -> None:
         """Hand out nothing new until every reason given is resumed (in-flight URLs finish)."""
         self._paused.add(reason)

@@ -169,6 +169,28 @@ class ServiceBackend:
         assert view is not None  # (known=False: a blank host's view)
         return view
 
+    async def excludes(self) -> dict[str, Any]:
+        return {"patterns": await self._frontier.excludes()}
+
+    async def add_exclude(self, pattern: str) -> dict[str, Any]:
+        """`POST /excludes`: kept, in force for every URL not fetched yet; the queued ones
+        it matches end skipped now (the answer says how many)."""
+        await self._frontier.save_excludes([pattern], [], time.time())
+        patterns = await self._frontier.excludes()
+        self._crawl.exclude(patterns)
+        skipped = await self._crawl.sweep(pattern)
+        self._counts = None
+        log.info("exclude_added", pattern=pattern, skipped=skipped)
+        return {"patterns": patterns, "skipped": skipped}
+
+    async def remove_exclude(self, pattern: str) -> dict[str, Any]:
+        """`DELETE /excludes`: URLs it made skipped stay so; later ones are fetched."""
+        await self._frontier.save_excludes([], [pattern], time.time())
+        patterns = await self._frontier.excludes()
+        self._crawl.exclude(patterns)
+        log.info("exclude_removed", pattern=pattern)
+        return {"patterns": patterns}
+
     def pause(self) -> None:
         log.info("paused")
         self._crawl.scheduler.pause("api")

@@ -21,6 +21,7 @@ from crawler.retry import parse_retry_after, retry_in_place
 from crawler.robots import Robots, RobotsDecision
 from crawler.urls import encoded
 
+EXCLUDED = "excluded"  # skipped: an exclude pattern the operator added matches it
 ROBOTS_FETCHED = "robots_fetched"  # its request slot went to the host's robots.txt
 MAX_IN_PLACE_WAIT = 5.0  # an in-place retry never waits longer than this for politeness
 
@@ -112,6 +113,8 @@ class Worker:
         gone = self._scheduler.given_up(entry.host)
         if gone is not None:
             return self._host_given_up(entry, gone)
+        if self._judge.excludes and self._judge.excluded(entry.url):
+            return Outcome.skipped(entry, attempts=entry.attempts, reason=EXCLUDED)
         if self._robots is not None:
             return await self._obey_robots(entry)
         return None

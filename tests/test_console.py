@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests import servers as site
+from tests.crawling import index_lines
 from tests.servers import Site, SiteFactory
 from tests.service import Service
 from tests.waiting import eventually
@@ -122,3 +123,41 @@ def test_bad_changes_are_refused_with_the_key_named(
     # set before the host has a URL: in force once it has some
     assert svc.json("PATCH", "/hosts/a.example", b'{"paused": true}')["paused"] is True
     assert svc.json("GET", "/hosts/a.example")["paused"] is True
+
+
+def test_an_exclude_skips_the_queued_urls_it_matches_and_later_ones(
+    tmp_path: Path, make_site: SiteFactory, services: list[Service]
+) -> None:
+    """POST /excludes: queued URLs matching end skipped ("excluded", an index line each, no
+    request), as do later seeds; the answer says how many were queued. DELETE: later ones
+    are fetched again."""
+    s = _site(make_site, "127.0.0.2")
+    data = tmp_path / "crawl"
+    svc = Service(data, "politeness.delay=0.3", "politeness.per_host_concurrency=1")
+    services.append(svc)
+    urls = [s.url(f"/{kind}/{i}") for i in range(20) for kind in ("public", "private")]
+    svc.json("POST", "/seeds", "\n".join(urls).encode())
+    eventually(lambda: len(s.hits), 10, "the host fetched", until=lambda n: n >= 2)
+
+    answer = svc.json("POST", "/excludes", b'{"pattern": "/private/"}')
+    fetched_before = {h.path for h in s.hits if h.path.startswith("/private/")}
+    assert answer["patterns"] == ["/private/"]
+    assert answer["skipped"] >= 20 - len(fetched_before) - 2  # (two may be buffered)
+    svc.json("POST", "/seeds", s.url("/private/later").encode())
+    lines = eventually(
+        lambda: index_lines(data),
+        30,
+        "every URL final",
+        until=lambda found: len(found) == 41,
+    )
+    excluded = {line["url"] for line in lines if line["reason"] == "excluded"}
+    assert all(line["state"] == "skipped" for line in lines if line["url"] in excluded)
+    private = {s.url(f"/private/{i}") for i in range(20)} | {s.url("/private/later")}
+    assert excluded == private - {s.url(p) for p in fetched_before}
+    assert {h.path for h in s.hits if h.path.startswith("/private/")} == fetched_before
+    assert svc.json("GET", "/excludes") == {"patterns": ["/private/"]}
+
+    assert svc.call("POST", "/excludes", b'{"pattern": "(unclosed"}')[0] == 400
+    assert svc.json("DELETE", "/excludes", b'{"pattern": "/private/"}') == {"patterns": []}
+    svc.json("POST", "/seeds", s.url("/private/after").encode())
+    eventually(lambda: s.hits_for("/private/after"), 10, "fetched once more allowed")

@@ -222,6 +222,14 @@ class Frontier(Protocol):
         """Replace a host's controls (an empty one removes them)."""
         ...
 
+    async def queued_urls(self, after: int, limit: int) -> list[tuple[int, str]]:
+        """(key, URL) of up to `limit` queued URLs with a key above `after`, in key order."""
+        ...
+
+    async def lease(self, keys: Sequence[int], lease_until: float) -> list[Entry]:
+        """Lease the URLs of `keys` still queued, under a new token; their entries."""
+        ...
+
     async def excludes(self) -> list[str]:
         """The live exclude patterns, oldest first."""
         ...

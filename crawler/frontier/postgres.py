@@ -125,6 +125,11 @@ _LEASE = (
     "UPDATE urls SET state = 'leased', lease_until = $1, lease_token = $3, lease_node = $4"
     f" WHERE key = ANY($2::bigint[]) AND lease_token IS NULL RETURNING {_ENTRY}"
 )
+# Listed URLs, those still queued (the operator's exclude sweep).
+_LEASE_QUEUED = (
+    "UPDATE urls SET state = 'leased', lease_until = $1, lease_token = $3, lease_node = $4"
+    f" WHERE key = ANY($2::bigint[]) AND state = 'queued' RETURNING {_ENTRY}"
+)
 _UNCLAIM = (
     "UPDATE urls SET state = 'queued', lease_until = NULL, lease_token = NULL,"
     " lease_node = NULL WHERE lease_token = $1 AND state = 'leased' RETURNING host"
@@ -890,6 +895,36 @@ class PostgresFrontier:
             )  # fmt: skip
 
         await self._run(save)
+
+    async def queued_urls(self, after: int, limit: int) -> list[tuple[int, str]]:
+        rows = await self._run(
+            lambda conn: conn.fetch(
+                "SELECT key, url FROM urls WHERE key > $1 AND state = 'queued'"
+                " ORDER BY key LIMIT $2",
+                after,
+                limit,
+            )
+        )
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    async def lease(self, keys: Sequence[int], lease_until: float) -> list[Entry]:
+        if not keys:
+            return []
+
+        async def lease(conn: Conn) -> list[Entry]:
+            token = int(await conn.fetchval("SELECT nextval('lease_tokens')"))
+            moves = Moves()
+            entries = []
+            for row in await conn.fetch(
+                _LEASE_QUEUED, lease_until, sorted(set(keys)), token, self._node
+            ):
+                entry = entry_of(tuple(row))
+                moves.moved(entry.host, "queued", "leased")
+                entries.append(entry)
+            await moves.write(conn)
+            return entries
+
+        return await self._run(lease)
 
     async def excludes(self) -> list[str]:
         rows = await self._run(

@@ -19,7 +19,7 @@ import anyio
 
 from crawler.errors import StorageError
 from crawler.frontier import reports, sqlite_fencing, sqlite_insert, sqlite_recrawl
-from crawler.frontier.sqlite_claim import RoundRobin
+from crawler.frontier.sqlite_claim import RoundRobin, lease_keys
 from crawler.frontier.sqlite_errors import storage_error
 from crawler.frontier.sqlite_schema import migrate, migrations_dir
 from crawler.frontier.values import (
@@ -321,6 +321,19 @@ class SQLiteFrontier:
                     control.concurrency, at,
                 ),
             )  # fmt: skip
+
+    async def queued_urls(self, after: int, limit: int) -> list[tuple[int, str]]:
+        rows = await self._query(
+            "SELECT key, url FROM urls WHERE key > ? AND state = 'queued' ORDER BY key LIMIT ?",
+            (after, limit),
+        )
+        return [(int(key), str(url)) for key, url in rows]
+
+    async def lease(self, keys: Sequence[int], lease_until: float) -> list[Entry]:
+        if not keys:
+            return []
+        async with self._transaction() as db:
+            return await lease_keys(db, list(keys), lease_until)
 
     async def excludes(self) -> list[str]:
         rows = await self._query("SELECT pattern FROM excludes ORDER BY added_at, pattern")

@@ -75,7 +75,7 @@ class RoundRobin:
             self._cursor = filled_at
         if not keys:
             return []
-        return await _lease(db, keys, lease_until)
+        return await lease_keys(db, keys, lease_until)
 
     async def _walk(self, db: aiosqlite.Connection, limit: int) -> list[str]:
         """Up to `limit` hosts with queued URLs, after the cursor and then from the start."""
@@ -95,7 +95,7 @@ async def _pick(
         return [(str(host), int(key)) for host, key in await cursor.fetchall()]
 
 
-async def _lease(db: aiosqlite.Connection, keys: list[int], lease_until: float) -> list[Entry]:
+async def lease_keys(db: aiosqlite.Connection, keys: list[int], lease_until: float) -> list[Entry]:
     """Lease these URLs (those still queued) under the next token of the counter row."""
     async with db.execute(_NEXT_TOKEN) as cursor:
         token = await cursor.fetchone()
