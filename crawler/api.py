@@ -1,5 +1,7 @@
 """The HTTP API of `crawler serve`: a small ASGI app, served by hypercorn in the crawl's loop.
 
+    GET  /          the operator's console (one HTML page, shipped in the package)
+    GET  /events    Server-Sent Events: the crawl's progress once a second
     GET  /healthz   liveness: the process answers
     GET  /readyz    database open, writer healthy, disk space above service.min_free_bytes
     GET  /status    `crawler status --json` plus rates, pause state and busiest hosts' pace
@@ -36,7 +38,7 @@ from hypercorn.config import Config
 
 from crawler import __version__, openapi
 from crawler.addresses import split_listen
-from crawler.console import BadChange
+from crawler.console import BadChange, console_page
 from crawler.settings import ServiceSettings
 
 AsgiScope = MutableMapping[str, Any]
@@ -45,6 +47,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_URLS_PER_POST = 1_000_000
+EVENT_SECONDS = 1.0  # GET /events: one progress object this often
 _READS = ("GET", "HEAD")
 _CHANGES = ("POST",)
 # The methods each endpoint answers (a 405 names them in its Allow header).
@@ -59,6 +62,8 @@ METHODS: dict[str, tuple[str, ...]] = {
     "/resume": _CHANGES,
     "/hosts": _READS,
     "/excludes": ("GET", "HEAD", "POST", "DELETE"),
+    "/events": ("GET",),
+    "/": _READS,
 }
 HOST_METHODS = ("GET", "HEAD", "PATCH")  # /hosts/{host}
 
@@ -83,6 +88,8 @@ class Backend(Protocol):
     async def change_host(self, host: str, change: Any) -> dict[str, Any]: ...
 
     async def excludes(self) -> dict[str, Any]: ...
+
+    def progress(self) -> dict[str, Any]: ...
 
     async def add_exclude(self, pattern: str) -> dict[str, Any]: ...
 
@@ -110,6 +117,7 @@ class Api:
         self._settings = settings
         host, _ = split_listen(settings.listen)
         self._loopback_only = ipaddress.ip_address(host).is_loopback
+        self.stopping = anyio.Event()  # set when the service stops: event streams end
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -119,6 +127,9 @@ class Api:
             return
         started = time.perf_counter()
         method, path = scope["method"], scope["path"]
+        if method == "GET" and path == "/events":
+            await self._events(scope, receive, send)
+            return
         extra: list[tuple[bytes, bytes]] = []
         try:
             status, body, content_type = await self._route(method, path, scope, receive)
@@ -145,6 +156,36 @@ class Api:
             client=(scope.get("client") or ("",))[0],
         )
 
+    async def _events(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        """Server-Sent Events: the crawl's progress once a second (the console's plots),
+        until the client goes away or the service stops."""
+        log.info("api_request", method="GET", path="/events", status=200, ms=0.0,
+                 client=(scope.get("client") or ("",))[0])  # fmt: skip
+        headers = [
+            (b"content-type", b"text/event-stream"),
+            (b"cache-control", b"no-store"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        async with anyio.create_task_group() as tg:
+
+            async def until_gone() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(until_gone)
+            while not self.stopping.is_set():
+                data = json.dumps(self._backend.progress())
+                await send(
+                    {"type": "http.response.body", "body": f"data: {data}\n\n".encode(),
+                     "more_body": True}
+                )  # fmt: skip
+                with anyio.move_on_after(EVENT_SECONDS):
+                    await self.stopping.wait()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            tg.cancel_scope.cancel()
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
@@ -161,6 +202,8 @@ class Api:
         if method in ("GET", "HEAD"):
             if path == "/healthz":
                 return 200, _json({"ok": True}), JSON
+            if path == "/":
+                return 200, console_page(), "text/html; charset=utf-8"
             if path == "/readyz":
                 ready, checks = await backend.readiness()
                 return (200 if ready else 503), _json({"ready": ready, **checks}), JSON

@@ -12,17 +12,32 @@ import math
 import time
 from collections import OrderedDict, deque
 from datetime import datetime
+from importlib import resources
 from typing import Any
 
 from crawler.frontier.values import HostControl, HostRow
 from crawler.models import Outcome
 from crawler.output.jsonl import rfc3339
 
-__all__ = ["CONTROL_KEYS", "BadChange", "HostEvents", "changed_control", "host_view", "timestamp"]
+__all__ = [
+    "CONTROL_KEYS",
+    "BadChange",
+    "HostEvents",
+    "changed_control",
+    "console_page",
+    "host_view",
+    "timestamp",
+]
 
 CONTROL_KEYS = ("paused", "blocked_until", "delay", "per_host_concurrency")
 EVENTS_PER_HOST = 50
 EVENT_HOSTS = 2_000  # hosts whose events are kept (the most recently active ones)
+
+
+def console_page() -> bytes:
+    """The console's page: one HTML file with its script and styles, nothing fetched from
+    elsewhere (crawler/static/console.html)."""
+    return (resources.files("crawler") / "static" / "console.html").read_bytes()
 
 
 class HostEvents:
@@ -58,8 +73,9 @@ class HostEvents:
         return list(reversed(self._events.get(host, ())))
 
     def last_error(self, host: str) -> dict[str, Any] | None:
+        """The newest event that failed or is to be retried (a skip is no error)."""
         for event in self.of(host):
-            if event["reason"] is not None:
+            if event["outcome"] in ("failed", "retry"):
                 return event
         return None
 

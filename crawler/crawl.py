@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -217,6 +218,7 @@ class Crawl:
         self.tally: Tally | None = None  # set when run() starts
         self.storage_problem: str | None = None  # why output cannot be written now
         self.events = HostEvents()  # each host's last fetch events (the console's)
+        self.statuses: Counter[str] = Counter()  # final outcomes by status class ("2xx", "none")
         self._submit: MemoryObjectSendStream[Outcome] | None = None
 
     # -- the committer's listener -----------------------------------------------------------
@@ -227,6 +229,9 @@ class Crawl:
         for outcome in outcomes:
             self.metrics.record(outcome)
             self.events.record(outcome)
+            if outcome.final:
+                status = outcome.status
+                self.statuses["none" if status is None else f"{status // 100}xx"] += 1
 
     def stalled(self, problem: str | None) -> None:
         """Output cannot be written (disk full, read-only) or can again: hold the claims."""

@@ -198,6 +198,27 @@ def document(version: str) -> dict[str, Any]:
         },
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "paths": {
+            "/": _read(
+                "The operator's console: one HTML page (its script and styles inline).",
+                {
+                    "description": "The page.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                },
+            ),
+            "/events": {
+                "get": {
+                    "summary": "Server-Sent Events: the crawl's progress once a second, as long"
+                    " as the client stays (what the console plots).",
+                    "responses": {
+                        "200": {
+                            "description": "`data: {...}` events: at, total, states, rates,"
+                            " bytes, statuses (final outcomes by status class), in_flight,"
+                            " paused, storage_problem.",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             "/healthz": _read(
                 "Liveness: the process answers.",
                 _json("Alive.", {"type": "object", "required": ["ok"]}),

@@ -169,6 +169,22 @@ class ServiceBackend:
         assert view is not None  # (known=False: a blank host's view)
         return view
 
+    def progress(self) -> dict[str, Any]:
+        """`GET /events`: what the console plots, once a second (totals since the start
+        of this process; the page takes differences)."""
+        crawl, tally = self._crawl, self._crawl.tally
+        return {
+            "at": time.time(),
+            "total": tally.total if tally else 0,
+            "states": dict(tally.states) if tally else {},
+            "rates": tally.rates() if tally else {},
+            "bytes": tally.bytes if tally else 0,
+            "statuses": dict(crawl.statuses),
+            "in_flight": crawl.scheduler.inflight,
+            "paused": crawl.scheduler.paused,
+            "storage_problem": crawl.storage_problem,
+        }
+
     async def excludes(self) -> dict[str, Any]:
         return {"patterns": await self._frontier.excludes()}
 
@@ -249,5 +265,6 @@ async def serve(crawl: Crawl, data_dir: Path) -> int | None:
             ]
             result = await crawl.run(services)
         finally:
+            api.stopping.set()
             shutdown.set()
     return result.interrupted

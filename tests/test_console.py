@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,25 @@ def test_an_exclude_skips_the_queued_urls_it_matches_and_later_ones(
     assert svc.json("DELETE", "/excludes", b'{"pattern": "/private/"}') == {"patterns": []}
     svc.json("POST", "/seeds", s.url("/private/after").encode())
     eventually(lambda: s.hits_for("/private/after"), 10, "fetched once more allowed")
+
+
+def test_events_stream_progress_once_a_second_and_the_page_is_served(
+    tmp_path: Path, services: list[Service]
+) -> None:
+    svc = Service(tmp_path / "crawl")
+    services.append(svc)
+    with urllib.request.urlopen(svc.base + "/events", timeout=10) as stream:
+        assert stream.headers["Content-Type"] == "text/event-stream"
+        events = []
+        while len(events) < 2:
+            line = stream.readline().decode()
+            if line.startswith("data: "):
+                events.append(json.loads(line[len("data: ") :]))
+    assert 0.5 < events[1]["at"] - events[0]["at"] < 2.0
+    assert {"total", "states", "rates", "bytes", "statuses", "in_flight"} <= set(events[0])
+    status, page = svc.call("GET", "/")
+    assert status == 200
+    assert svc.last_headers["content-type"] == "text/html; charset=utf-8"
+    assert b"<title>crawler console</title>" in page
+    assert b"http://" not in page
+    assert b"https://" not in page
