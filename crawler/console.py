@@ -99,6 +99,7 @@ def host_view(
         "host": row.host,
         "total": row.total,
         **row.states,
+        "reasons": row.reasons,  # failed and skipped URLs by reason
         "in_flight": live.get("in_flight", 0),
         "buffered": live.get("buffered", 0),
         "delay": live.get("delay"),

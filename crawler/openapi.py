@@ -68,6 +68,11 @@ _HOST = {
         "done": {"type": "integer"},
         "failed": {"type": "integer"},
         "skipped": {"type": "integer"},
+        "reasons": {
+            "type": "object",
+            "description": "Failed and skipped URLs by state, then reason.",
+            "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
         "in_flight": {"type": "integer"},
         "buffered": {"type": "integer"},
         "delay": {"type": ["number", "null"]},

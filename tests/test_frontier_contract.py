@@ -1034,25 +1034,37 @@ async def test_excludes_are_kept_in_the_order_added(frontier: Frontier) -> None:
 
 
 async def test_the_host_table_sorts_filters_and_pages(frontier: Frontier) -> None:
-    """`hosts`: a row per host with its URLs by state, saved pace and controls; sorted most
-    first (then by name), filtered by a substring (`_` and `%` taken literally), paged."""
+    """`hosts`: a row per host with its URLs by state (failed and skipped ones by reason),
+    saved pace and controls; sorted most first (then by name), filtered by a substring (`_`
+    and `%` taken literally), paged."""
     urls = [f"http://big.example/{i}" for i in range(5)] + ["http://a_b.example/1"]
     urls += [f"http://small.example/{i}" for i in range(2)] + ["http://axb.example/1"]
     await frontier.add([_new(u) for u in urls])
-    await frontier.commit(CommitBatch(hosts=[HostState("small.example", 2.0, NOW + 60, 1)]))
+    small = [e for e in await frontier.claim(50, NOW, LEASE) if e.host == "small.example"]
+    await frontier.commit(
+        CommitBatch(
+            finished=[
+                Finished(small[0].key, State.FAILED, "http_404", 404, 1, NOW, small[0].token),
+                Finished(small[1].key, State.SKIPPED, "robots", None, 0, NOW, small[1].token),
+            ],
+            hosts=[HostState("small.example", 2.0, NOW + 60, 1)],
+        )
+    )
+    await frontier.release_all()
     await frontier.save_host_control(HostControl("small.example", paused=True, delay=3.0), NOW)
 
     rows = await frontier.hosts(sort="queued", limit=2)
-    assert [(r.host, r.states["queued"]) for r in rows] == [
-        ("big.example", 5),
-        ("small.example", 2),
-    ]
+    assert [(r.host, r.states["queued"]) for r in rows] == [("big.example", 5), ("a_b.example", 1)]
     assert [r.host for r in await frontier.hosts(limit=2, offset=2)] == [
-        "a_b.example",
-        "axb.example",
-    ]
+        "axb.example", "small.example"
+    ]  # fmt: skip
     [row] = await frontier.hosts(q="a_b")
     assert (row.host, row.total) == ("a_b.example", 1)
-    [row] = await frontier.hosts(hosts=["small.example"])
+    [row] = await frontier.hosts(sort="errors", limit=1)
+    assert row.host == "small.example"
+    assert row.reasons == {"failed": {"http_404": 1}, "skipped": {"robots": 1}}
     assert (row.pace.level, row.pace.blocked_until) == (2.0, NOW + 60)
     assert row.control == HostControl("small.example", paused=True, delay=3.0)
+    assert [r.host for r in await frontier.hosts(hosts=["small.example", "none.example"])] == [
+        "small.example"
+    ]

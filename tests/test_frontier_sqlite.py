@@ -389,7 +389,7 @@ async def test_tallies_agree_with_a_scan_through_every_kind_of_change(db_path: P
 
 # What migrations 0011 (recrawl) and 0012 (console) added, taken away again: the schema of a
 # version before them.
-UNDO_0011 = "DROP TABLE host_controls; DROP TABLE excludes;"
+UNDO_0011 = "DROP TABLE host_controls; DROP TABLE excludes; DROP INDEX urls_host_reasons;"
 UNDO_0011 += "DROP INDEX urls_recrawl; DROP TABLE visits;" + "".join(
     f" ALTER TABLE urls DROP COLUMN {column};"
     for column in (

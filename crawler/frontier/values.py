@@ -141,6 +141,7 @@ class HostRow:
     states: dict[str, int]
     pace: HostState
     control: HostControl
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)  # state -> reason -> n
 
 
 @dataclass(slots=True, frozen=True)

@@ -17,3 +17,12 @@ CREATE TABLE excludes (
     pattern  TEXT PRIMARY KEY,
     added_at DOUBLE PRECISION NOT NULL
 );
+-- URLs failed or skipped by host and reason (the console's "failed by reason" per host): only
+-- those rows are indexed, so a fetch that succeeds costs this index nothing.
+CREATE INDEX urls_host_reasons ON urls (host, reason) WHERE state IN ('failed', 'skipped');
+-- The host table sorted by each of its columns (GET /hosts?sort=...): the first page of a
+-- million hosts in milliseconds instead of a sort of them all (0.2-0.3 s).
+CREATE INDEX host_urls_queued ON host_urls (queued DESC, host);
+CREATE INDEX host_urls_done ON host_urls (done DESC, host);
+CREATE INDEX host_urls_failed ON host_urls (failed DESC, host);
+CREATE INDEX host_urls_total ON host_urls (total DESC, host);
