@@ -94,6 +94,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                     _report(report)
                 await recrawl_due(frontier, Schedule.of(settings.crawl))
                 crawl = Crawl(parts, progress_bar=bar)
+                crawl.exclude(await frontier.excludes())  # the operator's, kept (serve)
                 if serving:
                     from crawler import serve  # the API server: not loaded for `run` (0.1 s)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests import servers as site
-from tests.crawling import index_lines
+from tests.crawling import crawl, index_lines
 from tests.servers import Site, SiteFactory
 from tests.service import Service
 from tests.waiting import eventually
@@ -184,3 +184,21 @@ def test_events_stream_progress_once_a_second_and_the_page_is_served(
     assert b"<title>crawler console</title>" in page
     assert b"http://" not in page
     assert b"https://" not in page
+
+
+def test_a_later_run_of_the_crawl_honours_the_excludes_kept(
+    tmp_path: Path, make_site: SiteFactory, services: list[Service]
+) -> None:
+    s = _site(make_site, "127.0.0.2")
+    data = tmp_path / "crawl"
+    svc = Service(data)
+    services.append(svc)
+    assert svc.json("POST", "/excludes", b'{"pattern": "/private/"}')["skipped"] == 0
+    assert svc.stop() == 143
+    assert crawl(data, [s.url("/private/1"), s.url("/public/1")]) == 0
+    lines = {line["url"]: line for line in index_lines(data)}
+    assert (lines[s.url("/private/1")]["state"], lines[s.url("/private/1")]["reason"]) == (
+        "skipped", "excluded"
+    )  # fmt: skip
+    assert lines[s.url("/public/1")]["state"] == "done"
+    assert [h.path for h in s.hits] == ["/public/1"]
