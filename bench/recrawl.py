@@ -21,6 +21,7 @@ from typing import Any
 from bench.run import (
     Run,
     _tail,
+    bulk_settings,
     crawler_exe,
     describe,
     generate_corpus,
@@ -30,19 +31,6 @@ from bench.run import (
 )
 
 TARGET_SPEEDUP = 1.5  # recrawl pages/s over the first crawl's
-
-
-def _settings(args: argparse.Namespace) -> list[str]:
-    """The bulk run's settings (as bench/run.py's run_crawler)."""
-    per_host = -(-args.crawler_concurrency // args.hosts)
-    sets = [
-        "politeness.delay=0",
-        f"politeness.per_host_concurrency={per_host}",
-        f"fetch.concurrency={args.crawler_concurrency}",
-        'network.allowed_networks=["127.0.0.0/8"]',
-        'log.level="warning"',
-    ]
-    return [arg for s in sets for arg in ("--set", s)]
 
 
 def _visits(data_dir: Path) -> Counter[str]:
@@ -63,19 +51,19 @@ def _round(args: argparse.Namespace, seeds_file: Path, pages: int, i: int) -> di
     exe, where = str(crawler_exe()), ["--data-dir", str(data_dir)]
     logs = args.workdir / "runs"
     first = measure(
-        [exe, "run", *where, "--seeds", str(seeds_file), *_settings(args), "--quiet"],
+        [exe, "run", *where, "--seeds", str(seeds_file), *bulk_settings(args), "--quiet"],
         logs / f"recrawl-first-{i}.log",
         args.timeout,
     )
     first.ok = first.exit_code == 0 and _visits(data_dir) == Counter({"full": pages})
     seed = measure(
-        [exe, "seed", *where, "--recrawl", str(seeds_file), *_settings(args)],
+        [exe, "seed", *where, "--recrawl", str(seeds_file), *bulk_settings(args)],
         logs / f"recrawl-seed-{i}.log",
         args.timeout,
     )
     seed.ok = seed.exit_code == 0
     again = measure(
-        [exe, "run", *where, *_settings(args), "--quiet"],
+        [exe, "run", *where, *bulk_settings(args), "--quiet"],
         logs / f"recrawl-again-{i}.log",
         args.timeout,
     )

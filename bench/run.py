@@ -377,6 +377,21 @@ def check_index(data_dir: Path, expected: list[str]) -> dict[str, Any]:
     }
 
 
+def bulk_settings(args: argparse.Namespace, *more: str) -> list[str]:
+    """The crawler's `--set` arguments in the benchmark: politeness opened up (no delay,
+    concurrency spread over the hosts), loopback allowed, warnings only; and `more`."""
+    per_host = -(-args.crawler_concurrency // args.hosts)
+    sets = [
+        "politeness.delay=0",
+        f"politeness.per_host_concurrency={per_host}",
+        f"fetch.concurrency={args.crawler_concurrency}",
+        'network.allowed_networks=["127.0.0.0/8"]',
+        'log.level="warning"',
+        *more,
+    ]
+    return [arg for s in sets for arg in ("--set", s)]
+
+
 def run_crawler(
     args: argparse.Namespace, seeds_file: Path, expected: list[str], i: int, crawl: bool = False
 ) -> Run:
@@ -387,23 +402,10 @@ def run_crawler(
     name = "crawler-crawl" if crawl else "crawler"
     data_dir = args.workdir / "runs" / f"{name}-{i}"
     shutil.rmtree(data_dir, ignore_errors=True)
-    per_host = -(-args.crawler_concurrency // args.hosts)
     cmd = [str(crawler_exe()), "run", "--data-dir", str(data_dir), "--seeds", str(seeds_file)]
     if crawl:
         cmd += ["--max-depth", str(CRAWL_MAX_DEPTH)]
-    cmd += [
-        "--set",
-        "politeness.delay=0",
-        "--set",
-        f"politeness.per_host_concurrency={per_host}",
-        "--set",
-        f"fetch.concurrency={args.crawler_concurrency}",
-        "--set",
-        'network.allowed_networks=["127.0.0.0/8"]',
-        "--set",
-        'log.level="warning"',
-        "--quiet",
-    ]
+    cmd += [*bulk_settings(args), "--quiet"]
     log = args.workdir / "runs" / f"{name}-{i}.log"
     run = measure(cmd, log, args.timeout)
     if run.exit_code == 0:

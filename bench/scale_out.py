@@ -30,6 +30,7 @@ from bench import pg
 from bench.run import (
     Run,
     _tail,
+    bulk_settings,
     check_index,
     crawler_exe,
     generate_corpus,
@@ -44,16 +45,7 @@ TARGET_PG_VS_SQLITE = 0.8  # one node on PostgreSQL: at least this share of SQLi
 
 def _settings(args: argparse.Namespace, url: str) -> list[str]:
     """The bulk run's settings (as bench/run.py's run_crawler), on the shared frontier."""
-    per_host = -(-args.crawler_concurrency // args.hosts)
-    sets = [
-        "politeness.delay=0",
-        f"politeness.per_host_concurrency={per_host}",
-        f"fetch.concurrency={args.crawler_concurrency}",
-        'network.allowed_networks=["127.0.0.0/8"]',
-        'log.level="warning"',
-        f'storage.url="{url}"',
-    ]
-    return [arg for s in sets for arg in ("--set", s)]
+    return bulk_settings(args, f'storage.url="{url}"')
 
 
 def _seed(args: argparse.Namespace, url: str, seeds_file: Path, where: Path) -> None:

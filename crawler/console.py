@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 CONTROL_KEYS = ("paused", "blocked_until", "delay", "per_host_concurrency")
+MAX_CONCURRENCY = 32  # per_host_concurrency the console may set (each origin's pool allows it)
 EVENTS_PER_HOST = 50
 EVENT_HOSTS = 2_000  # hosts whose events are kept (the most recently active ones)
 
@@ -145,9 +146,13 @@ def changed_control(current: HostControl, change: Any) -> HostControl:
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # JSON has one kind of number: 2.0 is 2
         if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 1 <= value <= MAX_CONCURRENCY
         ):
-            raise BadChange("per_host_concurrency: must be an integer from 1 to 1000, or null")
+            raise BadChange(
+                f"per_host_concurrency: must be an integer from 1 to {MAX_CONCURRENCY}, or null"
+            )
         control = _replace(control, concurrency=value)
     return control
 

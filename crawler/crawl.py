@@ -19,7 +19,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from crawler.committer import Committer
-from crawler.console import HostEvents
+from crawler.console import MAX_CONCURRENCY, HostEvents
 from crawler.dns import Resolver
 from crawler.errors import StorageError
 from crawler.fetcher import Fetcher
@@ -117,7 +117,9 @@ def _judge(settings: Settings, policy: RetryPolicy, seen: Seen) -> Judge:
 
 
 def _fetcher(settings: Settings, frontier: Frontier, resolver: Resolver) -> Fetcher:
-    connections = [settings.politeness.per_host_concurrency]
+    # Each origin's pool allows what the console may set for a host (the scheduler keeps
+    # the requests in flight to what is set; an idle connection is kept only once opened).
+    connections = [settings.politeness.per_host_concurrency, MAX_CONCURRENCY]
     connections += [p.per_host_concurrency or 0 for p in settings.profiles.all]
     return Fetcher(
         settings.fetch,

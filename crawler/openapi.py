@@ -105,7 +105,11 @@ _CHANGE = {
             ],
         },
         "delay": {"type": ["number", "null"], "minimum": 0, "maximum": 86400},
-        "per_host_concurrency": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000},
+        "per_host_concurrency": {  # console.MAX_CONCURRENCY
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": 32,
+        },
     },
 }
 

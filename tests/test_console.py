@@ -109,6 +109,7 @@ def test_bad_changes_are_refused_with_the_key_named(
         ({"paused": "yes"}, "paused"),
         ({"delay": -1}, "delay"),
         ({"per_host_concurrency": 0}, "per_host_concurrency"),
+        ({"per_host_concurrency": 33}, "from 1 to 32"),
         ({"blocked_until": "tomorrow"}, "blocked_until"),
         ({"colour": "red"}, "unknown key 'colour'"),
         ([], "JSON object"),
@@ -202,3 +203,20 @@ def test_a_later_run_of_the_crawl_honours_the_excludes_kept(
     )  # fmt: skip
     assert lines[s.url("/public/1")]["state"] == "done"
     assert [h.path for h in s.hits] == ["/public/1"]
+
+
+def test_a_concurrency_set_for_a_host_is_what_its_server_sees(
+    tmp_path: Path, make_site: SiteFactory, services: list[Service]
+) -> None:
+    s = make_site("127.0.0.2")
+    s.route("*", site.slow(0.4))
+    host = s.base_url.split("//")[1]
+    svc = Service(tmp_path / "crawl", "politeness.per_host_concurrency=1", "politeness.delay=0")
+    services.append(svc)
+    svc.json("POST", "/seeds", "\n".join(s.url(f"/p{i}") for i in range(40)).encode())
+    eventually(lambda: len(s.hits), 10, "the host fetched", until=lambda n: n >= 3)
+    assert s.max_in_flight == 1
+    assert _patch(svc, host, {"per_host_concurrency": 3})["per_host_concurrency"] == 3
+    eventually(lambda: s.max_in_flight, 10, "three in flight", until=lambda n: n == 3)
+    time.sleep(1.0)
+    assert s.max_in_flight == 3  # never more
