@@ -23,7 +23,7 @@ from crawler.console import MAX_CONCURRENCY, HostEvents
 from crawler.dns import Resolver
 from crawler.errors import StorageError
 from crawler.fetcher import Fetcher
-from crawler.frontier import Frontier
+from crawler.frontier import Frontier, HostControl
 from crawler.guard import AddressGuard
 from crawler.judge import Judge
 from crawler.metrics import Metrics
@@ -252,9 +252,15 @@ class Crawl:
         """`serve`: apply what the operator set (PATCH /hosts, /excludes), read from the
         frontier every CONTROLS_SECONDS: set on another node, or before a restart."""
         frontier, scheduler = self.parts.frontier, self.scheduler
+        applied: dict[str, HostControl] | None = None
         while True:
             try:
-                scheduler.control(await frontier.host_controls())
+                controls = await frontier.host_controls()
+                # Applied again while any is timed: its blocked_until may just have passed.
+                timed = any(c.blocked_until is not None for c in controls.values())
+                if controls != applied or timed:
+                    scheduler.control(controls)
+                    applied = controls
                 self.exclude(await frontier.excludes())
             except StorageError as exc:
                 log.warning("controls_unread", error=str(exc))
