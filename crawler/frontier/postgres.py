@@ -961,7 +961,10 @@ class PostgresFrontier:
         with anyio.CancelScope(shield=True):
             with contextlib.suppress(StorageError):  # else their holds run out by themselves
                 await self._run(self._give_up_hosts)
-            await self._pool.close()
+            try:
+                await self._pool.close()
+            except _DB_ERRORS:  # a connection the server has just dropped: nothing to say
+                self._pool.terminate()
 
 
 # The nodes, with the URLs each holds (the index of leased rows: only those are read).
