@@ -98,6 +98,7 @@ def host_view(
         down = {"reason": saved.down_reason, "until": timestamp(saved.down_until)}
     return {
         "host": row.host,
+        "key": control.host,  # the politeness budget it draws on (politeness.key)
         "total": row.total,
         **row.states,
         "reasons": row.reasons,  # failed and skipped URLs by reason

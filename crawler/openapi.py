@@ -62,6 +62,7 @@ _HOST = {
                  "paused", "held", "operator_delay", "per_host_concurrency"],
     "properties": {
         "host": {"type": "string"},
+        "key": {"type": "string", "description": "The politeness budget (politeness.key)."},
         "total": {"type": "integer"},
         "queued": {"type": "integer"},
         "leased": {"type": "integer"},

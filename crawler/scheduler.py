@@ -193,6 +193,15 @@ class Scheduler:
             "next_start": self._wall() + max(0.0, slot.next_start - self._clock()),
         }
 
+    async def budget_of(self, host: str) -> str:
+        """The politeness budget `host` draws on (`politeness.key`), learnt if need be."""
+        await self._keys.learn([host])
+        return self._keys.of(host)
+
+    def known_budget(self, host: str) -> str:
+        """The budget of `host` as known now (its own until learnt, for key `ip`)."""
+        return self._keys.of(host)
+
     def busiest(self, limit: int) -> list[str]:
         """The budgets with most requests in flight now (most first)."""
         active = [(slot.inflight, budget) for budget, slot in self._slots.items() if slot.inflight]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,7 @@ class ServiceBackend:
             rows = await self._frontier.hosts(hosts=busiest)
         else:
             rows = await self._frontier.hosts(sort=sort, q=q, limit=limit, offset=offset)
+        rows = await self._budget_controls(rows)
         views = [
             host_view(row, scheduler.pace_of(row.host), self._crawl.events, now) for row in rows
         ]
@@ -139,6 +141,7 @@ class ServiceBackend:
             blank = {s.value: 0 for s in State}
             rows = [HostRow(host, 0, blank, HostState(host, 0, 0), control or HostControl(host))]
         now = time.time()
+        rows = await self._budget_controls(rows)
         view = host_view(rows[0], self._crawl.scheduler.pace_of(host), self._crawl.events, now)
         robots = await self._frontier.robots(host)
         view["robots"] = None
@@ -153,16 +156,30 @@ class ServiceBackend:
         view["events"] = self._crawl.events.of(host)
         return view
 
+    async def _budget_controls(self, rows: list[HostRow]) -> list[HostRow]:
+        """With politeness.key `domain` or `ip`, a host's controls are its budget's (the
+        table's join matched them by host name)."""
+        if self._settings.politeness.key == "host" or not rows:
+            return rows
+        controls = await self._frontier.host_controls()
+        scheduler = self._crawl.scheduler
+        budgets = [scheduler.known_budget(row.host) for row in rows]
+        return [
+            replace(row, control=controls.get(budget, HostControl(budget)))
+            for row, budget in zip(rows, budgets, strict=True)
+        ]
+
     async def change_host(self, host: str, change: Any) -> dict[str, Any]:
         """`PATCH /hosts/{host}`: the operator's controls changed (and kept), in force at
         once here (other nodes read them within a second)."""
+        key = await self._crawl.scheduler.budget_of(host)  # what politeness.key makes it
         controls = await self._frontier.host_controls()
-        control = changed_control(controls.get(host, HostControl(host)), change)
+        control = changed_control(controls.get(key, HostControl(key)), change)
         await self._frontier.save_host_control(control, time.time())
         if control.empty:
-            controls.pop(host, None)
+            controls.pop(key, None)
         else:
-            controls[host] = control
+            controls[key] = control
         self._crawl.scheduler.control(controls)
         log.info("host_controlled", host=host, **{k: change[k] for k in sorted(change)})
         view = await self.host(host, known=False)

@@ -220,3 +220,35 @@ def test_a_concurrency_set_for_a_host_is_what_its_server_sees(
     eventually(lambda: s.max_in_flight, 10, "three in flight", until=lambda n: n == 3)
     time.sleep(1.0)
     assert s.max_in_flight == 3  # never more
+
+
+def test_with_key_ip_a_control_holds_for_every_host_on_that_address(
+    tmp_path: Path, make_site: SiteFactory, services: list[Service]
+) -> None:
+    """politeness.key = "ip": two sites on one address are one budget, and what is set for
+    one of them (by its host:port) holds for both, and shows on both rows."""
+    one, two = _site(make_site, "127.0.0.2"), _site(make_site, "127.0.0.2")
+    host_one, host_two = one.base_url.split("//")[1], two.base_url.split("//")[1]
+    svc = Service(
+        tmp_path / "crawl",
+        'politeness.key="ip"',
+        "politeness.delay=0.2",
+        "politeness.per_host_concurrency=1",
+    )
+    services.append(svc)
+    urls = [s.url(f"/p{i}") for s in (one, two) for i in range(40)]
+    svc.json("POST", "/seeds", "\n".join(urls).encode())
+    eventually(lambda: len(one.hits) + len(two.hits), 10, "fetching", until=lambda n: n >= 3)
+    view = _patch(svc, host_one, {"paused": True})
+    assert (view["key"], view["paused"]) == ("127.0.0.2", True)
+    time.sleep(0.6)
+    held = len(one.hits), len(two.hits)
+    time.sleep(1.2)
+    assert (len(one.hits), len(two.hits)) == held
+    rows = {row["host"]: row for row in svc.json("GET", "/hosts")["hosts"]}
+    assert rows[host_one]["paused"] is True
+    assert rows[host_two]["paused"] is True
+    _patch(svc, host_two, {"paused": None})  # the same budget: undone for both
+    eventually(
+        lambda: len(one.hits) + len(two.hits), 10, "fetching again", until=lambda n: n > sum(held)
+    )
