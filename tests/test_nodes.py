@@ -110,8 +110,7 @@ def test_two_nodes_started_together_share_the_crawl_exactly_once(
         name: cli_process(tmp_path / name, *_node(tmp_path / name, url, name, seeds, *more))
         for name in ("a", "b")
     }
-    for proc in procs.values():
-        code, err = _finish(proc)
+    for code, err in [_finish(proc) for proc in procs.values()]:  # all reaped, then judged
         assert code == 0, err
     lines = {name: index_lines(tmp_path / name) for name in procs}
     assert all(lines.values()), {name: len(found) for name, found in lines.items()}
@@ -319,8 +318,7 @@ def test_connections_cut_mid_crawl_lose_nothing(tmp_path: Path, make_site: SiteF
         return cuts
 
     assert anyio.run(cut) > 0
-    for proc in procs.values():
-        code, out = _finish(proc)
+    for code, out in [_finish(proc) for proc in procs.values()]:  # all reaped, then judged
         assert code == 0, out
     seen = Counter(line["url"] for n in procs for line in index_lines(tmp_path / n))
     assert sorted(seen) == sorted(urls)
