@@ -918,6 +918,26 @@ def seed_benchmark(args: argparse.Namespace, results: dict[str, Any]) -> None:
         )
 
 
+def _module_benchmark(args: argparse.Namespace, results: dict[str, Any]) -> int:
+    """`--only scale-out` (bench/scale_out.py) or `--only recrawl` (bench/recrawl.py): run
+    it, print its table, write results.json; 0 if every run was right."""
+    sys.path.insert(0, str(BENCH_DIR.parent))  # run as a script: make `bench` importable
+    if args.only == "scale-out":
+        from bench.scale_out import print_scale_out, scale_out_benchmark
+
+        scale_out_benchmark(args, results)
+        print_scale_out(results)
+    else:
+        from bench.recrawl import print_recrawl, recrawl_benchmark
+
+        recrawl_benchmark(args, results)
+        print_recrawl(results)
+    out = args.workdir / "results.json"
+    out.write_text(json.dumps(results, indent=1))
+    print(f"\nresults: {out}")
+    return 0 if results[args.only.replace("-", "_")]["ok"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     (args.workdir / "runs").mkdir(parents=True, exist_ok=True)
@@ -935,26 +955,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "targets": TARGETS,
     }
-    if args.only == "scale-out":
-        sys.path.insert(0, str(BENCH_DIR.parent))  # run as a script: make `bench` importable
-        from bench.scale_out import print_scale_out, scale_out_benchmark
-
-        scale_out_benchmark(args, results)
-        print_scale_out(results)
-        out = args.workdir / "results.json"
-        out.write_text(json.dumps(results, indent=1))
-        print(f"\nresults: {out}")
-        return 0 if results["scale_out"]["ok"] else 1
-    if args.only == "recrawl":
-        sys.path.insert(0, str(BENCH_DIR.parent))  # run as a script: make `bench` importable
-        from bench.recrawl import print_recrawl, recrawl_benchmark
-
-        recrawl_benchmark(args, results)
-        print_recrawl(results)
-        out = args.workdir / "results.json"
-        out.write_text(json.dumps(results, indent=1))
-        print(f"\nresults: {out}")
-        return 0 if results["recrawl"]["ok"] else 1
+    if args.only in ("scale-out", "recrawl"):
+        return _module_benchmark(args, results)
     if args.only == "world":
         world_benchmark(args, results)
     elif args.only != "seed":

@@ -41,15 +41,20 @@ def console_page() -> bytes:
     return (resources.files("crawler") / "static" / "console.html").read_bytes()
 
 
+_Event = tuple[str, float, str, int | None, str | None, int]
+
+
 class HostEvents:
     """The last fetch events of the hosts most recently active (bounded in both ways)."""
 
     def __init__(self, per_host: int = EVENTS_PER_HOST, hosts: int = EVENT_HOSTS) -> None:
         self._per_host = per_host
         self._hosts = hosts
-        self._events: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
+        # host -> (url, at, outcome, status, reason, ms) of its last events
+        self._events: OrderedDict[str, deque[_Event]] = OrderedDict()
 
     def record(self, outcome: Outcome) -> None:
+        """Note one outcome (on the commit path: a tuple now, the JSON when asked for)."""
         host = outcome.entry.host
         events = self._events.get(host)
         if events is None:
@@ -59,19 +64,23 @@ class HostEvents:
         else:
             self._events.move_to_end(host)
         events.append(
-            {
-                "url": outcome.entry.url,
-                "at": rfc3339(outcome.fetched_at or time.time()),
-                "outcome": outcome.state.value if outcome.final else "retry",
-                "status": outcome.status,
-                "reason": outcome.reason,
-                "ms": outcome.elapsed_ms,
-            }
+            (
+                outcome.entry.url,
+                outcome.fetched_at or time.time(),
+                outcome.state.value if outcome.final else "retry",
+                outcome.status,
+                outcome.reason,
+                outcome.elapsed_ms,
+            )
         )
 
     def of(self, host: str) -> list[dict[str, Any]]:
         """Newest first."""
-        return list(reversed(self._events.get(host, ())))
+        return [
+            {"url": url, "at": rfc3339(at), "outcome": outcome, "status": status,
+             "reason": reason, "ms": ms}
+            for url, at, outcome, status, reason, ms in reversed(self._events.get(host, ()))
+        ]  # fmt: skip
 
     def last_error(self, host: str) -> dict[str, Any] | None:
         """The newest event that failed or is to be retried (a skip is no error)."""
