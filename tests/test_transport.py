@@ -96,7 +96,7 @@ class _Pool(httpx2.AsyncBaseTransport):
 @pytest.mark.anyio
 async def test_each_origin_gets_a_pool_and_idle_ones_are_closed_past_the_limit() -> None:
     made: list[_Pool] = []
-    transport = PerOriginTransport(lambda: _Pool(made), max_idle=2)
+    transport = PerOriginTransport(lambda origin: _Pool(made), max_idle=2)
     async with httpx2.AsyncClient(transport=transport) as client:
         for url in ("http://a.test/1", "http://a.test/2", "https://a.test/", "http://b.test/"):
             await client.get(url)

@@ -34,6 +34,14 @@ def note_connection(host: str) -> None:
         opened.append(host)
 
 
+def mark_sending() -> None:
+    """Tell the fetch in progress (once) that its request goes out now."""
+    sending = SENDING.get()
+    if sending is not None:
+        SENDING.set(None)
+        sending()
+
+
 def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -55,7 +63,7 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
         self._guard = guard
         self._resolver = resolver or Resolver()
 
-    async def _addresses(self, host: str, port: int) -> list[str]:
+    async def addresses(self, host: str, port: int) -> list[str]:
         if is_ip(host):
             if self._guard is not None and not self._guard.permits(host, port):
                 raise errors.BlockedAddress(f"{host} is a blocked address")
@@ -78,7 +86,7 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
     ) -> httpcore2.AsyncNetworkStream:
         note_connection(host)
         last: Exception | None = None
-        for address in await self._addresses(host, port):
+        for address in await self.addresses(host, port):
             try:
                 stream = await self._inner.connect_tcp(
                     address, port, timeout, local_address, socket_options
@@ -117,10 +125,7 @@ class Connection(httpcore2.AsyncNetworkStream):
         return await self._inner.read(max_bytes, timeout)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        sending = SENDING.get()
-        if sending is not None:
-            SENDING.set(None)
-            sending()
+        mark_sending()
         await self._inner.write(buffer, timeout)
 
     async def aclose(self) -> None:

@@ -16,6 +16,7 @@ import httpx2
 
 from crawler import errors
 from crawler.dns import Resolver
+from crawler.fetcher.http11 import Http11Pool, connector
 from crawler.fetcher.network import GuardedBackend
 from crawler.fetcher.pool import PoolTransport, new_pool
 from crawler.guard import AddressGuard
@@ -72,7 +73,7 @@ class PerOriginTransport(httpx2.AsyncBaseTransport):
     `max_idle` are closed, least recently used first.
     """
 
-    def __init__(self, make: Callable[[], httpx2.AsyncBaseTransport], max_idle: int) -> None:
+    def __init__(self, make: Callable[[Origin], httpx2.AsyncBaseTransport], max_idle: int) -> None:
         self._make = make
         self._max_idle = max_idle
         self._pools: dict[Origin, httpx2.AsyncBaseTransport] = {}
@@ -86,7 +87,7 @@ class PerOriginTransport(httpx2.AsyncBaseTransport):
             await self._evict()
             pool = self._pools.get(origin)  # another request may have made it meanwhile
             if pool is None:
-                pool = self._pools[origin] = self._make()
+                pool = self._pools[origin] = self._make(origin)
         self._idle.pop(origin, None)
         self._active[origin] = self._active.get(origin, 0) + 1
         try:
@@ -120,7 +121,8 @@ class PerOriginTransport(httpx2.AsyncBaseTransport):
 
 class GuardedPools:
     """The default TransportFactory: for each spec, one small pool per origin, connecting
-    only where the guard permits (behind a proxy the proxy connects: no guard then)."""
+    only where the guard permits (behind a proxy the proxy connects: no guard then).
+    Plain-HTTP origins reached directly get http11.py's pools, the others httpcore2's."""
 
     def __init__(
         self, settings: FetchSettings, guard: AddressGuard, *, resolver: Resolver, per_host: int
@@ -131,19 +133,24 @@ class GuardedPools:
         self._per_host = per_host
 
     def __call__(self, spec: TransportSpec) -> httpx2.AsyncBaseTransport:
+        backend = GuardedBackend(None if spec.proxy else self._guard, self._resolver)
         pool_settings: dict[str, Any] = {
             "max_connections": self._per_host,
             "max_keepalive_connections": self._per_host,
             "keepalive_expiry": KEEPALIVE_SECONDS,
             "http1": True,
             "http2": self._settings.http2,
-            "network_backend": GuardedBackend(None if spec.proxy else self._guard, self._resolver),
+            "network_backend": backend,
         }
         proxy, ssl_context = spec.proxy, ssl_context_for(spec)
-        return PerOriginTransport(
-            lambda: PoolTransport(new_pool(proxy, ssl_context, pool_settings)),
-            max_idle=self._settings.concurrency,
-        )
+        connect = connector(backend.addresses)
+
+        def make(origin: Origin) -> httpx2.AsyncBaseTransport:
+            if origin[0] == b"http" and not proxy:
+                return Http11Pool(connect, self._per_host, KEEPALIVE_SECONDS)
+            return PoolTransport(new_pool(proxy, ssl_context, pool_settings))
+
+        return PerOriginTransport(make, max_idle=self._settings.concurrency)
 
 
 def ssl_context_for(spec: TransportSpec) -> ssl.SSLContext:

@@ -1,0 +1,393 @@
+"""The HTTP/1.1 transport of plain-HTTP origins (crawler/fetcher/http11.py), through the
+Fetcher with default settings, against servers on loopback that answer byte by byte as a
+script says: what old, broken and hostile servers send."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import anyio
+import httpx2
+import pytest
+
+from crawler import errors
+from crawler.fetcher import Fetcher
+from crawler.fetcher.http11 import request_head
+from crawler.guard import AddressGuard
+from crawler.settings import FetchSettings
+
+LOOPBACK = AddressGuard(["127.0.0.0/8"])
+Script = Callable[["Peer"], None]
+
+
+class Peer:
+    """One accepted connection, as a script sees it."""
+
+    def __init__(self, sock: socket.socket, number: int) -> None:
+        self.sock = sock
+        self.number = number  # 0 for the server's first connection
+        self._buffer = b""
+
+    def request(self) -> bytes | None:
+        """The next request head; None when the client closed."""
+        while b"\r\n\r\n" not in self._buffer:
+            data = self.sock.recv(65536)
+            if not data:
+                return None
+            self._buffer += data
+        head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
+        return head + b"\r\n\r\n"
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+
+class Server:
+    """A TCP server on 127.0.0.1; each connection is run by `script` in a thread."""
+
+    def __init__(self, script: Script) -> None:
+        self._script = script
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.open = 0
+        self.peak_open = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                number, self.connections = self.connections, self.connections + 1
+                self.open += 1
+                self.peak_open = max(self.peak_open, self.open)
+            threading.Thread(target=self._run, args=(sock, number), daemon=True).start()
+
+    def _run(self, sock: socket.socket, number: int) -> None:
+        peer = Peer(sock, number)
+        original = peer.request
+
+        def request() -> bytes | None:
+            head = original()
+            if head is not None:
+                self.requests.append(head)
+            return head
+
+        peer.request = request  # type: ignore[method-assign]
+        try:
+            self._script(peer)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self.open -= 1
+            sock.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@contextmanager
+def serving(script: Script) -> Iterator[Server]:
+    server = Server(script)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def keep_answering(answer: bytes) -> Script:
+    """Answer every request on a connection with `answer`, keeping it open."""
+
+    def script(peer: Peer) -> None:
+        while peer.request() is not None:
+            peer.send(answer)
+
+    return script
+
+
+async def fetch(server: Server, path: str = "/", **settings: float) -> tuple[int, bytes, dict]:
+    fetcher = Fetcher(FetchSettings(**settings), LOOPBACK)  # type: ignore[arg-type]
+    try:
+        return await _get(fetcher, server.url(path))
+    finally:
+        await fetcher.aclose()
+
+
+async def _get(fetcher: Fetcher, url: str) -> tuple[int, bytes, dict]:
+    response, digest = await fetcher.fetch(url)
+    try:
+        body = response.body.read()
+        facts = {
+            "reason": response.reason_phrase,
+            "version": response.http_version,
+            "headers": response.headers,
+            "digest": digest,
+            "request": response.request_headers,
+            "peer": response.peer,
+        }
+        return response.status, body, facts
+    finally:
+        response.close()
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+
+
+@pytest.mark.anyio
+async def test_keep_alive_one_connection_and_the_request_sent_is_the_one_recorded() -> None:
+    with serving(keep_answering(OK)) as server:
+        fetcher = Fetcher(FetchSettings(), LOOPBACK)
+        try:
+            results = [await _get(fetcher, server.url(f"/p{i}?q=1")) for i in range(5)]
+        finally:
+            await fetcher.aclose()
+    assert server.connections == 1
+    for i, (status, body, facts) in enumerate(results):
+        assert (status, body, facts["reason"], facts["version"]) == (
+            200,
+            b"hello",
+            "OK",
+            "HTTP/1.1",
+        )
+        assert facts["peer"] == "127.0.0.1"
+        sent = server.requests[i].decode("latin-1").split("\r\n")
+        assert sent[0] == f"GET /p{i}?q=1 HTTP/1.1"
+        assert [tuple(line.split(": ", 1)) for line in sent[1:-2]] == facts["request"]
+
+
+@pytest.mark.anyio
+async def test_old_servers_bare_lf_and_a_body_to_the_close() -> None:
+    def script(peer: Peer) -> None:
+        peer.request()
+        peer.send(b"HTTP/1.0 200 Fine\nServer: old\n\nthe body runs to the close")
+
+    with serving(script) as server:
+        fetcher = Fetcher(FetchSettings(), LOOPBACK)
+        try:
+            first = await _get(fetcher, server.url())
+            second = await _get(fetcher, server.url())
+        finally:
+            await fetcher.aclose()
+    assert first[:2] == second[:2] == (200, b"the body runs to the close")
+    assert (first[2]["reason"], first[2]["version"]) == ("Fine", "HTTP/1.0")
+    assert first[2]["headers"] == [("Server", "old")]
+    assert server.connections == 2  # closed by the server: never reused
+
+
+@pytest.mark.anyio
+async def test_what_h11_accepted_is_still_accepted() -> None:
+    answer = (
+        b"HTTP/1.1 200 OK\r\nX-Folded: one\r\n two\r\nX-Ctl: a\x01b\r\n"
+        b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    )
+    with serving(keep_answering(answer)) as server:
+        status, body, facts = await fetch(server)
+    assert (status, body) == (200, b"ok")
+    assert ("X-Folded", "one two") in facts["headers"]
+    assert ("X-Ctl", "a\x01b") in facts["headers"]
+
+
+@pytest.mark.anyio
+async def test_informational_responses_are_skipped_and_chunked_bodies_joined() -> None:
+    answer = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext=1\r\nhello\r\n1 \r\n!\r\n0\r\nX-Trailer: t\r\n\r\n"
+    )
+    with serving(keep_answering(answer)) as server:
+        status, body, facts = await fetch(server)
+    assert (status, body) == (200, b"hello!")
+    assert facts["headers"] == [("Transfer-Encoding", "chunked")]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+        b"HELLO\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Nul: a\x00b\r\nContent-Length: 0\r\n\r\n",
+        b"",
+    ],
+    ids=["cut-short", "chunked-cut-short", "not-http", "two-lengths", "bad-name", "nul", "silent"],
+)
+async def test_broken_responses_are_protocol_errors(answer: bytes) -> None:
+    def script(peer: Peer) -> None:
+        peer.request()
+        peer.send(answer)
+
+    with serving(script) as server, pytest.raises(errors.ProtocolError):
+        await fetch(server)
+
+
+@pytest.mark.anyio
+async def test_an_endless_head_is_refused_without_waiting_for_a_timeout() -> None:
+    def script(peer: Peer) -> None:
+        peer.request()
+        peer.send(b"HTTP/1.1 200 OK\r\n")
+        for i in range(100_000):
+            peer.send(b"X-Filler-%d: %s\r\n" % (i, b"x" * 100))
+
+    started = time.monotonic()
+    with serving(script) as server, pytest.raises(errors.ProtocolError, match="head over"):
+        await fetch(server)
+    assert time.monotonic() - started < FetchSettings().read_timeout
+
+
+@pytest.mark.anyio
+async def test_a_closed_or_chatty_idle_connection_is_not_reused() -> None:
+    def script(peer: Peer) -> None:
+        peer.request()
+        peer.send(OK)
+        if peer.number == 0:
+            return  # the server closes the kept-alive connection while it is idle
+        if peer.number == 1:
+            peer.send(b"HTTP/1.1 200 OK\r\n\r\n")  # and this one talks while idle
+            time.sleep(5)
+
+    with serving(script) as server:
+        fetcher = Fetcher(FetchSettings(), LOOPBACK)
+        try:
+            for _ in range(3):
+                assert (await _get(fetcher, server.url()))[:2] == (200, b"hello")
+                await anyio.sleep(0.2)
+        finally:
+            await fetcher.aclose()
+    assert server.connections == 3
+
+
+@pytest.mark.anyio
+async def test_a_second_response_to_one_request_leaves_the_connection_unused() -> None:
+    with serving(keep_answering(OK + OK)) as server:
+        fetcher = Fetcher(FetchSettings(), LOOPBACK)
+        try:
+            for _ in range(2):
+                assert (await _get(fetcher, server.url()))[:2] == (200, b"hello")
+        finally:
+            await fetcher.aclose()
+    assert server.connections == 2
+
+
+@pytest.mark.anyio
+async def test_a_failure_on_a_reused_connection_says_so() -> None:
+    def script(peer: Peer) -> None:
+        peer.request()
+        peer.send(OK)
+        peer.request()  # read the second request, then hang up without an answer
+
+    with serving(script) as server:
+        fetcher = Fetcher(FetchSettings(), LOOPBACK)
+        try:
+            await _get(fetcher, server.url())
+            with pytest.raises(errors.FetchError) as failed:
+                await _get(fetcher, server.url())
+        finally:
+            await fetcher.aclose()
+    assert failed.value.fresh_connection is False
+    assert "disconnected without sending a response" in str(failed.value)
+
+
+@pytest.mark.anyio
+async def test_a_stalled_body_times_out_and_the_slot_comes_back() -> None:
+    def script(peer: Peer) -> None:
+        while peer.request() is not None:
+            if peer.number == 0:
+                peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+                time.sleep(5)
+                return
+            peer.send(OK)
+
+    with serving(script) as server:
+        fetcher = Fetcher(FetchSettings(read_timeout=0.5), LOOPBACK, per_host_connections=1)
+        try:
+            with pytest.raises(errors.FetchTimeout):
+                await _get(fetcher, server.url())
+            assert (await _get(fetcher, server.url()))[:2] == (200, b"hello")
+        finally:
+            await fetcher.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_deadline_mid_body_frees_the_only_connection() -> None:
+    def script(peer: Peer) -> None:
+        while peer.request() is not None:
+            if peer.number == 0:
+                peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+                for _ in range(100):
+                    peer.send(b"x")
+                    time.sleep(0.05)
+                return
+            peer.send(OK)
+
+    with serving(script) as server:
+        settings = FetchSettings(deadline=1.0)
+        fetcher = Fetcher(settings, LOOPBACK, per_host_connections=1)
+        try:
+            with pytest.raises(errors.DeadlineExceeded):
+                await _get(fetcher, server.url())
+            assert (await _get(fetcher, server.url()))[:2] == (200, b"hello")
+        finally:
+            await fetcher.aclose()
+    assert server.connections == 2
+
+
+@pytest.mark.anyio
+async def test_the_pool_holds_per_host_connections_and_queues_the_rest() -> None:
+    def script(peer: Peer) -> None:
+        while peer.request() is not None:
+            time.sleep(0.1)
+            peer.send(OK)
+
+    results: list[int] = []
+    with serving(script) as server:
+        fetcher = Fetcher(FetchSettings(), LOOPBACK, per_host_connections=2)
+
+        async def one(i: int) -> None:
+            results.append((await _get(fetcher, server.url(f"/{i}")))[0])
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in range(8):
+                    tg.start_soon(one, i)
+        finally:
+            await fetcher.aclose()
+    assert results == [200] * 8
+    assert (server.connections, server.peak_open) == (2, 2)
+
+
+@pytest.mark.anyio
+async def test_a_large_body_arrives_whole_while_reading_is_paused_and_resumed() -> None:
+    payload = bytes(range(256)) * 40_000  # 10 MB, many times the read-ahead limit
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(payload), payload)
+    with serving(keep_answering(answer)) as server:
+        status, body, facts = await fetch(server)
+    assert (status, len(body)) == (200, len(payload))
+    assert body == payload
+    assert facts["digest"] == "sha1:" + base64.b32encode(hashlib.sha1(payload).digest()).decode()
+
+
+def test_a_header_that_would_split_the_request_is_refused() -> None:
+    request = httpx2.Request("GET", "http://a.test/", headers={"X-A": "1"})
+    assert request_head(request).startswith(b"GET / HTTP/1.1\r\nHost: a.test\r\nX-A: 1\r\n")
+    bad = httpx2.Request("GET", "http://a.test/", headers=[(b"X-A", b"1\r\nX-Injected: 2")])
+    with pytest.raises(httpx2.LocalProtocolError):
+        request_head(bad)
