@@ -20,6 +20,7 @@ from crawler import errors
 from crawler.fetcher import Fetcher
 from crawler.fetcher.http11 import request_head
 from crawler.guard import AddressGuard
+from crawler.profiles import load_profiles
 from crawler.settings import FetchSettings
 
 LOOPBACK = AddressGuard(["127.0.0.0/8"])
@@ -391,3 +392,29 @@ def test_a_header_that_would_split_the_request_is_refused() -> None:
     bad = httpx2.Request("GET", "http://a.test/", headers=[(b"X-A", b"1\r\nX-Injected: 2")])
     with pytest.raises(httpx2.LocalProtocolError):
         request_head(bad)
+
+
+@pytest.mark.anyio
+async def test_a_url_of_no_profile_is_sent_as_the_client_would_send_it() -> None:
+    """The fetcher builds requests of profile-less URLs itself and hands them to the
+    transport; a URL of a profile (here one that changes nothing) goes through httpx2's
+    client. Both heads must be the same, header for header, recrawl headers included."""
+    with serving(keep_answering(OK)) as server:
+        profiles = load_profiles([{"hosts": ["localhost"], "headers": {}}])
+        fetcher = Fetcher(FetchSettings(), LOOPBACK, profiles=profiles)
+        conditional = [
+            ("If-None-Match", '"v1"'),
+            ("If-Modified-Since", "Tue, 01 Dec 2026 00:00:00 GMT"),
+        ]
+        try:
+            for host in ("127.0.0.1", "localhost"):
+                for extra in ((), conditional):
+                    response, _ = await fetcher.fetch(
+                        f"http://{host}:{server.port}/a?b", headers=extra
+                    )
+                    response.close()
+        finally:
+            await fetcher.aclose()
+    heads = [head.replace(b"localhost", b"127.0.0.1") for head in server.requests]
+    assert (heads[0], heads[1]) == (heads[2], heads[3])
+    assert b'\r\nIf-None-Match: "v1"\r\nIf-Modified-Since: Tue' in heads[1]

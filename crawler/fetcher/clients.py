@@ -37,7 +37,11 @@ class Clients:
         self._default = TransportSpec(proxy=proxy_from(settings), ca_bundle=settings.ca_bundle)
         self._clients: dict[TransportSpec, httpx2.AsyncClient] = {}
         self._token_clients: dict[TransportSpec, httpx2.AsyncClient] = {}
+        self._transports: dict[httpx2.AsyncClient, httpx2.AsyncBaseTransport] = {}
         self.default = self.for_profile(None)
+        # What the default client sends through: the fetcher hands a request without
+        # credentials or cookies to it directly (the client's layers would add nothing).
+        self.default_transport = self._transports[self.default]
 
     def spec_of(self, profile: Profile | None) -> TransportSpec:
         """The transport a profile's URLs go through: its own, filled in from the defaults."""
@@ -65,8 +69,9 @@ class Clients:
         return client
 
     def _new(self, spec: TransportSpec) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(
-            transport=self._make_transport(spec),
+        transport = self._make_transport(spec)
+        client = httpx2.AsyncClient(
+            transport=transport,
             timeout=self._timeout,
             follow_redirects=False,
             trust_env=False,
@@ -80,6 +85,8 @@ class Clients:
                 "Accept-Encoding": ACCEPT_ENCODING,
             },
         )
+        self._transports[client] = transport
+        return client
 
     async def aclose(self) -> None:
         for client in [*self._clients.values(), *self._token_clients.values()]:
