@@ -52,9 +52,11 @@ class Peer:
 class Server:
     """A TCP server on 127.0.0.1; each connection is run by `script` in a thread."""
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, host: str = "127.0.0.1") -> None:
         self._script = script
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.create_server((host, 0), family=family)
+        self.host = f"[{host}]" if ":" in host else host
         self.port = self._listener.getsockname()[1]
         self.connections = 0
         self.requests: list[bytes] = []
@@ -64,7 +66,7 @@ class Server:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.host}:{self.port}{path}"
 
     def _accept(self) -> None:
         while True:
@@ -103,8 +105,8 @@ class Server:
 
 
 @contextmanager
-def serving(script: Script) -> Iterator[Server]:
-    server = Server(script)
+def serving(script: Script, host: str = "127.0.0.1") -> Iterator[Server]:
+    server = Server(script, host)
     try:
         yield server
     finally:
@@ -169,6 +171,28 @@ async def test_keep_alive_one_connection_and_the_request_sent_is_the_one_recorde
         sent = server.requests[i].decode("latin-1").split("\r\n")
         assert sent[0] == f"GET /p{i}?q=1 HTTP/1.1"
         assert [tuple(line.split(": ", 1)) for line in sent[1:-2]] == facts["request"]
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+async def test_an_ipv6_peer_is_reached_and_recorded() -> None:
+    with serving(keep_answering(OK), "::1") as server:
+        fetcher = Fetcher(FetchSettings(), AddressGuard(["::1/128"]))
+        try:
+            status, body, facts = await _get(fetcher, server.url("/v6"))
+        finally:
+            await fetcher.aclose()
+    assert (status, body, facts["peer"]) == (200, b"hello", "::1")
+    assert server.requests[0].startswith(b"GET /v6 HTTP/1.1\r\nHost: [::1]:")
 
 
 @pytest.mark.anyio
