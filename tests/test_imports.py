@@ -56,6 +56,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "fetcher.body",
             "fetcher.clients",
             "fetcher.http11",
+            "fetcher.http11_pool",
             "fetcher.network",
             "fetcher.pool",
             "fetcher.transport",

@@ -16,7 +16,7 @@ import httpx2
 
 from crawler import errors
 from crawler.dns import Resolver
-from crawler.fetcher.http11 import Http11Pool, connector
+from crawler.fetcher.http11_pool import Http11Pool, connector
 from crawler.fetcher.network import GuardedBackend
 from crawler.fetcher.pool import PoolTransport, new_pool
 from crawler.guard import AddressGuard
