@@ -11,9 +11,9 @@ Waiting for the pool and connecting use anyio as everywhere else.
 What the fetcher relies on is kept: the httpx2 transport contract and httpx2's errors; at
 most `max_connections` per origin with keep-alive expiry (http11_pool.py); the connect,
 read, write and pool timeouts of the request's `timeout` extension; a connection the server
-closed or wrote to while idle is never reused; the guard, the crawl's resolver, `note_connection` and
-`mark_sending` of network.py. HTTPS and proxies stay on httpcore2 (TLS, ALPN and h2,
-CONNECT and SOCKS).
+closed or wrote to while idle is never reused; the guard, the crawl's resolver,
+`note_connection` and `mark_sending` of network.py. HTTPS and proxies stay on httpcore2
+(TLS, ALPN and h2, CONNECT and SOCKS).
 
 Parsing is as strict as llhttp's defaults but where h11 (httpcore2's parser, which the
 crawl used before) accepts what old servers send: see LENIENCIES.
