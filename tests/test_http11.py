@@ -22,6 +22,7 @@ from crawler.fetcher.http11 import request_head
 from crawler.guard import AddressGuard
 from crawler.profiles import load_profiles
 from crawler.settings import FetchSettings
+from tests.servers.core import LoopbackServer
 
 LOOPBACK = AddressGuard(["127.0.0.0/8"])
 Script = Callable[["Peer"], None]
@@ -30,9 +31,10 @@ Script = Callable[["Peer"], None]
 class Peer:
     """One accepted connection, as a script sees it."""
 
-    def __init__(self, sock: socket.socket, number: int) -> None:
+    def __init__(self, sock: socket.socket, number: int, requests: list[bytes]) -> None:
         self.sock = sock
         self.number = number  # 0 for the server's first connection
+        self._requests = requests  # every request head the server read, in order
         self._buffer = b""
 
     def request(self) -> bytes | None:
@@ -43,74 +45,48 @@ class Peer:
                 return None
             self._buffer += data
         head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
+        self._requests.append(head + b"\r\n\r\n")
         return head + b"\r\n\r\n"
+
+    def hold(self) -> None:
+        """Keep the connection open until the client closes it (or the server stops)."""
+        while self.sock.recv(65536):
+            pass
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
 
-class Server:
-    """A TCP server on 127.0.0.1; each connection is run by `script` in a thread."""
+class Scripted(LoopbackServer):
+    """Runs `script` on each connection; keeps the request heads and the peak of open
+    connections."""
 
     def __init__(self, script: Script, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
         self._script = script
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.create_server((host, 0), family=family)
-        self.host = f"[{host}]" if ":" in host else host
-        self.port = self._listener.getsockname()[1]
-        self.connections = 0
         self.requests: list[bytes] = []
         self.open = 0
         self.peak_open = 0
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._count_lock = threading.Lock()
 
     def url(self, path: str = "/") -> str:
-        return f"http://{self.host}:{self.port}{path}"
+        return f"http://{self.address}{path}"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self._listener.accept()
-            except OSError:
-                return
-            with self._lock:
-                number, self.connections = self.connections, self.connections + 1
-                self.open += 1
-                self.peak_open = max(self.peak_open, self.open)
-            threading.Thread(target=self._run, args=(sock, number), daemon=True).start()
-
-    def _run(self, sock: socket.socket, number: int) -> None:
-        peer = Peer(sock, number)
-        original = peer.request
-
-        def request() -> bytes | None:
-            head = original()
-            if head is not None:
-                self.requests.append(head)
-            return head
-
-        peer.request = request  # type: ignore[method-assign]
+    def serve(self, sock: socket.socket, serial: int) -> None:
+        with self._count_lock:
+            self.open += 1
+            self.peak_open = max(self.peak_open, self.open)
         try:
-            self._script(peer)
-        except OSError:
-            pass
+            self._script(Peer(sock, serial - 1, self.requests))
         finally:
-            with self._lock:
+            with self._count_lock:
                 self.open -= 1
-            sock.close()
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 @contextmanager
-def serving(script: Script, host: str = "127.0.0.1") -> Iterator[Server]:
-    server = Server(script, host)
-    try:
+def serving(script: Script, host: str = "127.0.0.1") -> Iterator[Scripted]:
+    with Scripted(script, host) as server:
         yield server
-    finally:
-        server.close()
 
 
 def keep_answering(answer: bytes) -> Script:
@@ -123,7 +99,7 @@ def keep_answering(answer: bytes) -> Script:
     return script
 
 
-async def fetch(server: Server, path: str = "/", **settings: float) -> tuple[int, bytes, dict]:
+async def fetch(server: Scripted, path: str = "/", **settings: float) -> tuple[int, bytes, dict]:
     fetcher = Fetcher(FetchSettings(**settings), LOOPBACK)  # type: ignore[arg-type]
     try:
         return await _get(fetcher, server.url(path))
@@ -287,7 +263,7 @@ async def test_a_closed_or_chatty_idle_connection_is_not_reused() -> None:
             return  # the server closes the kept-alive connection while it is idle
         if peer.number == 1:
             peer.send(b"HTTP/1.1 200 OK\r\n\r\n")  # and this one talks while idle
-            time.sleep(5)
+            peer.hold()
 
     with serving(script) as server:
         fetcher = Fetcher(FetchSettings(), LOOPBACK)
@@ -337,7 +313,7 @@ async def test_a_stalled_body_times_out_and_the_slot_comes_back() -> None:
         while peer.request() is not None:
             if peer.number == 0:
                 peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
-                time.sleep(5)
+                peer.hold()
                 return
             peer.send(OK)
 
