@@ -1,11 +1,11 @@
 """Fetcher: pooled httpx2 clients; streams a response with caps and maps errors to ours.
 
 This package is the only importer of httpx2/httpcore2 (transport.py: the transport factory
-and per-origin pools; pool.py: one httpcore2 pool as an httpx2 transport; http11.py: the
-HTTP/1.1 transport of plain-HTTP origins; network.py: guarded connecting; auth.py: profile
-credentials and cookies). httpx2 is the maintained
-continuation of httpx (same API): its connection pool stays fast at hundreds of concurrent
-requests where httpx 0.28's slows down sharply (see README).
+and per-origin pools; pool.py: one httpcore2 pool as an httpx2 transport; http11.py and
+http11_pool.py: the HTTP/1.1 transport of plain-HTTP origins; network.py: guarded
+connecting; auth.py: profile credentials and cookies). httpx2 is the maintained continuation
+of httpx (same API): its connection pool stays fast at hundreds of concurrent requests where
+httpx 0.28's slows down sharply (see README).
 """
 
 from __future__ import annotations
