@@ -33,15 +33,20 @@ from bench.run import (
 TARGET_SPEEDUP = 1.5  # recrawl pages/s over the first crawl's
 
 
-def _visits(data_dir: Path) -> Counter[str]:
-    """Index lines (robots.txt's apart) by their `revisit`, "full" for none."""
+def _visits(data_dir: Path, volume: dict[str, Counter[str]] | None = None) -> Counter[str]:
+    """Index lines (robots.txt's apart) by their `revisit`, "full" for none; with `volume`,
+    also the body bytes received and the WARC bytes written for each."""
     found: Counter[str] = Counter()
     for path in sorted((data_dir / "index").glob("*.jsonl")):
         with path.open(encoding="utf-8") as handle:
             for line in handle:
                 record = json.loads(line)
                 if record.get("kind") != "robots" and record.get("state") == "done":
-                    found[record.get("revisit") or "full"] += 1
+                    kind = record.get("revisit") or "full"
+                    found[kind] += 1
+                    if volume is not None:
+                        volume["body"][kind] += record.get("length") or 0
+                        volume["warc"][kind] += record.get("warc_length") or 0
     return found
 
 
@@ -67,8 +72,9 @@ def _round(args: argparse.Namespace, seeds_file: Path, pages: int, i: int) -> di
         logs / f"recrawl-again-{i}.log",
         args.timeout,
     )
-    visits = _visits(data_dir)
-    again.detail = {"index": dict(visits)}
+    volume: dict[str, Counter[str]] = {"body": Counter(), "warc": Counter()}
+    visits = _visits(data_dir, volume)
+    again.detail = {"index": dict(visits), "bytes": {k: dict(v) for k, v in volume.items()}}
     again.ok = again.exit_code == 0 and visits == Counter({"full": pages, "not_modified": pages})
     for name, run in (("first", first), ("seed", seed), ("again", again)):
         if not run.ok:
@@ -110,6 +116,7 @@ def recrawl_benchmark(args: argparse.Namespace, results: dict[str, Any]) -> None
                 summary[name]["pages_per_s"] = args.pages / statistics.median(walls)
                 summary[name]["cpu_per_1000"] = statistics.median(cpus) / args.pages * 1000
         summary["speedup"] = summary["recrawl"]["pages_per_s"] / summary["first"]["pages_per_s"]
+        summary["bytes"] = rounds[-1]["recrawl"].detail["bytes"]
     results["recrawl"] = summary
 
 
@@ -126,5 +133,10 @@ def print_recrawl(results: dict[str, Any]) -> None:
             f" CPU-s/1k  peak RSS {row['rss_mb']:.0f} MB"
         )
     print(f"  seed --recrawl   {seed['wall_s']:.1f} s wall, {seed['cpu_s']:.1f} CPU-s")
+    volume = summary["bytes"]
+    for what, label in (("body", "body bytes received"), ("warc", "WARC bytes written")):
+        first_mb = volume[what].get("full", 0) / 2**20
+        again_mb = volume[what].get("not_modified", 0) / 2**20
+        print(f"  {label:<20} first {first_mb:8.1f} MiB  recrawl {again_mb:8.1f} MiB")
     verdict = "met" if summary["speedup"] >= TARGET_SPEEDUP else "NOT met"
     print(f"  speedup {summary['speedup']:.2f}x (target >= {TARGET_SPEEDUP}x: {verdict})")
