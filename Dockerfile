@@ -26,8 +26,10 @@ COPY pyproject.toml README.md ./
 COPY migrations ./migrations
 COPY crawler ./crawler
 # `pip wheel .` builds crawler and a wheel for each dependency, resolved within the version
-# ranges that pyproject.toml declares.
-RUN /opt/build-venv/bin/python -m pip wheel --wheel-dir /wheels .
+# ranges that pyproject.toml declares. --use-pep517: a dependency published as a setup.py
+# sdist only (surt) is built in an isolated environment with a current setuptools; the
+# legacy `setup.py bdist_wheel` path fails here for want of the `wheel` package.
+RUN /opt/build-venv/bin/python -m pip wheel --use-pep517 --wheel-dir /wheels .
 
 FROM python:3.11-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH \

@@ -368,12 +368,17 @@ paths = {u.split("/", 3)[3] for u in seeds}
 log = pathlib.Path(sys.argv[2]).read_text()
 gets = collections.Counter(re.findall(r'"GET /(\S*) HTTP', log))
 index = collections.Counter()
+robots = 0  # robots.txt fetches have index lines of their own ("kind": "robots")
 files = sorted(pathlib.Path(sys.argv[3]).glob("**/index/*.jsonl"))
 by_node = collections.Counter()
 for f in files:
     for line in f.read_text().splitlines():
         if line.strip():
-            index[json.loads(line)["url"]] += 1
+            record = json.loads(line)
+            if record.get("kind") == "robots":
+                robots += 1
+                continue
+            index[record["url"]] += 1
             by_node[f.parent.parent.name] += 1
 bad = [] if files else ["no index/*.jsonl under the data dir"]
 if sys.argv[5] == "nodes":
@@ -383,7 +388,7 @@ bad += [f"never fetched: /{p}" for p in sorted(paths - set(gets))]
 bad += [f"indexed {index[u]}x: {u}" for u in seeds if index[u] != 1]
 bad += [f"indexed but not a seed: {u}" for u in index if u not in seeds]
 counts = (f"seeds {len(seeds)}, GETs of them {sum(gets[p] for p in paths)},"
-          f" index lines {sum(index.values())} in {len(files)} file(s)"
+          f" index lines {sum(index.values())} (+{robots} robots.txt) in {len(files)} file(s)"
           + (f", by node {dict(sorted(by_node.items()))}" if sys.argv[5] == "nodes" else ""))
 pathlib.Path(sys.argv[4]).write_text(counts)
 print(counts, "; other GETs:", {k: v for k, v in gets.items() if k not in paths})
