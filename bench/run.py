@@ -197,7 +197,9 @@ def write_million_seeds(path: Path, seed: int) -> None:
 # --------------------------------------------------------------------------- nginx
 
 
-def nginx_conf(prefix: Path, site: Path, hosts: int, port: int, workers: str) -> str:
+def nginx_conf(
+    prefix: Path, site: Path, hosts: int, port: int, workers: str, tls: Path | None = None
+) -> str:
     temp = "\n".join(
         f"    {kind}_temp_path {prefix / 'tmp' / kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -205,8 +207,9 @@ def nginx_conf(prefix: Path, site: Path, hosts: int, port: int, workers: str) ->
     # No robots.txt in the corpus: a 404, which means "allow all" (RFC 9309) to both
     # tools; not logged, so that error.log only shows real trouble.
     robots = "location = /robots.txt { log_not_found off; }"
+    ssl = " ssl" if tls else ""
     servers = "\n".join(
-        f"    server {{ listen {host_ip(h)}:{port}; server_name _; "
+        f"    server {{ listen {host_ip(h)}:{port}{ssl}; server_name _; "
         f"root {site / f'h{h}'}; {robots} }}"
         for h in range(hosts)
     )
@@ -227,10 +230,35 @@ http {{
     keepalive_timeout 120s;
     keepalive_requests 1000000;
     open_file_cache max=4096 inactive=120s;
-{temp}
+{_tls_conf(tls)}{temp}
 {servers}
 }}
 """
+
+
+def _tls_conf(tls: Path | None) -> str:
+    """nginx's TLS lines (HTTP/1.1 only: h2 goes through httpcore2, as before `--tls`)."""
+    if tls is None:
+        return ""
+    return (
+        f"    ssl_certificate {tls / 'cert.pem'};\n"
+        f"    ssl_certificate_key {tls / 'key.pem'};\n"
+        "    ssl_session_cache shared:SSL:10m;\n"
+    )
+
+
+def make_tls(workdir: Path, hosts: int) -> Path:
+    """A private CA (trustme) and a certificate for every host's address, in workdir/tls."""
+    import trustme
+
+    folder = workdir / "tls"
+    folder.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    cert = ca.issue_cert(*(host_ip(h) for h in range(hosts)))
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    cert.private_key_pem.write_to_path(str(folder / "key.pem"))
+    (folder / "cert.pem").write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    return folder
 
 
 def find_nginx() -> str:
@@ -271,13 +299,15 @@ def _stop_stale(prefix: Path) -> None:
 
 
 @contextmanager
-def nginx_running(workdir: Path, site: Path, hosts: int, port: int, workers: str) -> Iterator[None]:
+def nginx_running(
+    workdir: Path, site: Path, hosts: int, port: int, workers: str, tls: Path | None = None
+) -> Iterator[None]:
     prefix = (workdir / "nginx").resolve()
     for sub in ("logs", "tmp"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
     _stop_stale(prefix)
     conf = prefix / "nginx.conf"
-    conf.write_text(nginx_conf(prefix, site.resolve(), hosts, port, workers))
+    conf.write_text(nginx_conf(prefix, site.resolve(), hosts, port, workers, tls))
     error_log = prefix / "logs" / "error.log"
     cmd = [find_nginx(), "-p", str(prefix), "-c", str(conf), "-e", str(error_log)]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
@@ -387,6 +417,7 @@ def bulk_settings(args: argparse.Namespace, *more: str) -> list[str]:
         f"fetch.concurrency={args.crawler_concurrency}",
         'network.allowed_networks=["127.0.0.0/8"]',
         'log.level="warning"',
+        *([f'fetch.ca_bundle="{args.workdir / "tls" / "ca.pem"}"'] if args.tls else []),
         *more,
     ]
     return [arg for s in sets for arg in ("--set", s)]
@@ -829,7 +860,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nginx-workers", default="auto", help="nginx worker_processes")
     p.add_argument("--timeout", type=float, default=900.0, help="per child process, seconds")
     p.add_argument("--keep", action="store_true", help="keep crawler data dirs")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="crawler only: nginx over TLS with HTTP/1.1 (a private CA from trustme, given "
+        "to the crawler as fetch.ca_bundle), https seeds",
+    )
     args = p.parse_args(argv)
+    if args.tls and args.only != "crawler":
+        p.error("--tls goes with --only crawler")
     if not 1 <= args.hosts <= 254 * 254 or args.pages < args.hosts or args.repeat < 1:
         p.error("need 1 <= hosts <= 64516, pages >= hosts, repeat >= 1")
     args.workdir = args.workdir.resolve()
@@ -848,6 +887,10 @@ def fetch_benchmarks(args: argparse.Namespace, results: dict[str, Any]) -> None:
     generate_corpus(site, args.pages, args.hosts, args.port, args.seed)
     seeds_file = args.workdir / "seeds.txt"
     seeds = write_seeds(seeds_file, args.pages, args.hosts, args.port, args.seed)
+    tls = make_tls(args.workdir, args.hosts) if args.tls else None
+    if tls is not None:
+        seeds = [url.replace("http://", "https://", 1) for url in seeds]
+        seeds_file.write_text("\n".join(seeds) + "\n", encoding="utf-8")
     wanted = [n for n in ("crawler", "scrapy") if args.only in (n, "all")]
     if args.only == "crawl-mode":
         wanted = ["crawler"]  # the bulk figure for the CPU ratio, from this invocation
@@ -878,7 +921,7 @@ def fetch_benchmarks(args: argparse.Namespace, results: dict[str, Any]) -> None:
         )
         runners["scrapy-crawl"] = (run_scrapy_crawl, crawl_seeds_file, reachable)
     error_log = args.workdir / "nginx" / "logs" / "error.log"
-    with nginx_running(args.workdir, site, args.hosts, args.port, args.nginx_workers):
+    with nginx_running(args.workdir, site, args.hosts, args.port, args.nginx_workers, tls):
         offset = error_log.stat().st_size if error_log.exists() else 0
         # Round by round, each tool once per round: a machine that slows down (or speeds
         # up) during the benchmark weighs on every tool alike, not on whichever ran last.
