@@ -40,6 +40,7 @@ def _patch(svc: Service, host: str, change: dict[str, object]) -> dict[str, obje
 JSON = "application/json"
 
 
+@pytest.mark.timing  # the server's gaps to within 10 ms: alone, not beside xdist's load
 def test_hosts_are_listed_paused_slowed_and_kept_across_a_restart(
     tmp_path: Path, make_site: SiteFactory, services: list[Service]
 ) -> None:
