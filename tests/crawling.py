@@ -51,11 +51,13 @@ def crawl(data_dir: Path, urls: list[str], *assignments: str) -> int:
 
 
 def index_lines(data_dir: Path, robots: bool = False) -> list[dict[str, Any]]:
-    """The index lines of the crawl's URLs (with `robots`, of its robots.txt fetches too)."""
+    """The index lines of the crawl's URLs (with `robots`, of its robots.txt fetches too).
+
+    A last line with no newline yet, one a running crawl is still writing, is left out."""
     lines: list[dict[str, Any]] = []
     for path in sorted((data_dir / "index").glob("*.jsonl")):
-        with open(path, encoding="utf-8") as handle:
-            lines.extend(json.loads(line) for line in handle)
+        *whole, _being_written = path.read_bytes().split(b"\n")
+        lines.extend(json.loads(line) for line in whole)
     return lines if robots else [line for line in lines if line.get("kind") != "robots"]
 
 

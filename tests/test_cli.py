@@ -57,19 +57,9 @@ def _finish(proc: subprocess.Popen[bytes], timeout: float) -> int:
     return proc.returncode
 
 
-def _written_lines(data: Path) -> int:
-    """Index lines of URLs a running crawl has written whole (the one being written, with no
-    newline yet, is not counted: reading a live file may see half of it)."""
-    count = 0
-    for path in (data / "index").glob("*.jsonl"):
-        *whole, _partial = path.read_bytes().split(b"\n")
-        count += sum(1 for line in whole if json.loads(line).get("kind") != "robots")
-    return count
-
-
 def _wait_for_lines(data: Path, at_least: int, timeout: float = 20) -> None:
     eventually(
-        lambda: _written_lines(data),
+        lambda: len(index_lines(data)),
         timeout,
         f"at least {at_least} index lines",
         until=lambda n: n >= at_least,
