@@ -9,8 +9,9 @@ import hashlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 import anyio
 import httpx2
@@ -99,12 +100,21 @@ def keep_answering(answer: bytes) -> Script:
     return script
 
 
-async def fetch(server: Scripted, path: str = "/", **settings: float) -> tuple[int, bytes, dict]:
-    fetcher = Fetcher(FetchSettings(**settings), LOOPBACK)  # type: ignore[arg-type]
+@asynccontextmanager
+async def fetching(
+    settings: FetchSettings, guard: AddressGuard = LOOPBACK, **options: Any
+) -> AsyncIterator[Fetcher]:
+    """A Fetcher, closed at the end of the block."""
+    fetcher = Fetcher(settings, guard, **options)
     try:
-        return await _get(fetcher, server.url(path))
+        yield fetcher
     finally:
         await fetcher.aclose()
+
+
+async def fetch(server: Scripted, path: str = "/") -> tuple[int, bytes, dict]:
+    async with fetching(FetchSettings()) as fetcher:
+        return await _get(fetcher, server.url(path))
 
 
 async def _get(fetcher: Fetcher, url: str) -> tuple[int, bytes, dict]:
@@ -130,11 +140,8 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nh
 @pytest.mark.anyio
 async def test_keep_alive_one_connection_and_the_request_sent_is_the_one_recorded() -> None:
     with serving(keep_answering(OK)) as server:
-        fetcher = Fetcher(FetchSettings(), LOOPBACK)
-        try:
+        async with fetching(FetchSettings()) as fetcher:
             results = [await _get(fetcher, server.url(f"/p{i}?q=1")) for i in range(5)]
-        finally:
-            await fetcher.aclose()
     assert server.connections == 1
     for i, (status, body, facts) in enumerate(results):
         assert (status, body, facts["reason"], facts["version"]) == (
@@ -162,11 +169,8 @@ def _has_ipv6_loopback() -> bool:
 @pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
 async def test_an_ipv6_peer_is_reached_and_recorded() -> None:
     with serving(keep_answering(OK), "::1") as server:
-        fetcher = Fetcher(FetchSettings(), AddressGuard(["::1/128"]))
-        try:
+        async with fetching(FetchSettings(), AddressGuard(["::1/128"])) as fetcher:
             status, body, facts = await _get(fetcher, server.url("/v6"))
-        finally:
-            await fetcher.aclose()
     assert (status, body, facts["peer"]) == (200, b"hello", "::1")
     assert server.requests[0].startswith(b"GET /v6 HTTP/1.1\r\nHost: [::1]:")
 
@@ -178,12 +182,9 @@ async def test_old_servers_bare_lf_and_a_body_to_the_close() -> None:
         peer.send(b"HTTP/1.0 200 Fine\nServer: old\n\nthe body runs to the close")
 
     with serving(script) as server:
-        fetcher = Fetcher(FetchSettings(), LOOPBACK)
-        try:
+        async with fetching(FetchSettings()) as fetcher:
             first = await _get(fetcher, server.url())
             second = await _get(fetcher, server.url())
-        finally:
-            await fetcher.aclose()
     assert first[:2] == second[:2] == (200, b"the body runs to the close")
     assert (first[2]["reason"], first[2]["version"]) == ("Fine", "HTTP/1.0")
     assert first[2]["headers"] == [("Server", "old")]
@@ -266,25 +267,19 @@ async def test_a_closed_or_chatty_idle_connection_is_not_reused() -> None:
             peer.hold()
 
     with serving(script) as server:
-        fetcher = Fetcher(FetchSettings(), LOOPBACK)
-        try:
+        async with fetching(FetchSettings()) as fetcher:
             for _ in range(3):
                 assert (await _get(fetcher, server.url()))[:2] == (200, b"hello")
                 await anyio.sleep(0.2)
-        finally:
-            await fetcher.aclose()
     assert server.connections == 3
 
 
 @pytest.mark.anyio
 async def test_a_second_response_to_one_request_leaves_the_connection_unused() -> None:
     with serving(keep_answering(OK + OK)) as server:
-        fetcher = Fetcher(FetchSettings(), LOOPBACK)
-        try:
+        async with fetching(FetchSettings()) as fetcher:
             for _ in range(2):
                 assert (await _get(fetcher, server.url()))[:2] == (200, b"hello")
-        finally:
-            await fetcher.aclose()
     assert server.connections == 2
 
 
@@ -296,13 +291,10 @@ async def test_a_failure_on_a_reused_connection_says_so() -> None:
         peer.request()  # read the second request, then hang up without an answer
 
     with serving(script) as server:
-        fetcher = Fetcher(FetchSettings(), LOOPBACK)
-        try:
+        async with fetching(FetchSettings()) as fetcher:
             await _get(fetcher, server.url())
             with pytest.raises(errors.FetchError) as failed:
                 await _get(fetcher, server.url())
-        finally:
-            await fetcher.aclose()
     assert failed.value.fresh_connection is False
     assert "disconnected without sending a response" in str(failed.value)
 
@@ -318,13 +310,12 @@ async def test_a_stalled_body_times_out_and_the_slot_comes_back() -> None:
             peer.send(OK)
 
     with serving(script) as server:
-        fetcher = Fetcher(FetchSettings(read_timeout=0.5), LOOPBACK, per_host_connections=1)
-        try:
+        async with fetching(
+            FetchSettings(read_timeout=0.5), LOOPBACK, per_host_connections=1
+        ) as fetcher:
             with pytest.raises(errors.FetchTimeout):
                 await _get(fetcher, server.url())
             assert (await _get(fetcher, server.url()))[:2] == (200, b"hello")
-        finally:
-            await fetcher.aclose()
 
 
 @pytest.mark.anyio
@@ -341,13 +332,10 @@ async def test_a_deadline_mid_body_frees_the_only_connection() -> None:
 
     with serving(script) as server:
         settings = FetchSettings(deadline=1.0)
-        fetcher = Fetcher(settings, LOOPBACK, per_host_connections=1)
-        try:
+        async with fetching(settings, per_host_connections=1) as fetcher:
             with pytest.raises(errors.DeadlineExceeded):
                 await _get(fetcher, server.url())
             assert (await _get(fetcher, server.url()))[:2] == (200, b"hello")
-        finally:
-            await fetcher.aclose()
     assert server.connections == 2
 
 
@@ -360,17 +348,14 @@ async def test_the_pool_holds_per_host_connections_and_queues_the_rest() -> None
 
     results: list[int] = []
     with serving(script) as server:
-        fetcher = Fetcher(FetchSettings(), LOOPBACK, per_host_connections=2)
+        async with fetching(FetchSettings(), per_host_connections=2) as fetcher:
 
-        async def one(i: int) -> None:
-            results.append((await _get(fetcher, server.url(f"/{i}")))[0])
+            async def one(i: int) -> None:
+                results.append((await _get(fetcher, server.url(f"/{i}")))[0])
 
-        try:
             async with anyio.create_task_group() as tg:
                 for i in range(8):
                     tg.start_soon(one, i)
-        finally:
-            await fetcher.aclose()
     assert results == [200] * 8
     assert (server.connections, server.peak_open) == (2, 2)
 
@@ -401,20 +386,17 @@ async def test_a_url_of_no_profile_is_sent_as_the_client_would_send_it() -> None
     client. Both heads must be the same, header for header, recrawl headers included."""
     with serving(keep_answering(OK)) as server:
         profiles = load_profiles([{"hosts": ["localhost"], "headers": {}}])
-        fetcher = Fetcher(FetchSettings(), LOOPBACK, profiles=profiles)
         conditional = [
             ("If-None-Match", '"v1"'),
             ("If-Modified-Since", "Tue, 01 Dec 2026 00:00:00 GMT"),
         ]
-        try:
+        async with fetching(FetchSettings(), profiles=profiles) as fetcher:
             for host in ("127.0.0.1", "localhost"):
                 for extra in ((), conditional):
                     response, _ = await fetcher.fetch(
                         f"http://{host}:{server.port}/a?b", headers=extra
                     )
                     response.close()
-        finally:
-            await fetcher.aclose()
     heads = [head.replace(b"localhost", b"127.0.0.1") for head in server.requests]
     assert (heads[0], heads[1]) == (heads[2], heads[3])
     assert b'\r\nIf-None-Match: "v1"\r\nIf-Modified-Since: Tue' in heads[1]
