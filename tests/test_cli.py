@@ -229,8 +229,10 @@ def test_status_json_counts_states_reasons_and_hosts(
 def test_second_run_on_the_same_directory_is_refused(
     tmp_path: Path, make_site: SiteFactory
 ) -> None:
-    s = _slow_site(make_site, pages=4, seconds=1)
-    seeds = write_seeds(tmp_path / "s.txt", [s.url(f"/p{i}") for i in range(4)])
+    # Enough slow pages that the first run is still crawling (not already exiting, when a
+    # SIGTERM meets the default handler) however long the second takes to start.
+    s = _slow_site(make_site, pages=30, seconds=1)
+    seeds = write_seeds(tmp_path / "s.txt", [s.url(f"/p{i}") for i in range(30)])
     data = tmp_path / "crawl"
     first = _run(data, seeds)
     eventually((data / "crawl.db").exists, 10, "the first run's crawl.db")
